@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up t2i on a fresh machine: the CPU build of PyTorch, the package, and (with --dev) what the
+# tests need: test tools, Debian's data packages and the emoji sources.
+# Usage: bash scripts/setup.sh          # to generate images
+#        bash scripts/setup.sh --dev    # to run the tests and train on the built-in data sets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+python3 -m pip install --quiet torch==2.13.0   # the CPU wheel; an unpinned torch pulls a CUDA build
+if [ "$dev" = 1 ]; then
+  python3 -m pip install --quiet -e ".[test]"
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    pkgs="dataset-fashion-mnist fonts-noto-color-emoji"
+    missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+    if [ -n "$missing" ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    fi
+  fi
+  if [ -x scripts/install-emoji-sources.sh ]; then bash scripts/install-emoji-sources.sh; fi
+else
+  python3 -m pip install --quiet -e .
+fi
+echo "t2i set up: $(python3 -c 'import t2i; print(t2i.__version__)')"
