@@ -25,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build, pack and inspect data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
-    del data_sub  # filled by t2i.data.cli.add_parser and t2i.data.emoji.add_parser
+    from t2i.data import cli as data_cli
+    from t2i.data import emoji
+
+    data_cli.add_parser(data_sub)
+    emoji.add_parser(data_sub)
 
 
 def main(argv: list[str] | None = None) -> int:

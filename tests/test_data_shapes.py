@@ -1,0 +1,127 @@
+"""`shapes`: determinism, the scene rules, the caption grammar, splits and evaluation prompts."""
+
+import numpy as np
+import pytest
+import torch
+
+from t2i.data import collate, load_dataset
+from t2i.data.shapes import (
+    BACKGROUNDS,
+    COLOURS,
+    ShapesConfig,
+    ShapesDataset,
+    ShapesStream,
+    heldout_prompts,
+    make_caption,
+    parse_caption,
+    render_scene,
+    sample_scene,
+    scene_rng,
+    shapes_eval_prompts,
+)
+
+
+def _scenes(n, split="train", seed=0, cfg=None):
+    cfg = cfg or ShapesConfig(seed=seed)
+    for i in range(n):
+        rng = scene_rng(seed, split, i)
+        scene = sample_scene(rng, cfg, split)
+        yield scene, make_caption(scene, rng)
+
+
+def test_item_is_a_function_of_seed_and_index():
+    ds = ShapesDataset(length=50)
+    a, b = ds[7], ds[7]
+    assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
+    assert a["scene"] == b["scene"]
+    assert a["scene"] != ds[8]["scene"]
+    other = ShapesDataset(ShapesConfig(seed=1), length=50)[7]
+    assert other["scene"] != a["scene"]
+    stream = iter(ShapesStream(start=7))
+    s7, s8 = next(stream), next(stream)
+    assert s7["index"] == 7 and s7["caption"] == a["caption"] and s8["scene"] == ds[8]["scene"]
+
+
+def test_item_format_and_flat_colours():
+    item = ShapesDataset(length=5)[3]
+    x = item["image"]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    # The interior of every object is exactly its named colour; the border is the background.
+    rgb = np.asarray(render_scene(item["scene"], 64)).reshape(-1, 3)
+    colours, counts = np.unique(rgb, axis=0, return_counts=True)
+    named = {tuple(COLOURS[o.colour]) for o in item["scene"].objects}
+    named.add(tuple(BACKGROUNDS[item["scene"].background]))
+    top = {tuple(int(v) for v in c) for c in colours[np.argsort(counts)[-len(named) :]]}
+    assert top == named
+
+
+def test_scene_rules_hold():
+    cfg = ShapesConfig()
+    n_objects = set()
+    for scene, _ in _scenes(1000):
+        objs = scene.objects
+        n_objects.add(len(objs))
+        assert len({o.cell for o in objs}) == len(objs)
+        assert len({(o.colour, o.shape) for o in objs}) == len(objs)
+        assert not {(o.colour, o.shape) for o in objs} & set(cfg.holdout)
+    assert n_objects == {1, 2, 3}
+
+
+def test_holdout_split_always_holds_a_held_out_pair():
+    cfg = ShapesConfig()
+    for scene, _ in _scenes(300, split="holdout"):
+        assert {(o.colour, o.shape) for o in scene.objects} & set(cfg.holdout)
+
+
+def test_captions_parse_back_to_facts_of_their_scene():
+    styles = set()
+    for scene, caption in _scenes(2000, split="all"):
+        spec = parse_caption(caption)
+        assert [(o.colour, o.shape) for o in spec.objects] == [
+            (o.colour, o.shape) for o in scene.objects
+        ]
+        for stated, true in zip(spec.objects, scene.objects):
+            assert stated.size in (None, true.size) and stated.cell in (None, true.cell)
+        for a, rel, b in spec.relations:
+            ca, cb = scene.objects[a].cell, scene.objects[b].cell
+            assert {
+                "to the left of": ca[1] < cb[1],
+                "to the right of": ca[1] > cb[1],
+                "above": ca[0] < cb[0],
+                "below": ca[0] > cb[0],
+            }[rel]
+        assert spec.background in (None, scene.background)
+        assert spec.count == len(scene.objects)
+        styles.add("rel" if spec.relations else "abs" if spec.objects[0].cell else "list")
+    assert styles == {"rel", "abs", "list"}
+
+
+@pytest.mark.parametrize("bad", ["a red dog", "a red circle next to a blue square", "hello"])
+def test_parse_rejects_captions_outside_the_grammar(bad):
+    with pytest.raises(ValueError, match="grammar"):
+        parse_caption(bad)
+
+
+def test_eval_prompts_are_fixed_and_parse():
+    a, b = shapes_eval_prompts(50), shapes_eval_prompts(50)
+    assert a == b and len(set(a)) > 40
+    held = set(ShapesConfig().holdout)
+    for p in a:
+        assert not {(o.colour, o.shape) for o in parse_caption(p).objects} & held
+    for p in heldout_prompts(50):
+        assert {(o.colour, o.shape) for o in parse_caption(p).objects} & held
+
+
+def test_load_dataset_names_and_errors(tmp_path):
+    ds = load_dataset("shapes:single", image_size=48, length=10, seed=3)
+    assert len(ds) == 10 and ds[0]["image"].shape == (3, 48, 48)
+    assert all(len(ds[i]["scene"].objects) == 1 for i in range(10))
+    with pytest.raises(ValueError, match="fashion"):
+        load_dataset("shapez")
+    with pytest.raises(ValueError, match="single"):
+        load_dataset("shapes:nope")
+    with pytest.raises(ValueError, match="holdout"):
+        ShapesDataset(split="valid")
+    batch = collate([ds[i] for i in range(3)])
+    assert batch["image"].shape == (3, 3, 48, 48) and len(batch["scene"]) == 3
