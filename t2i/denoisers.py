@@ -1,0 +1,208 @@
+"""Parameterisations as denoisers: D(x, sigma, **cond) -> x0_hat, each owning its training loss.
+
+Every wrapper is D(x, sigma) = c_skip * x + c_out * net(c_in * x, c_noise, **cond)
+(Karras et al. 2022, eq. 7); x is in sigma-space, x = x0 + sigma * eps. The loss is the MSE of the
+network output against its own target F* = (x0 - c_skip * x) / c_out, which is L_simple for eps,
+the v loss for v and the lambda-weighted EDM loss for EDM.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from t2i.schedules import DiscreteSchedule, sigma_to_t
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) with `ndim` dims in total, to broadcast against x."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def sigma_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """sigma as a (B,) tensor on x's device/dtype; a scalar is broadcast. Raises on bad input."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(
+            f"sigma must be a scalar or have shape ({x.shape[0]},) to match x {tuple(x.shape)}, "
+            f"got {tuple(sigma.shape)}"
+        )
+    if (sigma < 0).any() or sigma.isnan().any():
+        raise ValueError(f"sigma must be >= 0, got {sigma.tolist()}")
+    return sigma
+
+
+class Denoiser(nn.Module):
+    """Base wrapper: subclasses give scalings(sigma) -> (c_skip, c_out, c_in) and c_noise(sigma)."""
+
+    def __init__(self, net: nn.Module, min_snr_gamma: float | None = None):
+        super().__init__()
+        self.net = net
+        self.min_snr_gamma = min_snr_gamma  # None: plain loss; 5.0: Hang et al. 2023 weighting
+
+    def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        """x: (B, ...) noisy sample, sigma: (B,) or scalar -> x0_hat (B, ...)."""
+        sigma = sigma_batch(sigma, x)
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.scalings(sigma))
+        return c_skip * x + c_out * self.net(c_in * x, self.c_noise(sigma), **cond)
+
+    def loss(
+        self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, **cond
+    ) -> torch.Tensor:
+        """Per-sample loss (B,) at noise level sigma (B,), noise ~ N(0, I) shaped like x0."""
+        sigma = sigma_batch(sigma, x0)
+        if (sigma <= 0).any():
+            raise ValueError(f"training sigma must be > 0, got {sigma.tolist()}")
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
+        c_skip, c_out, c_in = (append_dims(c, x0.ndim) for c in self.scalings(sigma))
+        x = x0 + append_dims(sigma, x0.ndim) * noise
+        target = (x0 - c_skip * x) / c_out
+        out = self.net(c_in * x, self.c_noise(sigma), **cond)
+        mse = (out - target).pow(2).flatten(1).mean(1)
+        return mse * self.loss_weight(sigma)
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """min(SNR, gamma) in x0 terms (Hang et al. 2023), i.e. times c_out^2 on the output MSE."""
+        if self.min_snr_gamma is None:
+            return torch.ones_like(sigma)
+        c_out = self.scalings(sigma)[1]
+        return (sigma**-2).clamp(max=self.min_snr_gamma) * c_out**2
+
+    def training_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DiscreteVPDenoiser(Denoiser):
+    """A DDPM-style network on T discrete timesteps: c_in = 1/sqrt(1+sigma^2), c_noise = t."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: DiscreteSchedule | torch.Tensor,  # or the (T,) sigmas, ascending in t
+        min_snr_gamma: float | None = None,
+    ):
+        super().__init__(net, min_snr_gamma)
+        sigmas = schedule.sigmas() if isinstance(schedule, DiscreteSchedule) else schedule
+        if sigmas.ndim != 1 or len(sigmas) < 2 or not (sigmas[1:] >= sigmas[:-1]).all():
+            raise ValueError("schedule sigmas must be a 1-D ascending tensor of length >= 2")
+        self.register_buffer("sigmas", sigmas.float(), persistent=False)
+
+    @property
+    def sigma_min(self) -> float:
+        return self.sigmas[0].item()
+
+    @property
+    def sigma_max(self) -> float:
+        return self.sigmas[-1].item()
+
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma_to_t(sigma, self.sigmas).to(sigma.dtype)
+
+    def training_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """t ~ U{0, ..., T-1} (Ho et al. 2020, Algorithm 1) -> sigma_t. (B,)"""
+        t = torch.randint(0, len(self.sigmas), (batch,), generator=generator)
+        return self.sigmas[t.to(self.sigmas.device)]
+
+
+class EpsDenoiser(DiscreteVPDenoiser):
+    """The network predicts the noise eps: x0 = x - sigma * eps (Ho et al. 2020)."""
+
+    def scalings(self, sigma):
+        return torch.ones_like(sigma), -sigma, (1 + sigma**2).rsqrt()
+
+
+class VDenoiser(DiscreteVPDenoiser):
+    """The network predicts v = alpha eps - s x0 in VP terms (Salimans & Ho 2022, Sec. 4)."""
+
+    def scalings(self, sigma):
+        return 1 / (1 + sigma**2), -sigma * (1 + sigma**2).rsqrt(), (1 + sigma**2).rsqrt()
+
+
+class X0Denoiser(DiscreteVPDenoiser):
+    """The network predicts x0 directly."""
+
+    def scalings(self, sigma):
+        return torch.zeros_like(sigma), torch.ones_like(sigma), (1 + sigma**2).rsqrt()
+
+
+class EDMDenoiser(Denoiser):
+    """EDM preconditioning, continuous sigma (Karras et al. 2022, Table 1)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        sigma_data: float = 0.5,  # std of the data
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        p_mean: float = -1.2,  # training log sigma ~ N(p_mean, p_std^2)
+        p_std: float = 1.2,
+        min_snr_gamma: float | None = None,
+    ):
+        super().__init__(net, min_snr_gamma)
+        self.sigma_data, self.sigma_min, self.sigma_max = sigma_data, sigma_min, sigma_max
+        self.p_mean, self.p_std = p_mean, p_std
+
+    def scalings(self, sigma):
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (sigma**2 + sd2)
+        c_out = sigma * self.sigma_data * (sigma**2 + sd2).rsqrt()
+        return c_skip, c_out, (sigma**2 + sd2).rsqrt()
+
+    def c_noise(self, sigma):
+        return sigma.log() / 4
+
+    def training_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return (self.p_mean + self.p_std * torch.randn(batch, generator=generator)).exp()
+
+
+class GaussianMixtureDenoiser(nn.Module):
+    """The exact denoiser E[x0 | x] for data x0 ~ sum_k w_k N(mu_k, s_k^2 I); for tests and demos.
+
+    D(x, sigma, y) conditions on the component y (B,) when given; y = -1 means unconditional.
+    """
+
+    def __init__(
+        self,
+        means: torch.Tensor,  # (K, *shape)
+        stds: torch.Tensor,  # (K,), > 0
+        weights: torch.Tensor,  # (K,), sum 1
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+    ):
+        super().__init__()
+        self.register_buffer("means", means.flatten(1).double())
+        self.register_buffer("stds", stds.double())
+        self.register_buffer("log_w", weights.double().log())
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    def log_posterior(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """log p(k | x) under the noisy marginal, x ~ N(mu_k, (s_k^2 + sigma^2) I). (B, K)"""
+        sigma = sigma_batch(sigma, x).double()
+        var = self.stds**2 + sigma[:, None] ** 2  # (B, K)
+        d2 = (x.flatten(1).double()[:, None] - self.means).pow(2).sum(-1)
+        dim = self.means.shape[1]
+        log_p = self.log_w - 0.5 * d2 / var - 0.5 * dim * (2 * math.pi * var).log()
+        return log_p.log_softmax(-1)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, y=None) -> torch.Tensor:
+        sigma = sigma_batch(sigma, x).double()
+        log_r = self.log_posterior(x, sigma)
+        if y is not None:  # restrict to component y where y >= 0
+            keep = (y[:, None] < 0) | (y[:, None] == torch.arange(len(self.stds)))
+            log_r = log_r.masked_fill(~keep, -math.inf).log_softmax(-1)
+        shrink = self.stds**2 / (self.stds**2 + sigma[:, None] ** 2)  # (B, K)
+        xf = x.flatten(1).double()[:, None]  # (B, 1, D)
+        x0_k = self.means + shrink[..., None] * (xf - self.means)  # (B, K, D)
+        x0 = (log_r.exp()[..., None] * x0_k).sum(1)
+        return x0.to(x.dtype).reshape(x.shape)
