@@ -18,8 +18,54 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_generate(sub)
     _add_data(sub)
     return parser
+
+
+GENERATE_EXAMPLES = """examples:
+  t2i generate "a red circle above a blue square" --out circle.png
+  t2i generate "a small green star" --n 4 --steps 30 --guidance 5 --seed 7 --out stars.png
+  t2i generate --from circle.png --out again.png     # the parameters stored in a t2i PNG
+"""
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        raise argparse.ArgumentTypeError(f"size must look like 64x64 (WxH), got {text!r}")
+    return int(w), int(h)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="make images from a prompt",
+        epilog=GENERATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prompt", nargs="?", help="what to draw")
+    p.add_argument("--negative", default=None, help="what to steer away from")
+    p.add_argument("--model", default=None, help="bundled model name or model folder (shapes)")
+    p.add_argument("--sampler", default=None, help="ddim, euler, heun, dpmpp_2m, ... (model's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (model's default)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=None, help="image i uses seed + i (default 0)")
+    p.add_argument("--n", type=int, default=1, help="number of images")
+    p.add_argument("--size", type=_size, default=None, help="WxH in pixels (model's default)")
+    p.add_argument("--out", default="t2i.png", help="PNG path; with --n > 1, -<seed> is added")
+    p.add_argument("--from", dest="from_png", default=None, help="reuse a t2i PNG's parameters")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from t2i.generate import generate_to_files
+
+    paths = generate_to_files(args)
+    for path in paths:
+        print(path)
+    return 0
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:

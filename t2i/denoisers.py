@@ -166,6 +166,32 @@ class EDMDenoiser(Denoiser):
         return (self.p_mean + self.p_std * torch.randn(batch, generator=generator)).exp()
 
 
+PARAMETERISATIONS: dict[str, type[Denoiser]] = {
+    "eps": EpsDenoiser,
+    "v": VDenoiser,
+    "x0": X0Denoiser,
+    "edm": EDMDenoiser,
+}
+
+
+def make_denoiser(
+    net: nn.Module,
+    parameterisation: str,
+    schedule: DiscreteSchedule | None = None,
+    min_snr_gamma: float | None = None,
+) -> Denoiser:
+    """Wrap `net` in the named parameterisation; eps/v/x0 need the discrete training schedule."""
+    if parameterisation not in PARAMETERISATIONS:
+        raise ValueError(
+            f"unknown parameterisation {parameterisation!r}; choose from {list(PARAMETERISATIONS)}"
+        )
+    if parameterisation == "edm":
+        return EDMDenoiser(net, min_snr_gamma=min_snr_gamma)
+    if schedule is None:
+        raise ValueError(f"parameterisation {parameterisation!r} needs a DiscreteSchedule")
+    return PARAMETERISATIONS[parameterisation](net, schedule, min_snr_gamma=min_snr_gamma)
+
+
 class GaussianMixtureDenoiser(nn.Module):
     """The exact denoiser E[x0 | x] for data x0 ~ sum_k w_k N(mu_k, s_k^2 I); for tests and demos.
 

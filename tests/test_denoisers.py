@@ -178,3 +178,17 @@ def test_mixture_denoiser_obeys_tweedie():
 def test_bad_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call(EpsDenoiser(lambda x, t: x, SCHED))
+
+
+def test_make_denoiser_builds_each_parameterisation_and_rejects_unknown():
+    from t2i.denoisers import PARAMETERISATIONS, make_denoiser
+    from t2i.schedules import DiscreteSchedule
+
+    net = torch.nn.Identity()
+    for name, cls in PARAMETERISATIONS.items():
+        d = make_denoiser(net, name, DiscreteSchedule.preset("ddpm"))
+        assert type(d) is cls
+    with pytest.raises(ValueError, match="unknown parameterisation 'epsilon'.*'eps'"):
+        make_denoiser(net, "epsilon", DiscreteSchedule.preset("ddpm"))
+    with pytest.raises(ValueError, match="needs a DiscreteSchedule"):
+        make_denoiser(net, "v")

@@ -1,0 +1,80 @@
+"""`t2i generate`: a prompt (or a t2i PNG's own parameters) -> PNGs that reproduce themselves."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from t2i.pipeline import (
+    MAX_IMAGES,
+    GenerationParams,
+    Pipeline,
+    read_png_params,
+    save_png,
+    to_pil,
+)
+
+DEFAULT_MODEL = "shapes"
+
+
+def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:
+    """One path per image: `out` itself for one image, `stem-<seed>.png` for several."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {str(out)!r}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write {out}: folder {parent} is not writable")
+    if len(seeds) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{s}{out.suffix}") for s in seeds]
+
+
+def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
+    """(model, keyword arguments of Pipeline.params) from the flags, or from a PNG's parameters.
+
+    With --from, the PNG's values are the base and any flag given explicitly replaces one.
+    """
+    flags = {
+        "negative": args.negative,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "seed": args.seed,
+        "size": args.size,
+    }
+    if args.from_png:
+        base = read_png_params(args.from_png)
+        kw = asdict(base)
+        kw["size"] = (kw.pop("width"), kw.pop("height"))
+        model = args.model or base.model or DEFAULT_MODEL
+        prompt = args.prompt if args.prompt is not None else kw.pop("prompt")
+        kw.pop("prompt", None)
+        kw.pop("model")
+        kw.update({k: v for k, v in flags.items() if v is not None})
+        return model, {"prompt": prompt, **kw}
+    if not args.prompt:
+        raise ValueError('give a prompt (t2i generate "a red circle") or --from image.png')
+    return args.model or DEFAULT_MODEL, {"prompt": args.prompt, **flags}
+
+
+def generate_to_files(args: argparse.Namespace) -> list[Path]:
+    """Check everything, load the model, sample with a progress bar, write the PNGs."""
+    if not 1 <= args.n <= MAX_IMAGES:
+        raise ValueError(f"--n must be in [1, {MAX_IMAGES}], got {args.n}")
+    model, kw = request_from_args(args)
+    pipe = Pipeline.from_pretrained(model)
+    p = pipe.params(kw.pop("prompt"), **kw)
+    seeds = [p.seed + i for i in range(args.n)]
+    paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling
+    with tqdm(total=p.steps, disable=args.quiet, desc="sampling", unit="step") as bar:
+        images = pipe.generate(p, args.n, callback=lambda info: bar.update(1))
+    for image, seed, path in zip(to_pil(images), seeds, paths):
+        save_png(image, path, GenerationParams(**{**asdict(p), "seed": seed}))
+    return paths

@@ -1,0 +1,111 @@
+"""`t2i generate` end to end on a tiny model folder: files, parameters, reproduction, bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from t2i.checkpoint import save_model_folder
+from t2i.cli import main
+from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
+from t2i.models.unet import UNet, UNetConfig
+from t2i.pipeline import read_png_params
+from t2i.schedules import DiscreteSchedule
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab="a red blue circle".split()))
+    folder = tmp_path_factory.mktemp("model")
+    index = {
+        "parameterisation": "v",
+        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
+        "sampler": {"name": "euler", "steps": 3, "guidance_scale": 2.0},
+        "image_size": 16,
+    }
+    save_model_folder(
+        folder, {"unet": UNet(UNetConfig.preset("tiny")), "text_encoder": text}, index
+    )
+    return folder
+
+
+def run(*argv: str) -> int:
+    return main(["generate", *argv, "--quiet"])
+
+
+def test_writes_pngs_that_carry_and_reproduce_their_parameters(model_dir, tmp_path):
+    out = tmp_path / "img.png"
+    assert (
+        run("a red circle", "--model", str(model_dir), "--n", "2", "--seed", "4", "--out", str(out))
+        == 0
+    )
+    first, second = tmp_path / "img-4.png", tmp_path / "img-5.png"
+    params = read_png_params(second)
+    assert (params.prompt, params.seed, params.sampler, params.steps) == (
+        "a red circle",
+        5,
+        "euler",
+        3,
+    )
+    again = tmp_path / "again.png"
+    assert run("--from", str(second), "--out", str(again)) == 0
+    assert Image.open(again).tobytes() == Image.open(second).tobytes()
+    assert Image.open(first).tobytes() != Image.open(second).tobytes()
+
+
+def test_from_png_with_an_explicit_flag_overrides_that_value(model_dir, tmp_path):
+    src = tmp_path / "a.png"
+    assert run("a blue circle", "--model", str(model_dir), "--out", str(src)) == 0
+    out = tmp_path / "b.png"
+    assert run("--from", str(src), "--steps", "2", "--out", str(out)) == 0
+    assert read_png_params(out).steps == 2
+    assert read_png_params(out).prompt == "a blue circle"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--sampler", "eulr"], "unknown sampler 'eulr'; choose from"),
+        (["--steps", "0"], "steps must be in [1, 1000], got 0"),
+        (["--guidance", "-2"], "guidance must be in [0, 100], got -2.0"),
+        (["--size", "15x16"], "each side must be a multiple of 2"),
+        (["--n", "1000000"], "--n must be in [1, 64], got 1000000"),
+        (["--out", "/nonexistent-dir/x.png"], "folder /nonexistent-dir does not exist"),
+        (["--out", "x.jpg"], "--out must name a .png file"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_exit_2(model_dir, tmp_path, capsys, flags, message):
+    argv = ["a red circle", "--model", str(model_dir), "--out", str(tmp_path / "x.png"), *flags]
+    assert run(*argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_corrupted_or_pickled_weights_are_refused(model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    weights = bad / "unet" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    assert run("a red circle", "--model", str(bad), "--out", str(tmp_path / "x.png")) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+    torch.save({"w": torch.zeros(2)}, weights)  # a pickle where safetensors belongs
+    assert run("a red circle", "--model", str(bad), "--out", str(tmp_path / "x.png")) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+
+
+def test_console_script_reports_errors_without_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "t2i", "generate", "x", "--model", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "not a t2i model folder" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,127 @@
+"""The pipeline on tiny real components: a model folder in, PIL images with their parameters out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2i.checkpoint import save_model_folder
+from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
+from t2i.models.unet import UNet, UNetConfig
+from t2i.pipeline import (
+    GenerationParams,
+    Pipeline,
+    load,
+    read_png_params,
+    save_png,
+)
+from t2i.schedules import DiscreteSchedule
+
+PROMPT = "a red circle above a blue square"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    vocab = "a red blue circle square above below".split()
+    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
+    unet = UNet(UNetConfig.preset("tiny"))
+    folder = tmp_path_factory.mktemp("model")
+    index = {
+        "parameterisation": "eps",
+        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
+        "sampler": {"name": "heun", "steps": 4, "guidance_scale": 2.0},
+        "image_size": 16,
+    }
+    save_model_folder(folder, {"unet": unet, "text_encoder": text}, index)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return load(model_dir)
+
+
+def test_generates_images_of_the_asked_size_with_their_parameters(pipe):
+    images = pipe(PROMPT, n=2, steps=3, seed=5, size=(16, 8))
+    assert [im.size for im in images] == [(16, 8), (16, 8)]
+    seeds = [GenerationParams.from_json(im.info["t2i"]).seed for im in images]
+    assert seeds == [5, 6]
+
+
+def test_same_seed_same_image_and_other_seed_other_image(pipe):
+    a = pipe.generate(pipe.params(PROMPT, steps=3, seed=1))
+    b = pipe.generate(pipe.params(PROMPT, steps=3, seed=1))
+    c = pipe.generate(pipe.params(PROMPT, steps=3, seed=2))
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 0.05
+
+
+def test_image_i_of_a_batch_equals_image_made_alone_with_its_seed(pipe):
+    for sampler in ("ddim", "euler_ancestral", "dpmpp_2m"):
+        p = pipe.params(PROMPT, steps=3, seed=10, sampler=sampler)
+        batch = pipe.generate(p, n=3)
+        for i in range(3):
+            alone = pipe.generate(pipe.params(PROMPT, steps=3, seed=10 + i, sampler=sampler))
+            # batched matmuls may round differently: far below one 8-bit level (1/127.5)
+            torch.testing.assert_close(batch[i : i + 1], alone, atol=2e-4, rtol=0)
+
+
+def test_guidance_and_negative_prompt_change_the_image(pipe):
+    base = pipe.generate(pipe.params(PROMPT, steps=3, guidance=1.0))
+    guided = pipe.generate(pipe.params(PROMPT, steps=3, guidance=4.0))
+    negative = pipe.generate(pipe.params(PROMPT, steps=3, guidance=4.0, negative="blue"))
+    assert (base - guided).abs().max() > 1e-3
+    assert (guided - negative).abs().max() > 1e-3
+
+
+def test_png_round_trip_reproduces_the_image(pipe, tmp_path):
+    image = pipe(PROMPT, steps=3, seed=3)[0]
+    p = GenerationParams.from_json(image.info["t2i"])
+    path = save_png(image, tmp_path / "x.png", p)
+    again = read_png_params(path)
+    assert again == p
+    redo = pipe(again.prompt, steps=again.steps, seed=again.seed, guidance=again.guidance)[0]
+    assert redo.tobytes() == image.tobytes()
+
+
+def test_defaults_come_from_the_model_index(pipe):
+    p = pipe.params(PROMPT)
+    assert (p.sampler, p.steps, p.guidance, p.width, p.height) == ("heun", 4, 2.0, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sampler": "eulr"}, "unknown sampler 'eulr'"),
+        ({"steps": 0}, r"steps must be in \[1, 1000\], got 0"),
+        ({"steps": 2.5}, "steps must be an integer"),
+        ({"guidance": -1.0}, r"guidance must be in \[0, 100\], got -1.0"),
+        ({"size": (13, 16)}, "13x16: each side must be a multiple of 2"),
+        ({"size": (4096, 16)}, r"image size must be in \[2, 1024\], got 4096"),
+        ({"seed": -3}, "seed must be in"),
+    ],
+)
+def test_bad_requests_name_the_bad_value(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe.params(PROMPT, **kwargs)
+
+
+def test_bad_n_and_unknown_models_are_clear_errors(pipe, tmp_path):
+    with pytest.raises(ValueError, match=r"n must be in \[1, 64\], got 1000000"):
+        pipe.generate(pipe.params(PROMPT), n=10**6)
+    with pytest.raises(ValueError, match="unknown model 'nope'; choose from the bundled"):
+        Pipeline.from_pretrained("nope")
+    with pytest.raises(ValueError, match="not a t2i model folder"):
+        Pipeline.from_pretrained(tmp_path)
+
+
+def test_png_without_parameters_is_refused(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
+    with pytest.raises(ValueError, match="carries no t2i parameters"):
+        read_png_params(tmp_path / "plain.png")
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_png_params(tmp_path / "junk.png")
