@@ -19,8 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generate(sub)
+    _add_train(sub)
     _add_data(sub)
     return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from t2i.training import cli as training_cli
+
+    training_cli.add_parser(sub)
 
 
 GENERATE_EXAMPLES = """examples:
