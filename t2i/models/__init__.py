@@ -1,0 +1,37 @@
+"""Networks: UNet, autoencoders, text encoders, CLIP; each a config dataclass + module + presets."""
+
+from t2i.models.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderKL,
+    AutoencoderLoss,
+    AutoencoderLossConfig,
+    AutoencoderVQ,
+    VQConfig,
+)
+from t2i.models.clip import CLIP, CLIPConfig
+from t2i.models.text_encoder import (
+    PretrainedTextEncoder,
+    PretrainedTextEncoderConfig,
+    TextEmbedding,
+    TextTransformer,
+    TextTransformerConfig,
+)
+from t2i.models.unet import UNet, UNetConfig
+
+__all__ = [
+    "CLIP",
+    "AutoencoderConfig",
+    "AutoencoderKL",
+    "AutoencoderLoss",
+    "AutoencoderLossConfig",
+    "AutoencoderVQ",
+    "CLIPConfig",
+    "PretrainedTextEncoder",
+    "PretrainedTextEncoderConfig",
+    "TextEmbedding",
+    "TextTransformer",
+    "TextTransformerConfig",
+    "UNet",
+    "UNetConfig",
+    "VQConfig",
+]

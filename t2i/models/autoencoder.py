@@ -1,0 +1,438 @@
+"""Autoencoders for latent diffusion and token models, and their training losses.
+
+- `AutoencoderKL`: KL-regularised convolutional VAE (Kingma & Welling 2014; Rombach 2022, LDM).
+- `AutoencoderVQ`: vector-quantised variant with an EMA codebook (van den Oord et al. 2017, VQ-VAE).
+- `AutoencoderLoss`: reconstruction (L1/L2) + KL or VQ loss + PatchGAN hinge loss with the adaptive
+  weight, switched on after `disc_start` steps (Esser et al. 2021, VQGAN; LDM).
+
+The training recipe calls, per step (`ae` either autoencoder, `loss_fn = AutoencoderLoss(cfg)`):
+
+    out = ae(x)                                             # AutoencoderOutput
+    g_loss, logs = loss_fn.generator_loss(x, out, step, ae.last_layer)
+    opt_ae.zero_grad(); g_loss.backward(); opt_ae.step()
+    if loss_fn.disc_active(step):                           # g_loss also left grads in D: zero them
+        opt_disc.zero_grad()                                # opt_disc over loss_fn.parameters()
+        d_loss, d_logs = loss_fn.discriminator_loss(x, out.x_rec.detach(), step)
+        d_loss.backward(); opt_disc.step()
+
+Latents for diffusion: `z = ae.to_latent(x)` ((mode - shift) * scale, per channel),
+`x = ae.from_latent(z)`; set scale/shift from data before saving with
+`ae.set_latent_stats(*latent_stats(ae, batches))`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2i.models.layers import Attention, Downsample, ResBlock, Upsample, check_groups
+
+
+@dataclass
+class AutoencoderConfig:
+    in_channels: int = 3
+    channels: tuple[int, ...] = (64, 128, 256)  # per level; downsampling factor 2**(len - 1)
+    layers_per_block: int = 1  # residual blocks per level
+    latent_channels: int = 4
+    groups: int = 32  # GroupNorm groups
+    mid_attention: bool = True  # self-attention at the lowest resolution
+    latent_scale: list[float] | None = None  # per channel, from data (latent_stats); None: 1
+    latent_shift: list[float] | None = None  # per channel; None: 0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        self.validate()
+
+    def validate(self) -> None:
+        if len(self.channels) < 1 or min(self.channels) <= 0:
+            raise ValueError(f"channels must be positive, got {self.channels}")
+        for ch in self.channels:
+            check_groups(ch, self.groups, f"{type(self).__name__}.channels")
+        for name in ("latent_scale", "latent_shift"):
+            v = getattr(self, name)
+            if v is not None and len(v) != self.latent_channels:
+                raise ValueError(f"{name} has {len(v)} values, expected {self.latent_channels}")
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        presets = VQ_PRESETS if cls is VQConfig else AE_PRESETS
+        if name not in presets:
+            raise ValueError(
+                f"unknown {cls.__name__} preset {name!r}; choose from {sorted(presets)}"
+            )
+        return replace(presets[name], **overrides)
+
+
+@dataclass
+class VQConfig(AutoencoderConfig):
+    codebook_size: int = 512
+    commitment: float = 0.25  # beta in the VQ-VAE loss
+    ema_decay: float = 0.99  # codebook EMA decay (VQ-VAE appendix)
+
+
+AE_PRESETS: dict[str, AutoencoderConfig] = {
+    "tiny": AutoencoderConfig(channels=(16, 32), latent_channels=4, groups=8, mid_attention=False),
+    "f4": AutoencoderConfig(channels=(64, 128, 128), latent_channels=4),  # 64x64 -> 16x16x4
+    "f8": AutoencoderConfig(channels=(64, 128, 256, 256), latent_channels=4),
+}
+VQ_PRESETS: dict[str, VQConfig] = {
+    "tiny": VQConfig(
+        channels=(16, 32), latent_channels=8, groups=8, mid_attention=False, codebook_size=64
+    ),
+    "f4": VQConfig(channels=(64, 128, 128), latent_channels=32, codebook_size=1024),
+    "f8": VQConfig(channels=(64, 128, 256, 256), latent_channels=32, codebook_size=1024),
+}
+
+
+class MidAttention(nn.Module):
+    """Self-attention over all positions with a residual (the LDM autoencoder's middle block)."""
+
+    def __init__(self, ch: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, ch, eps=1e-6)
+        self.attn = Attention(ch, heads=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.attn(self.norm(x).flatten(2).transpose(1, 2))
+        return x + y.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _mid(ch: int, c: AutoencoderConfig) -> nn.Sequential:
+    layers = [ResBlock(ch, ch, c.groups)]
+    if c.mid_attention:
+        layers += [MidAttention(ch, c.groups), ResBlock(ch, ch, c.groups)]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """x (B, C, H, W) -> (B, out_ch, H/f, W/f)."""
+
+    def __init__(self, c: AutoencoderConfig, out_ch: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(c.in_channels, c.channels[0], 3, padding=1)]
+        prev = c.channels[0]
+        for level, ch in enumerate(c.channels):
+            for _ in range(c.layers_per_block):
+                layers.append(ResBlock(prev, ch, c.groups))
+                prev = ch
+            if level < len(c.channels) - 1:
+                layers.append(Downsample(ch))
+        layers += [_mid(prev, c), nn.GroupNorm(c.groups, prev, eps=1e-6), nn.SiLU()]
+        layers.append(nn.Conv2d(prev, out_ch, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """z (B, latent, h, w) -> (B, C, h*f, w*f)."""
+
+    def __init__(self, c: AutoencoderConfig):
+        super().__init__()
+        top = c.channels[-1]
+        layers: list[nn.Module] = [nn.Conv2d(c.latent_channels, top, 3, padding=1), _mid(top, c)]
+        prev = top
+        for level in reversed(range(len(c.channels))):
+            ch = c.channels[level]
+            for _ in range(c.layers_per_block + 1):
+                layers.append(ResBlock(prev, ch, c.groups))
+                prev = ch
+            if level > 0:
+                layers.append(Upsample(ch))
+        layers += [nn.GroupNorm(c.groups, prev, eps=1e-6), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+        self.conv_out = nn.Conv2d(prev, c.in_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.net(z))
+
+
+class DiagonalGaussian:
+    """Posterior q(z|x) = N(mean, exp(logvar)); mean/logvar (B, C, h, w)."""
+
+    def __init__(self, moments: torch.Tensor):
+        self.mean, logvar = moments.chunk(2, dim=1)
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(
+            self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device
+        )
+        return self.mean + self.std * eps
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per sample, summed over latent dims -> (B,)."""
+        return 0.5 * (self.mean**2 + self.logvar.exp() - 1.0 - self.logvar).flatten(1).sum(1)
+
+
+class AutoencoderOutput(NamedTuple):
+    x_rec: torch.Tensor  # (B, C, H, W)
+    posterior: DiagonalGaussian | None  # KL autoencoder
+    vq_loss: torch.Tensor | None  # VQ autoencoder: commitment loss (scalar)
+    codes: torch.Tensor | None  # VQ autoencoder: (B, h, w) code indices
+
+
+class _LatentScaling(nn.Module):
+    """Per-channel latent scale/shift stored in the config, applied by to_latent / from_latent."""
+
+    config: AutoencoderConfig
+
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        scale = torch.tensor(c.latent_scale or [1.0] * c.latent_channels)
+        shift = torch.tensor(c.latent_shift or [0.0] * c.latent_channels)
+        return (
+            scale.to(z.device, z.dtype)[None, :, None, None],
+            shift.to(z.device, z.dtype)[None, :, None, None],
+        )
+
+    def scale_latent(self, z: torch.Tensor) -> torch.Tensor:
+        scale, shift = self._stats(z)
+        return (z - shift) * scale
+
+    def unscale_latent(self, z: torch.Tensor) -> torch.Tensor:
+        scale, shift = self._stats(z)
+        return z / scale + shift
+
+    def set_latent_stats(self, scale: list[float], shift: list[float]) -> None:
+        self.config = replace(self.config, latent_scale=list(scale), latent_shift=list(shift))
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """Weight of the decoder's last layer: the adaptive GAN weight is measured here."""
+        return self.decoder.conv_out.weight
+
+
+class AutoencoderKL(_LatentScaling):
+    """KL-regularised VAE: encode(x) -> DiagonalGaussian, decode(z) -> x."""
+
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoder = Encoder(config, 2 * config.latent_channels)
+        self.decoder = Decoder(config)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """x (B, C, H, W) in [-1, 1] -> posterior over (B, latent, H/f, W/f)."""
+        return DiagonalGaussian(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        posterior = self.encode(x)
+        return AutoencoderOutput(self.decode(posterior.sample(generator)), posterior, None, None)
+
+    def to_latent(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Image -> scaled diffusion latent (posterior mode; a sample if a generator is given)."""
+        post = self.encode(x)
+        return self.scale_latent(post.mode() if generator is None else post.sample(generator))
+
+    def from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.unscale_latent(z))
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-code quantisation with an EMA-updated codebook (VQ-VAE, appendix A.1).
+
+    Buffers are part of the state dict, so a saved model resumes its codebook statistics.
+    """
+
+    def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, beta: float = 0.25):
+        super().__init__()
+        self.decay, self.beta, self.eps = decay, beta, 1e-5
+        embed = torch.randn(codebook_size, dim) * 0.1
+        self.register_buffer("codebook", embed)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("embed_sum", embed.clone())
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, D, h, w) -> z_q (straight-through), commitment loss, codes (B, h, w)."""
+        b, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
+        dist = (
+            flat.pow(2).sum(1, keepdim=True)
+            - 2 * flat @ self.codebook.t()
+            + (self.codebook.pow(2).sum(1)[None])
+        )
+        codes = dist.argmin(1)
+        if self.training:
+            self._ema_update(flat.detach(), codes)
+        z_q = self.codebook[codes].view(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
+        loss = self.beta * F.mse_loss(z, z_q.detach())  # codebook moves by EMA, not by gradient
+        z_q = z + (z_q - z).detach()
+        return z_q, loss, codes.view(b, h, w)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        onehot = F.one_hot(codes, self.codebook.shape[0]).type(flat.dtype)
+        self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        n = self.cluster_size.sum()
+        size = (self.cluster_size + self.eps) / (n + len(self.cluster_size) * self.eps) * n
+        self.codebook.copy_(self.embed_sum / size[:, None])
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, h, w) -> z_q (B, D, h, w), for token models that generate codes."""
+        return self.codebook[codes].permute(0, 3, 1, 2)
+
+
+def code_usage(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Fraction of codes used in a batch and the perplexity of their histogram."""
+    counts = torch.bincount(codes.flatten(), minlength=codebook_size).float()
+    p = counts / counts.sum()
+    perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
+    return {"used": float((counts > 0).float().mean()), "perplexity": float(perplexity)}
+
+
+class AutoencoderVQ(_LatentScaling):
+    """VQ autoencoder: encode(x) -> (z_q, loss, codes), decode(z_q) -> x."""
+
+    def __init__(self, config: VQConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoder = Encoder(config, config.latent_channels)
+        self.quantizer = VectorQuantizer(
+            config.codebook_size, config.latent_channels, config.ema_decay, config.commitment
+        )
+        self.decoder = Decoder(config)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.quantizer(self.encoder(x))
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z_q)
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.quantizer.lookup(codes))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        z_q, loss, codes = self.encode(x)
+        return AutoencoderOutput(self.decode(z_q), None, loss, codes)
+
+    def to_latent(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.scale_latent(self.encode(x)[0])
+
+    def from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.unscale_latent(z))
+
+
+@torch.no_grad()
+def latent_stats(ae: nn.Module, batches) -> tuple[list[float], list[float]]:
+    """Per-channel (scale, shift) = (1 / std, mean) of unscaled latents over image batches."""
+    zs = []
+    for x in batches:
+        z = ae.encode(x)
+        zs.append((z.mode() if isinstance(z, DiagonalGaussian) else z[0]).float())
+    z = torch.cat(zs).transpose(0, 1).flatten(1)  # (C, N)
+    std = z.std(1).clamp_min(1e-6)
+    return (1.0 / std).tolist(), z.mean(1).tolist()
+
+
+# ---------------------------------------------------------------- losses
+
+
+@dataclass
+class AutoencoderLossConfig:
+    reconstruction: str = "l1"  # "l1" or "l2"
+    kl_weight: float = 1e-6  # on the KL summed over latent dims, per pixel element (as LDM)
+    disc_weight: float = 0.5  # times the adaptive weight
+    disc_start: int = 5000  # steps before the GAN loss switches on
+    disc_channels: int = 64
+    disc_layers: int = 3
+
+    def __post_init__(self) -> None:
+        if self.reconstruction not in ("l1", "l2"):
+            raise ValueError(f"reconstruction {self.reconstruction!r}; choose from ['l1', 'l2']")
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: strided convs giving one real/fake logit per patch (Isola et al. 2017)."""
+
+    def __init__(self, in_ch: int = 3, ch: int = 64, layers: int = 3):
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(in_ch, ch, 4, 2, 1), nn.LeakyReLU(0.2)]
+        for i in range(1, layers + 1):
+            out = ch * min(2**i, 8)
+            stride = 2 if i < layers else 1
+            mods += [nn.Conv2d(ch * min(2 ** (i - 1), 8), out, 4, stride, 1)]
+            mods += [nn.GroupNorm(min(32, out // 4), out), nn.LeakyReLU(0.2)]
+        mods.append(nn.Conv2d(ch * min(2**layers, 8), 1, 4, 1, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _item(x: torch.Tensor) -> float:
+    return float(x.detach())
+
+
+def reconstruction_loss(x: torch.Tensor, x_rec: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    return F.l1_loss(x_rec, x) if kind == "l1" else F.mse_loss(x_rec, x)
+
+
+def adaptive_weight(rec: torch.Tensor, g: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """||grad rec|| / ||grad g|| at the decoder's last layer (VQGAN eq. 7), clamped to [0, 1e4]."""
+    g_rec = torch.autograd.grad(rec, last_layer, retain_graph=True)[0]
+    g_gan = torch.autograd.grad(g, last_layer, retain_graph=True)[0]
+    return (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+
+
+class AutoencoderLoss(nn.Module):
+    """Reconstruction + KL (or VQ commitment) + hinge PatchGAN with adaptive weight (LDM/VQGAN)."""
+
+    def __init__(self, config: AutoencoderLossConfig, in_channels: int = 3):
+        super().__init__()
+        self.config = config
+        self.discriminator = PatchDiscriminator(
+            in_channels, config.disc_channels, config.disc_layers
+        )
+
+    def disc_active(self, step: int) -> bool:
+        return step >= self.config.disc_start
+
+    def generator_loss(
+        self, x: torch.Tensor, out: AutoencoderOutput, step: int, last_layer: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        rec = reconstruction_loss(x, out.x_rec, c.reconstruction)
+        loss, logs = rec, {"rec": _item(rec)}
+        if out.posterior is not None:
+            kl = out.posterior.kl().mean() / x[0].numel()  # per pixel element, like rec
+            loss = loss + c.kl_weight * kl
+            logs["kl"] = _item(kl)
+        if out.vq_loss is not None:
+            loss = loss + out.vq_loss
+            logs["vq"] = _item(out.vq_loss)
+        if self.disc_active(step) and torch.is_grad_enabled():
+            g = -self.discriminator(out.x_rec).mean()
+            weight = c.disc_weight * adaptive_weight(rec, g, last_layer)
+            loss = loss + weight * g
+            logs.update(g=_item(g), disc_weight=_item(weight))
+        logs["loss"] = _item(loss)
+        return loss, logs
+
+    def discriminator_loss(
+        self, x: torch.Tensor, x_rec: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Hinge loss: mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))), halved."""
+        real, fake = self.discriminator(x), self.discriminator(x_rec.detach())
+        d = 0.5 * (F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean())
+        return d, {"d_loss": _item(d), "d_real": _item(real.mean()), "d_fake": _item(fake.mean())}

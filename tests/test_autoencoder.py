@@ -1,0 +1,122 @@
+"""Autoencoders on tiny presets: shapes, latent scaling, KL / VQ training, GAN loss."""
+
+import pytest
+import torch
+
+from t2i.models.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderKL,
+    AutoencoderLoss,
+    AutoencoderLossConfig,
+    AutoencoderVQ,
+    VQConfig,
+    code_usage,
+    latent_stats,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _batch(n: int = 4, size: int = 16) -> torch.Tensor:
+    """Smooth images in [-1, 1]: a fixed batch the autoencoders can learn quickly."""
+    g = torch.Generator().manual_seed(0)
+    low = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+
+def _train(ae, loss_fn, x, steps: int, disc_start_offset: int = 0):
+    opt = torch.optim.Adam(ae.parameters(), lr=2e-3)
+    losses, logs = [], {}
+    for step in range(steps):
+        out = ae(x, torch.Generator().manual_seed(step))
+        loss, logs = loss_fn.generator_loss(x, out, step + disc_start_offset, ae.last_layer)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, logs
+
+
+def test_kl_shapes_and_posterior():
+    ae = AutoencoderKL(AutoencoderConfig.preset("tiny"))
+    x = _batch()
+    post = ae.encode(x)
+    assert post.mean.shape == (4, 4, 8, 8) and ae.config.factor == 2
+    z = post.sample(torch.Generator().manual_seed(0))
+    z2 = post.sample(torch.Generator().manual_seed(0))
+    assert torch.equal(z, z2) and not torch.equal(z, post.mode())
+    assert ae.decode(z).shape == x.shape
+    assert (post.kl() >= 0).all()
+
+
+def test_kl_trains_and_loss_falls():
+    torch.manual_seed(0)
+    ae = AutoencoderKL(AutoencoderConfig.preset("tiny"))
+    loss_fn = AutoencoderLoss(AutoencoderLossConfig(kl_weight=1e-3, disc_start=10**9))
+    losses, logs = _train(ae, loss_fn, _batch(), 40)
+    assert losses[-1] < 0.5 * losses[0]
+    assert "kl" in logs and "g" not in logs  # GAN still off before disc_start
+
+
+def test_gan_switches_on_after_start_with_adaptive_weight():
+    torch.manual_seed(0)
+    ae = AutoencoderKL(AutoencoderConfig.preset("tiny"))
+    loss_fn = AutoencoderLoss(AutoencoderLossConfig(disc_start=3, disc_channels=8, disc_layers=2))
+    x = _batch()
+    out = ae(x)
+    _, before = loss_fn.generator_loss(x, out, 2, ae.last_layer)
+    _, after = loss_fn.generator_loss(x, out, 3, ae.last_layer)
+    assert "g" not in before and after["disc_weight"] > 0
+    assert not loss_fn.disc_active(2) and loss_fn.disc_active(3)
+    d_loss, d_logs = loss_fn.discriminator_loss(x, out.x_rec.detach(), 3)
+    d_loss.backward()
+    assert all(p.grad is not None for p in loss_fn.discriminator.parameters())
+    assert d_logs["d_loss"] >= 0
+
+
+def test_vq_trains_updates_codebook_and_reports_usage():
+    torch.manual_seed(0)
+    ae = AutoencoderVQ(VQConfig.preset("tiny"))
+    loss_fn = AutoencoderLoss(AutoencoderLossConfig(disc_start=10**9))
+    x = _batch()
+    book = ae.quantizer.codebook.clone()
+    losses, logs = _train(ae, loss_fn, x, 40)
+    assert losses[-1] < 0.5 * losses[0] and "vq" in logs
+    assert not torch.equal(book, ae.quantizer.codebook)  # EMA moved the codebook
+    ae.eval()
+    frozen = ae.quantizer.codebook.clone()
+    out = ae(x)
+    assert torch.equal(frozen, ae.quantizer.codebook)  # no EMA update in eval mode
+    usage = code_usage(out.codes, ae.config.codebook_size)
+    assert 0 < usage["used"] <= 1 and 1 <= usage["perplexity"] <= ae.config.codebook_size
+    assert ae.decode_codes(out.codes).shape == x.shape
+
+
+def test_latent_stats_standardise_latents():
+    torch.manual_seed(0)
+    ae = AutoencoderKL(AutoencoderConfig.preset("tiny"))
+    batches = [_batch(4) * s for s in (1.0, 0.5)]
+    scale, shift = latent_stats(ae, batches)
+    ae.set_latent_stats(scale, shift)
+    z = torch.cat([ae.to_latent(x) for x in batches]).transpose(0, 1).flatten(1)
+    torch.testing.assert_close(z.mean(1), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(1), torch.ones(4), atol=1e-4, rtol=0)
+    x = batches[0]
+    torch.testing.assert_close(ae.from_latent(ae.to_latent(x)), ae.decode(ae.encode(x).mode()))
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="choose from"):
+        AutoencoderConfig.preset("f16")
+    with pytest.raises(ValueError, match="divisible"):
+        AutoencoderConfig(channels=(20, 40), groups=32)
+    with pytest.raises(ValueError, match="latent_scale"):
+        AutoencoderConfig(latent_scale=[1.0, 2.0])
+    with pytest.raises(ValueError, match="reconstruction"):
+        AutoencoderLossConfig(reconstruction="l3")

@@ -1,0 +1,143 @@
+"""UNet on the tiny preset: shapes, gradients, key-padding mask, batching, config errors."""
+
+import pytest
+import torch
+
+from t2i.models.unet import UNet, UNetConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread, and do not fight other processes for both cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _inputs(c: UNetConfig, b: int = 2, size: int = 16, length: int = 5, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c.in_channels, size, size, generator=g)
+    t = torch.rand(b, generator=g) * 999
+    ctx = torch.randn(b, length, c.context_dim, generator=g)
+    return x, t, ctx
+
+
+def test_shapes_and_extra_inputs():
+    c = UNetConfig.preset("tiny", in_channels=4, out_channels=8, cond_channels=2, pooled_dim=12)
+    net = UNet(c).eval()
+    x, t, ctx = _inputs(c)
+    y = net(x, t, ctx, pooled=torch.randn(2, 12), x_cond=torch.randn(2, 2, 16, 16))
+    assert y.shape == (2, 8, 16, 16)
+    with pytest.raises(ValueError, match="x_cond"):
+        net(x, t, ctx, pooled=torch.randn(2, 12))
+    with pytest.raises(ValueError, match="pooled"):
+        net(x, t, ctx, x_cond=torch.randn(2, 2, 16, 16))
+
+
+def test_gradients_reach_every_parameter():
+    c = UNetConfig.preset("tiny", cond_channels=1, pooled_dim=8)
+    torch.manual_seed(0)
+    net = UNet(c)
+    x, t, ctx = _inputs(c)
+    y = net(
+        x, t, ctx, torch.ones(2, 5, dtype=torch.bool), torch.randn(2, 8), torch.randn(2, 1, 16, 16)
+    )
+    y.square().mean().backward()
+    dead = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert dead == []
+
+
+def test_padding_tokens_do_not_change_output():
+    c = UNetConfig.preset("tiny")
+    torch.manual_seed(0)
+    net = UNet(c).eval()
+    x, t, ctx = _inputs(c, length=4)
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    garbage = torch.randn(2, 3, c.context_dim) * 5
+    padded = torch.cat([ctx, garbage], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(2, 3, dtype=torch.bool)], dim=1)
+    # row 1 also has garbage in its own padded positions 2, 3
+    padded[1, 2:4] = torch.randn(2, c.context_dim) * 5
+    with torch.no_grad():
+        ref = net(x, t, ctx[:, :4], mask)
+        out = net(x, t, padded, padded_mask)
+        ignored = net(x, t, padded, torch.ones_like(padded_mask))  # same tokens, mask off
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert (ignored - ref).abs().max() > 1e-3  # the padding really would matter without the mask
+
+
+def test_row_without_tokens_is_finite_and_batch_independent():
+    c = UNetConfig.preset("tiny")
+    net = UNet(c).eval()
+    x, t, ctx = _inputs(c)
+    mask = torch.tensor([[True] * 5, [False] * 5])
+    with torch.no_grad():
+        both = net(x, t, ctx, mask)
+        first = net(x[:1], t[:1], ctx[:1], mask[:1])
+    assert torch.isfinite(both).all()
+    torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_equals_one_by_one_and_t_changes_output():
+    c = UNetConfig.preset("tiny")
+    net = UNet(c).eval()
+    x, t, ctx = _inputs(c, b=3)
+    with torch.no_grad():
+        batch = net(x, t, ctx)
+        single = torch.cat([net(x[i : i + 1], t[i : i + 1], ctx[i : i + 1]) for i in range(3)])
+        other_t = net(x, t + 100, ctx)
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
+    assert (other_t - batch).abs().max() > 1e-4
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="choose from"):
+        UNetConfig.preset("huge-typo")
+    with pytest.raises(ValueError, match="divisible by groups"):
+        UNetConfig(channels=(30, 60), groups=32)
+    with pytest.raises(ValueError, match="attention_levels"):
+        UNetConfig(channels=(32, 64), attention_levels=(2,))
+    with pytest.raises(ValueError, match="head_dim"):
+        UNetConfig(channels=(32, 64), head_dim=24, attention_levels=(1,))
+    net = UNet(UNetConfig.preset("tiny"))
+    with pytest.raises(ValueError, match="context"):
+        net(torch.randn(1, 3, 16, 16), torch.zeros(1))
+
+
+@pytest.mark.parametrize("name", ["small", "latent", "base"])
+def test_presets_build(name):
+    c = UNetConfig.preset(name)
+    assert c.channels and UNet(c).conv_out.out_channels == c.in_channels
+
+
+def test_bf16_attention_path_matches_fp32_sdpa():
+    """bf16 uses the written-out attention (faster backward on CPU): same result as fp32 SDPA."""
+    from t2i.models.layers import attend, attention_mask
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 8, generator=g) for _ in range(3))
+    mask, _ = attention_mask(torch.tensor([[True] * 6, [True] * 3 + [False] * 3]))
+    ref = attend(q, k, v, mask)
+    out = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    # masked keys carry no weight in either path
+    k2, v2 = k.clone(), v.clone()
+    k2[1, :, 3:], v2[1, :, 3:] = 100.0, 100.0
+    torch.testing.assert_close(attend(q.bfloat16(), k2.bfloat16(), v2.bfloat16(), mask), out)
+
+
+def test_bf16_autocast_training_step():
+    c = UNetConfig.preset("tiny")
+    torch.manual_seed(0)
+    net = UNet(c)
+    x, t, ctx = _inputs(c)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x, t, ctx, mask)
+    assert y.dtype == torch.bfloat16
+    y.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(y.float(), net(x, t, ctx, mask), atol=0.1, rtol=0.1)
