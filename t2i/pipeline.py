@@ -148,7 +148,7 @@ class Pipeline:
     @property
     def factor(self) -> int:
         """Image sides must be multiples of this: UNet downsamplings x autoencoder factor."""
-        unet = 2 ** (len(self.unet.config.channels) - 1)
+        unet = 2 ** (len(self.unet.config.channels) - 1) * self.unet.config.patch_size
         return unet * (self.autoencoder.config.factor if self.autoencoder is not None else 1)
 
     @property

@@ -141,3 +141,16 @@ def test_bf16_autocast_training_step():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     with torch.no_grad():
         torch.testing.assert_close(y.float(), net(x, t, ctx, mask), atol=0.1, rtol=0.1)
+
+
+def test_patch_stem_keeps_the_image_shape_and_sees_every_pixel():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig.preset("tiny", patch_size=2))
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    ctx, mask = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
+    out = net(x, torch.tensor([3.0, 500.0]), context=ctx, context_mask=mask)
+    assert out.shape == x.shape
+    out[0, :, 0, 0].sum().backward()  # one output pixel depends on its own patch's pixels
+    assert x.grad[0, :, :2, :2].abs().min() > 0
+    with pytest.raises(ValueError, match="patch_size must be >= 1, got 0"):
+        UNetConfig.preset("tiny", patch_size=0)

@@ -40,6 +40,8 @@ class UNetConfig:
     pooled_dim: int = 0  # pooled text embedding added to the time embedding (Imagen); 0: unused
     groups: int = 32  # GroupNorm groups
     dropout: float = 0.0
+    patch_size: int = 1  # >1: pixel-unshuffle p x p patches into channels first (a pixel model
+    #                       then runs at 1/p^2 of the positions, as "simple diffusion"); 1: none
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -63,6 +65,8 @@ class UNetConfig:
             raise ValueError(f"head_dim={self.head_dim} must divide attention channels {used}")
         if self.layers_per_block < 1 or self.in_channels < 1:
             raise ValueError("layers_per_block and in_channels must be >= 1")
+        if self.patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> UNetConfig:
@@ -98,6 +102,14 @@ UNET_PRESETS: dict[str, UNetConfig] = {
         attention_levels=(1, 2),
         head_dim=32,
     ),
+    # 64x64 pixel model through a 4x4 patch stem: the cost of the latent model, no autoencoder
+    "pixel64": UNetConfig(
+        channels=(64, 128, 192),
+        layers_per_block=1,
+        attention_levels=(0, 1, 2),
+        head_dim=32,
+        patch_size=4,
+    ),
     "base": UNetConfig(channels=(64, 128, 256), layers_per_block=2, attention_levels=(1, 2)),
     "large": UNetConfig(
         channels=(128, 256, 256, 512), layers_per_block=2, attention_levels=(1, 2, 3)
@@ -118,7 +130,8 @@ class UNet(nn.Module):
         heads = {i: c.channels[i] // c.head_dim for i in c.attention_levels}
         self.time_mlp = nn.Sequential(nn.Linear(ch0, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.pooled_proj = nn.Linear(c.pooled_dim, temb) if c.pooled_dim else None
-        self.conv_in = nn.Conv2d(c.in_channels + c.cond_channels, ch0, 3, padding=1)
+        p2 = c.patch_size**2
+        self.conv_in = nn.Conv2d((c.in_channels + c.cond_channels) * p2, ch0, 3, padding=1)
 
         def res(i: int, o: int) -> ResBlock:
             return ResBlock(i, o, c.groups, c.dropout)
@@ -163,7 +176,7 @@ class UNet(nn.Module):
         self.emb_sizes = [b.out_ch for b in blocks if isinstance(b, ResBlock)]
         self.emb_proj = nn.Linear(temb, sum(self.emb_sizes))
         self.norm_out = nn.GroupNorm(c.groups, ch0, eps=1e-6)
-        self.conv_out = nn.Conv2d(ch0, c.out_channels or c.in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch0, (c.out_channels or c.in_channels) * p2, 3, padding=1)
 
     def forward(
         self,
@@ -198,6 +211,8 @@ class UNet(nn.Module):
             raise ValueError("this UNet has cross-attention: pass context (B, L, context_dim)")
         mask, keep = attention_mask(context_mask)
 
+        if c.patch_size > 1:
+            x = F.pixel_unshuffle(x, c.patch_size)  # (B, C, H, W) -> (B, C p^2, H/p, W/p)
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:
@@ -211,7 +226,8 @@ class UNet(nn.Module):
             if isinstance(block[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
             h = self._block(block, h, embs, context, mask, keep)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, c.patch_size) if c.patch_size > 1 else out
 
     @staticmethod
     def _block(block: nn.ModuleList, h, embs, context, mask, keep) -> torch.Tensor:
