@@ -15,14 +15,6 @@ from t2i.models.autoencoder import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _batch(n: int = 4, size: int = 16) -> torch.Tensor:
     """Smooth images in [-1, 1]: a fixed batch the autoencoders can learn quickly."""
     g = torch.Generator().manual_seed(0)

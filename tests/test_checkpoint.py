@@ -21,14 +21,6 @@ from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
 from t2i.models.unet import UNet, UNetConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _components():
     torch.manual_seed(0)
     text = TextTransformerConfig.preset("tiny", vocab=["red", "circle"])

@@ -9,14 +9,6 @@ from t2i.models.text_encoder import TextEmbedding, TextTransformerConfig, build_
 COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "blue": (-1, -1, 1), "white": (1, 1, 1)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _toy_pairs():
     """A coloured square in the left or right half, and its caption."""
     images, captions = [], []

@@ -37,15 +37,6 @@ SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 SHAPE, SEED = (3, 2, 4, 4), 1234
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids contention overhead on the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def eps_net(x_in, t, **_):
     """A fixed nonlinear eps-prediction of x and t (not an exact denoiser), with data of order 1."""
     t = torch.as_tensor(t, dtype=x_in.dtype).reshape(-1, 1, 1, 1)

@@ -15,14 +15,6 @@ MIX = GaussianMixtureDenoiser(
 UNCOND = {"y": torch.tensor([-1])}  # the mixture denoiser's "no label"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("name, steps", [("heun", 30), ("euler_ancestral", 100), ("dpmpp_2m", 30)])
 @pytest.mark.parametrize("label", [0, 1])
 def test_classifier_guidance_with_exact_posterior_samples_one_component(name, steps, label):

@@ -18,16 +18,6 @@ from t2i.samplers import (
 )
 from t2i.schedules import DiscreteSchedule, discrete_sigmas, sigmas_karras
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread avoids contention overhead on the shared 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # data: 0.3 N(-2.8, 0.5^2) + 0.7 N(1.2, 0.5^2): mean 0, std sqrt(0.25 + 2.352 + 1.008) = 1.900.
 # Zero mean, so starting from noise * sigma_max is the exact prior up to a 3.61/80^2 variance.
 MIX = GaussianMixtureDenoiser(

@@ -15,14 +15,6 @@ from t2i.models.text_encoder import (
 CAPTIONS = ["a red circle", "two blue squares on the left", "a green triangle", "a red square"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def pretrained():
     return PretrainedTextEncoder(PretrainedTextEncoderConfig(max_length=16))

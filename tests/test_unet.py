@@ -6,15 +6,6 @@ import torch
 from t2i.models.unet import UNet, UNetConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and do not fight other processes for both cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _inputs(c: UNetConfig, b: int = 2, size: int = 16, length: int = 5, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, c.in_channels, size, size, generator=g)
