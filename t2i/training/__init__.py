@@ -1,0 +1,1 @@
+"""Training: one explicit loop (`loop.train`) and small recipes (autoencoder, diffusion, clip)."""

@@ -1,0 +1,129 @@
+"""Autoencoder recipe: a KL autoencoder with L1 + KL + PatchGAN loss (Rombach et al. 2022, LDM).
+
+The generator and discriminator share one optimizer step: the generator's GAN term runs the
+discriminator with its parameters frozen, and the discriminator's hinge loss sees the
+reconstruction detached, so one backward gives each part its own gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from t2i.checkpoint import save_model_folder
+from t2i.models.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderKL,
+    AutoencoderLoss,
+    AutoencoderLossConfig,
+    AutoencoderOutput,
+    latent_stats,
+)
+from t2i.training.config import LoopConfig, OptimConfig
+from t2i.training.data import open_dataset
+from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
+
+
+@dataclass
+class AutoencoderRecipeConfig:
+    model: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig.preset("f4"))
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    image_size: int = 64
+    data_length: int = 100_000  # items drawn from procedural sources (shapes)
+    stats_images: int = 256  # images that set the latent scale/shift at export
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=20_000, batch_size=16))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4.5e-4, ema_decay=0.999))
+
+
+def _tiny() -> AutoencoderRecipeConfig:
+    """For tests: a few thousand parameters on 16x16 images; the GAN term starts at step 2."""
+    return AutoencoderRecipeConfig(
+        model=AutoencoderConfig.preset("tiny"),
+        loss=AutoencoderLossConfig(disc_start=2, disc_channels=8, disc_layers=1),
+        image_size=16,
+        data_length=64,
+        stats_images=8,
+        loop=LoopConfig(steps=8, batch_size=4, log_every=1, ckpt_every=4, sample_every=4),
+        optim=OptimConfig(lr=1e-3, warmup_steps=2),
+    )
+
+
+def _fashion() -> AutoencoderRecipeConfig:
+    cfg = AutoencoderRecipeConfig(image_size=32)
+    cfg.model.in_channels = 1
+    return cfg
+
+
+CONFIG_PRESETS = {"default": AutoencoderRecipeConfig, "fashion": _fashion, "tiny": _tiny}
+
+
+def preset(name: str) -> AutoencoderRecipeConfig:
+    if name not in CONFIG_PRESETS:
+        raise ValueError(
+            f"unknown autoencoder preset {name!r}; choose from {sorted(CONFIG_PRESETS)}"
+        )
+    return CONFIG_PRESETS[name]()
+
+
+class AutoencoderWithLoss(nn.Module):
+    """The trained parameters: the autoencoder and the loss's discriminator."""
+
+    def __init__(self, cfg: AutoencoderRecipeConfig):
+        super().__init__()
+        self.ae = AutoencoderKL(cfg.model)
+        self.loss_fn = AutoencoderLoss(cfg.loss, cfg.model.in_channels)
+
+
+def build(cfg: AutoencoderRecipeConfig, args: argparse.Namespace) -> Recipe:
+    cfg.model.__post_init__()
+    cfg.loss.__post_init__()
+    dataset, channels = open_dataset(args.data, cfg.image_size, cfg.data_length)
+    if cfg.model.in_channels != channels:
+        raise ValueError(f"model.in_channels {cfg.model.in_channels} != data channels {channels}")
+    seed_everything(cfg.loop.seed)
+    return autoencoder_recipe(cfg, AutoencoderWithLoss(cfg), dataset, str(args.data))
+
+
+def autoencoder_recipe(cfg, model: AutoencoderWithLoss, dataset, data_name: str) -> Recipe:
+    fixed = torch.stack([dataset[i]["image"] for i in range(min(8, len(dataset)))])
+
+    def collate(items: list[dict]) -> torch.Tensor:
+        return torch.stack([it["image"] for it in items])
+
+    def loss(x: torch.Tensor, rng: StepRNG) -> torch.Tensor:
+        return ae_loss(model, x, rng)
+
+    def sample(ema: nn.Module) -> np.ndarray:
+        rec = ema.ae.decode(ema.ae.encode(fixed).mode())
+        return image_grid(torch.cat([fixed, rec.clamp(-1, 1)]), cols=len(fixed))
+
+    def export(ema: nn.Module, folder: Path) -> None:
+        ae = ema.ae
+        n = min(cfg.stats_images, len(dataset))
+        batches = (collate([dataset[j] for j in range(i, min(i + 32, n))]) for i in range(0, n, 32))
+        ae.set_latent_stats(*latent_stats(ae, batches))
+        save_model_folder(folder, {"autoencoder": ae}, {"data": {"source": data_name}})
+
+    public = {k: v for k, v in asdict(cfg).items() if k not in ("loop", "optim")}
+    return Recipe("autoencoder", model, dataset, collate, loss, sample, export, public)
+
+
+def ae_loss(model: AutoencoderWithLoss, x: torch.Tensor, rng: StepRNG) -> torch.Tensor:
+    """Generator loss (rec + KL + adaptive GAN) + discriminator hinge loss; x (B, C, H, W)."""
+    ae, loss_fn = model.ae, model.loss_fn
+    posterior = ae.encode(x)
+    z = posterior.mean + posterior.std * rng.randn(*posterior.mean.shape[1:])
+    out = AutoencoderOutput(ae.decode(z), posterior, None, None)
+    disc = loss_fn.discriminator
+    disc.requires_grad_(False)  # the generator's GAN term must not train the discriminator
+    g_loss, _ = loss_fn.generator_loss(x, out, rng.step, ae.last_layer)
+    disc.requires_grad_(True)
+    if not loss_fn.disc_active(rng.step):
+        return g_loss
+    d_loss, _ = loss_fn.discriminator_loss(x, out.x_rec, rng.step)
+    return g_loss + d_loss

@@ -1,0 +1,94 @@
+"""What the recipes need from the data layer: image datasets, cached text embeddings, latents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+
+def open_dataset(spec: str, image_size: int, length: int = 100_000) -> tuple[Dataset, int]:
+    """The data layer's dataset for `--data` and its image channels; errors before any work."""
+    from t2i.data import load_dataset
+
+    dataset = load_dataset(spec, image_size=image_size, length=length)
+    first = next(iter(dataset)) if isinstance(dataset, IterableDataset) else dataset[0]
+    if first["image"].shape[-1] != image_size:
+        raise ValueError(f"data {spec!r} gives {first['image'].shape[-1]} px, not {image_size}")
+    return dataset, first["image"].shape[0]
+
+
+class TextCache:
+    """The frozen pretrained text encoder + an in-memory cache keyed by caption text.
+
+    Captions are padded to a fixed `max_tokens`, which makes each caption's embedding independent
+    of the other captions in its batch (checked bit for bit in the tests), so a cached value equals
+    a fresh one and a resumed run repeats the straight run exactly.
+    """
+
+    def __init__(self, encoder, max_tokens: int):
+        self.encoder, self.max_tokens = encoder, max_tokens
+        self.dim = encoder.dim
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def load(name: str, max_tokens: int) -> TextCache:
+        from t2i.models.text_encoder import PretrainedTextEncoder, PretrainedTextEncoderConfig
+
+        path = None if name == "minilm" else name
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(f"text encoder {name!r}: use 'minilm' or a local HF folder")
+        cfg = PretrainedTextEncoderConfig(path=path, max_length=max_tokens)
+        return TextCache(PretrainedTextEncoder(cfg), max_tokens)
+
+    def _encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.encoder
+        tok = enc.tokenizer(
+            captions,
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        )
+        mask = tok["attention_mask"].bool()
+        states = enc.model(input_ids=tok["input_ids"], attention_mask=mask.long()).last_hidden_state
+        return states, mask
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> context (B, L, D) float32, mask (B, L) bool."""
+        missing = sorted({c for c in captions if c not in self._cache})
+        if missing:
+            with torch.no_grad(), torch.autocast("cpu", enabled=False):
+                ctx, mask = self._encode(missing)
+            for i, c in enumerate(missing):
+                self._cache[c] = (ctx[i].float(), mask[i])
+        pairs = [self._cache[c] for c in captions]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def load_autoencoder(folder: str) -> torch.nn.Module:
+    """A trained autoencoder: a model folder holding autoencoder/, or the component folder."""
+    from t2i.checkpoint import load_component
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"autoencoder folder {folder!r} does not exist")
+    return load_component(path / "autoencoder" if (path / "autoencoder").is_dir() else path)
+
+
+def latent_dataset(dataset: Dataset, ae: torch.nn.Module, key: dict, cache_dir: str) -> Dataset:
+    """Items {"latent", "caption"}: the data set encoded once by `ae` (cached on disk)."""
+    from t2i.data.cache import LatentDataset, cached_latents
+
+    if isinstance(dataset, IterableDataset):
+        raise ValueError("latent training needs a fixed data set (not shards): latents are cached")
+    latents, captions = cached_latents(dataset, ae.to_latent, key, cache_dir)
+    return LatentDataset(latents, captions)
+
+
+def first_captions(dataset: Dataset, n: int) -> list[str]:
+    """The captions of the first n items: fixed prompts for the sample grids."""
+    if isinstance(dataset, IterableDataset):
+        return [item["caption"] for item, _ in zip(dataset, range(n))]
+    return [dataset[i]["caption"] for i in range(min(n, len(dataset)))]

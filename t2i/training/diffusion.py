@@ -1,0 +1,224 @@
+"""Diffusion recipe: a text-conditioned UNet trained through a denoiser's own loss.
+
+Pixel space (shapes 64x64, fashion 32x32) or latent space (`--autoencoder DIR`); text from the
+frozen pretrained encoder, embeddings cached by caption text; captions dropped to "" with
+probability `caption_dropout` so the model also learns the unconditional prediction for
+classifier-free guidance (Ho & Salimans 2022).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from t2i.checkpoint import save_model_folder
+from t2i.data.cache import file_digest
+from t2i.denoisers import EDMDenoiser, EpsDenoiser, VDenoiser, X0Denoiser
+from t2i.guidance import CFGDenoiser
+from t2i.models.unet import UNet, UNetConfig
+from t2i.samplers import get_sampler, sigmas_for
+from t2i.schedules import DiscreteSchedule
+from t2i.training.config import LoopConfig, OptimConfig
+from t2i.training.data import (
+    TextCache,
+    first_captions,
+    latent_dataset,
+    load_autoencoder,
+    open_dataset,
+)
+from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
+
+PARAMETERISATIONS = {"eps": EpsDenoiser, "v": VDenoiser, "x0": X0Denoiser, "edm": EDMDenoiser}
+
+
+@dataclass
+class DiffusionRecipeConfig:
+    model: UNetConfig = field(default_factory=lambda: UNetConfig.preset("small"))
+    parameterisation: str = "eps"  # eps | v | x0 | edm
+    schedule: str = "ddpm"  # DiscreteSchedule preset for eps/v/x0 (ddpm, sd, cosine)
+    min_snr_gamma: float = 0.0  # 0: plain loss; 5: min-SNR weighting (Hang et al. 2023)
+    image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
+    data_length: int = 100_000  # items drawn from procedural sources (shapes)
+    text_encoder: str = "minilm"  # the frozen pretrained all-MiniLM-L6-v2
+    max_tokens: int = 40  # caption tokens (shapes captions reach ~31)
+    caption_dropout: float = 0.1  # P(caption -> "") for classifier-free guidance
+    sample_prompts: tuple[str, ...] = ()  # empty: the first 8 captions of the data
+    sample_seed: int = 0  # image i of every grid starts from seed sample_seed + i
+    sample_steps: int = 20
+    sampler: str = "ddim"
+    guidance_scale: float = 3.0
+    cache_dir: str = "data_cache"  # latents of the data set through --autoencoder
+    channels_last: bool = True  # NHWC convolutions: measured faster on CPU (BENCHMARKS.md)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def _small() -> DiffusionRecipeConfig:
+    return DiffusionRecipeConfig(model=UNetConfig.preset("small", context_dim=384))
+
+
+def _shapes() -> DiffusionRecipeConfig:
+    """shapes 64x64: grids every 500 steps, checkpoints every 250; on 2 shared CPU cores one
+    step of 32 images took ~12.5 s (BENCHMARKS.md), so shorten with --loop.steps if needed."""
+    cfg = _small()
+    cfg.loop = LoopConfig(steps=8000, batch_size=32, ckpt_every=250, sample_every=500)
+    cfg.optim = OptimConfig(lr=3e-4, warmup_steps=200)
+    return cfg
+
+
+def _fashion() -> DiffusionRecipeConfig:
+    model = UNetConfig.preset("small", context_dim=384, in_channels=1)
+    return DiffusionRecipeConfig(model=model, image_size=32)
+
+
+def _latent() -> DiffusionRecipeConfig:
+    return DiffusionRecipeConfig(model=UNetConfig.preset("latent", context_dim=384))
+
+
+def _tiny() -> DiffusionRecipeConfig:
+    """For tests: a few thousand parameters on 16x16 images, a few steps."""
+    return DiffusionRecipeConfig(
+        model=UNetConfig.preset("tiny", context_dim=384),
+        image_size=16,
+        data_length=64,
+        sample_steps=2,
+        loop=LoopConfig(steps=8, batch_size=4, log_every=1, ckpt_every=4, sample_every=4),
+        optim=OptimConfig(lr=1e-3, warmup_steps=2),
+    )
+
+
+CONFIG_PRESETS = {
+    "default": _small,
+    "shapes": _shapes,
+    "fashion": _fashion,
+    "latent": _latent,
+    "tiny": _tiny,
+}
+
+
+def preset(name: str) -> DiffusionRecipeConfig:
+    if name not in CONFIG_PRESETS:
+        raise ValueError(f"unknown diffusion preset {name!r}; choose from {sorted(CONFIG_PRESETS)}")
+    return CONFIG_PRESETS[name]()
+
+
+def make_denoiser(cfg: DiffusionRecipeConfig, net: nn.Module) -> nn.Module:
+    gamma = cfg.min_snr_gamma or None
+    if cfg.parameterisation == "edm":
+        return EDMDenoiser(net, min_snr_gamma=gamma)
+    schedule = DiscreteSchedule.preset(cfg.schedule)
+    return PARAMETERISATIONS[cfg.parameterisation](net, schedule, min_snr_gamma=gamma)
+
+
+def check(cfg: DiffusionRecipeConfig) -> None:
+    if cfg.parameterisation not in PARAMETERISATIONS:
+        raise ValueError(
+            f"unknown parameterisation {cfg.parameterisation!r}; "
+            f"choose from {list(PARAMETERISATIONS)}"
+        )
+    if cfg.parameterisation != "edm":
+        DiscreteSchedule.preset(cfg.schedule)
+    get_sampler(cfg.sampler)
+    if not 0.0 <= cfg.caption_dropout < 1.0:
+        raise ValueError(f"caption_dropout {cfg.caption_dropout} must be in [0, 1)")
+    cfg.model.__post_init__()  # overrides may have made the UNet config inconsistent
+
+
+def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
+    """Everything is checked and loaded here, before the first step."""
+    check(cfg)
+    dataset, channels = open_dataset(args.data, cfg.image_size, cfg.data_length)
+    ae = None
+    if getattr(args, "autoencoder", None):
+        ae = load_autoencoder(args.autoencoder).requires_grad_(False)
+        weights = Path(args.autoencoder)
+        weights = weights / "autoencoder" if (weights / "autoencoder").is_dir() else weights
+        key = {
+            "data": args.data,
+            "image_size": cfg.image_size,
+            "length": cfg.data_length,
+            "autoencoder": file_digest(weights / "model.safetensors"),
+        }
+        dataset = latent_dataset(dataset, ae, key, cfg.cache_dir)
+        channels = ae.config.latent_channels
+    text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    if cfg.model.context_dim != text.dim:
+        raise ValueError(f"model.context_dim {cfg.model.context_dim} != text width {text.dim}")
+    if cfg.model.in_channels != channels:
+        raise ValueError(f"model.in_channels {cfg.model.in_channels} != data channels {channels}")
+    seed_everything(cfg.loop.seed)
+    net = UNet(cfg.model)
+    return diffusion_recipe(cfg, net, dataset, text, ae, str(args.data))
+
+
+def diffusion_recipe(cfg, net, dataset, text: TextCache, ae, data_name: str) -> Recipe:
+    """The recipe over a built UNet: loss, fixed-prompt sample grid, model-folder export."""
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net.to(memory_format=fmt)
+    denoiser = make_denoiser(cfg, net)
+    prompts = list(cfg.sample_prompts) or first_captions(dataset, 8)
+
+    def collate(items: list[dict]) -> dict:
+        x0 = torch.stack([it["latent"] if "latent" in it else it["image"] for it in items])
+        return {"x0": x0.contiguous(memory_format=fmt), "captions": [it["caption"] for it in items]}
+
+    def loss(batch: dict, rng: StepRNG) -> torch.Tensor:
+        x0 = batch["x0"]
+        drop = rng.rand() < cfg.caption_dropout
+        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"])]
+        context, mask = text(captions)
+        sigma = rng.draw(denoiser.training_sigmas)
+        noise = rng.randn(*x0.shape[1:])
+        return denoiser.loss(x0, sigma, noise, context=context, context_mask=mask).mean()
+
+    def sample(ema_net: nn.Module) -> np.ndarray:
+        return image_grid(generate(cfg, ema_net, text, ae, prompts, cfg.sample_seed), cols=4)
+
+    def export(ema_net: nn.Module, folder: Path) -> None:
+        export_model(cfg, ema_net, text, ae, folder, data_name)
+
+    return Recipe("diffusion", net, dataset, collate, loss, sample, export, _public(cfg))
+
+
+def generate(cfg, net, text: TextCache, ae, prompts: list[str], seed: int) -> torch.Tensor:
+    """(N, C, H, W) images in [-1, 1]; image i starts from torch.Generator seed `seed + i`."""
+    denoiser = make_denoiser(cfg, net)
+    context, mask = text(prompts)
+    u_ctx, u_mask = text([""])
+    guided = CFGDenoiser(denoiser, {"context": u_ctx, "context_mask": u_mask}, cfg.guidance_scale)
+    size = cfg.image_size // (ae.config.factor if ae is not None else 1)
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    noise = torch.stack([torch.randn(cfg.model.in_channels, size, size, generator=g) for g in gens])
+    sigmas = sigmas_for(denoiser, cfg.sample_steps)
+    cond = {"context": context, "context_mask": mask}
+    x0 = get_sampler(cfg.sampler)(guided, noise * sigmas[0], sigmas, cond, generator=gens)
+    return (ae.from_latent(x0) if ae is not None else x0).clamp(-1, 1)
+
+
+def export_model(cfg, net, text: TextCache, ae, folder: Path, data_name: str) -> None:
+    """A model folder (ARCHITECTURE.md): model_index.json, unet/, text_encoder/, autoencoder/."""
+    components = {"unet": net, "text_encoder": text.encoder}
+    if ae is not None:
+        components["autoencoder"] = ae
+    schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
+    index = {
+        "parameterisation": cfg.parameterisation,
+        "schedule": schedule.to_dict() if schedule else None,
+        "sampler": {
+            "name": cfg.sampler,
+            "steps": cfg.sample_steps,
+            "guidance_scale": cfg.guidance_scale,
+        },
+        "image_size": cfg.image_size,
+        "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
+    }
+    save_model_folder(folder, components, index)
+
+
+def _public(cfg: DiffusionRecipeConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in ("loop", "optim")}

@@ -1,0 +1,172 @@
+"""The training command end to end: kill -9 + resume is bit-exact, a kill -9 during a checkpoint
+write leaves the previous one loadable, two torchrun processes equal one, bad input fails early."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from t2i.cli import main as t2i_main
+from t2i.training import state
+
+CLI = [sys.executable, "-m", "t2i", "train"]
+# tiny models: one thread each (what torchrun sets too) keeps the subprocesses cheap
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TINY = ["--preset", "tiny", "--no-progress", "--loop.sample_every", "0"]
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = True):
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env={**ENV, **(env or {})})
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def final_state(run: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = state.load_checkpoint(state.latest_checkpoint(run / "checkpoints"))
+    return tensors
+
+
+def log_losses(run: Path) -> list[float]:
+    lines = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    return [rec["loss"] for rec in lines if "loss" in rec]
+
+
+def kill_while_writing(args: list[str], step: int, run: Path) -> None:
+    """Start training, wait until the checkpoint of `step` is half written, kill -9."""
+    env = {**ENV, "T2I_TEST_HANG_IN_CKPT": str(step)}
+    proc = subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    half = run / "checkpoints" / f"ckpt-{step:06d}.tmp" / state.TENSORS
+    deadline = time.time() + 120
+    while not half.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert half.exists(), proc.stderr.read() if proc.poll() is not None else "timeout"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("recipe", ["diffusion", "autoencoder"])
+def test_kill9_then_resume_is_bit_exact(tmp_path, recipe):
+    args = [recipe, "--data", "shapes", *TINY, "--loop.steps", "6", "--loop.ckpt_every", "3"]
+    run_cli(*args, "--out", str(tmp_path / "straight"))
+    killed = tmp_path / "killed"
+    kill_while_writing([*args, "--out", str(killed)], 6, killed)
+    # the kill hit the write of step 6: step 3 is the newest complete, loadable checkpoint
+    last = state.latest_checkpoint(killed / "checkpoints")
+    assert last.name == "ckpt-000003"
+    assert state.load_checkpoint(last)[1]["step"] == 3
+    run_cli(*args, "--out", str(killed), "--resume")
+    a, b = final_state(tmp_path / "straight"), final_state(killed)
+    assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sub = "unet" if recipe == "diffusion" else "autoencoder"
+    wa = load_file(tmp_path / "straight" / "model" / sub / "model.safetensors")
+    wb = load_file(killed / "model" / sub / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_two_processes_equal_one(tmp_path):
+    args = [
+        "diffusion",
+        "--data",
+        "shapes",
+        *TINY,
+        "--loop.steps",
+        "2",
+        "--loop.batch_size",
+        "4",
+        "--loop.grad_accum",  # 2 micro-batches: the first skips the gradient all-reduce
+        "2",
+        "--optim.warmup_steps",
+        "0",
+        "--loop.ckpt_every",
+        "1",
+    ]
+    run_cli(*args, "--out", str(tmp_path / "one"))
+    cmd = [
+        "torchrun",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "t2i",
+        "train",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = final_state(tmp_path / "one"), final_state(tmp_path / "two")
+    step1, _ = state.load_checkpoint(tmp_path / "one" / "checkpoints" / "ckpt-000001")
+    weights = [k for k in one if k.startswith("model.")]
+    assert any(not torch.equal(one[k], step1[k]) for k in weights)  # training moved them
+    # Adam divides by sqrt(v): a gradient that differs in its last bits (gloo sums in another
+    # order) can move a near-zero-gradient weight by up to ~lr; all others agree to float noise
+    lr = 1e-3
+    for key in weights:
+        torch.testing.assert_close(two[key], one[key], atol=0.1 * lr, rtol=0)
+        close = (two[key] - one[key]).abs() <= 1e-6
+        assert close.float().mean() > 0.99, key
+    loss_one, loss_two = (log_losses(tmp_path / name) for name in ("one", "two"))
+    assert loss_two == pytest.approx(loss_one, rel=1e-5)  # same samples, noise and dropout
+    meta = state.load_checkpoint(state.latest_checkpoint(tmp_path / "two" / "checkpoints"))[1]
+    assert meta["world_size"] == 2 and meta["samples_seen"] == 8
+
+
+def test_bad_input_fails_before_work(tmp_path, capsys):
+    out = tmp_path / "run"
+    cases = {
+        ("--optim.learning_rate", "1"): "valid keys",
+        ("--preset", "huge"): "unknown diffusion preset 'huge'",
+        ("--parameterisation", "score"): "unknown parameterisation 'score'",
+        ("--loop.steps", "ten"): "bad value 'ten' for loop.steps",
+        ("--data", str(tmp_path / "nope")): "nope",
+    }
+    for extra, message in cases.items():
+        code = t2i_main(["train", "diffusion", "--data", "shapes", "--out", str(out), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+    assert not out.exists()
+
+
+def test_latent_diffusion_through_a_trained_autoencoder(tmp_path):
+    from t2i.checkpoint import load_model_folder
+
+    ae_run, run = tmp_path / "ae", tmp_path / "ldm"
+    common = ["--data", "shapes", *TINY, "--loop.steps", "2"]
+    run_cli("autoencoder", *common, "--out", str(ae_run))
+    run_cli(
+        "diffusion",
+        *common,
+        "--out",
+        str(run),
+        "--autoencoder",
+        str(ae_run / "model"),
+        "--model.in_channels",
+        "4",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+    )
+    assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1
+    components, index = load_model_folder(run / "model")
+    assert set(components) == {"unet", "text_encoder", "autoencoder"}
+    assert components["unet"].config.in_channels == 4 and index["parameterisation"] == "eps"
+    assert components["autoencoder"].config.latent_scale is not None  # set from data at export

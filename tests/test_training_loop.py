@@ -1,0 +1,173 @@
+"""The training loop on a toy model: exact resume, signals, NaN, checkpoints, config overrides."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import IterableDataset
+
+from t2i.training import state
+from t2i.training.config import LoopConfig, OptimConfig, apply_overrides, parse_dotted_args
+from t2i.training.loop import Recipe, TrainingDiverged, data_indices, lr_at, seed_everything, train
+
+
+class Stream(IterableDataset):
+    """A stream that reshuffles per epoch, like the tar-shard reader."""
+
+    def __init__(self, data):
+        self.data, self.epoch = data, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.epoch))
+        return (self.data[i] for i in order.tolist())
+
+
+def toy_recipe(
+    seed: int = 0,
+    nan_at: int | None = None,
+    signal_at: int | None = None,
+    signum: int = signal.SIGINT,
+    stream: bool = False,
+) -> Recipe:
+    """Regress noisy targets with a tiny MLP; uses the step RNG (noise, dropout mask)."""
+    seed_everything(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.SiLU(), nn.Linear(16, 4))
+    data = [torch.randn(4) for _ in range(37)]  # 37: epochs end mid-batch
+    calls = {"n": 0}
+
+    def loss(batch, rng):
+        calls["n"] += 1
+        if signal_at is not None and calls["n"] == signal_at:
+            signal.raise_signal(signum)
+        noise = rng.randn(4)
+        keep = (rng.rand() > 0.1).float()[:, None]  # stands for caption dropout
+        out = model(batch * keep + 0.1 * noise)
+        value = ((out - batch) ** 2).mean()
+        if nan_at is not None and calls["n"] >= nan_at:
+            value = value * float("nan")
+        return value
+
+    return Recipe("toy", model, Stream(data) if stream else data, torch.stack, loss)
+
+
+def configs(steps: int, **loop_kw) -> tuple[LoopConfig, OptimConfig]:
+    loop = LoopConfig(steps=steps, batch_size=8, seed=3, log_every=1, sample_every=0, **loop_kw)
+    return loop, OptimConfig(lr=1e-2, warmup_steps=2)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = state.load_checkpoint(state.latest_checkpoint(path / "checkpoints"))
+    return tensors
+
+
+@pytest.mark.parametrize(
+    "signum, stream", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)]
+)
+def test_signal_then_resume_is_bit_exact(tmp_path, signum, stream):
+    loop, optim = configs(12, grad_accum=2, ckpt_every=4)
+    train(toy_recipe(stream=stream), loop, optim, tmp_path / "a", progress=False)
+    interrupted = toy_recipe(signal_at=9, signum=signum, stream=stream)
+    before = signal.getsignal(signum)
+    out = train(interrupted, loop, optim, tmp_path / "b", progress=False)
+    assert out["status"] == "interrupted" and out["step"] == 5  # 2 micro-batches per step
+    assert signal.getsignal(signum) is before  # the loop's handler is gone again
+    resumed = toy_recipe(stream=stream)
+    out = train(resumed, loop, optim, tmp_path / "b", resume=True, progress=False)
+    assert out["status"] == "done" and out["step"] == 12
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        if key != "rng.torch":
+            assert torch.equal(a[key], b[key]), key
+    log = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(ln)["step"] for ln in log]
+    assert steps.count(6) == 1  # the resumed log continues without duplicates
+
+
+def test_resume_differs_from_a_fresh_start(tmp_path):
+    loop, optim = configs(6, ckpt_every=3)
+    train(toy_recipe(), loop, optim, tmp_path / "a", progress=False)
+    loop2, _ = configs(6, ckpt_every=3)
+    loop2.seed = 4
+    train(toy_recipe(), loop2, optim, tmp_path / "b", progress=False)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert not torch.equal(a["model.0.weight"], b["model.0.weight"])  # the seed matters
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    loop, optim = configs(10, ckpt_every=2)
+    with pytest.raises(TrainingDiverged, match="step 5"):
+        train(toy_recipe(nan_at=5), loop, optim, tmp_path, progress=False)
+    last = state.latest_checkpoint(tmp_path / "checkpoints")
+    assert last.name == "ckpt-000004"
+    tensors, meta = state.load_checkpoint(last)
+    assert meta["step"] == 4 and all(torch.isfinite(t.float()).all() for t in tensors.values())
+
+
+def test_keeps_last_k_and_refuses_to_overwrite(tmp_path):
+    loop, optim = configs(6, ckpt_every=1, keep_ckpts=2)
+    train(toy_recipe(), loop, optim, tmp_path, progress=False)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["ckpt-000005", "ckpt-000006", "latest"]
+    with pytest.raises(ValueError, match="--resume"):
+        train(toy_recipe(), loop, optim, tmp_path, progress=False)
+    loop.batch_size = 4
+    with pytest.raises(ValueError, match="loop.batch_size=8, not 4"):
+        train(toy_recipe(), loop, optim, tmp_path, resume=True, progress=False)
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    loop, optim = configs(4, ckpt_every=2)
+    train(toy_recipe(), loop, optim, tmp_path, progress=False)
+    ck = tmp_path / "checkpoints"
+    (ck / "ckpt-000008.tmp").mkdir()  # what a writer killed mid-way leaves
+    (ck / "ckpt-000008.tmp" / state.TENSORS).write_bytes(b"garbage")
+    assert state.latest_checkpoint(ck).name == "ckpt-000004"
+    (ck / "latest").write_text("ckpt-000099\n")  # a stale pointer falls back to the newest
+    assert state.latest_checkpoint(ck).name == "ckpt-000004"
+
+
+def test_data_order_is_a_permutation_per_epoch():
+    first = data_indices(10, seed=1, start=0, count=10)
+    assert sorted(first) == list(range(10))
+    assert data_indices(10, 1, 3, 12) == (first + data_indices(10, 1, 10, 10))[3:15]
+    assert data_indices(10, 1, 10, 10) != first
+
+
+def test_lr_schedule():
+    optim = OptimConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(optim, 0, 100) == pytest.approx(0.1)
+    assert lr_at(optim, 10, 100) == pytest.approx(1.0)
+    assert lr_at(optim, 100, 100) == pytest.approx(0.1)
+    optim.schedule = "constant"
+    assert lr_at(optim, 99, 100) == 1.0
+
+
+def test_overrides_convert_and_reject():
+    loop = LoopConfig()
+    apply_overrides(loop, parse_dotted_args(["--steps", "1e3", "--bf16=true"]))
+    assert loop.steps == 1000 and loop.bf16 is True
+    optim = OptimConfig()
+    apply_overrides(optim, {"betas": "0.8,0.99"})
+    assert optim.betas == (0.8, 0.99)
+    with pytest.raises(ValueError, match="valid keys.*'lr'"):
+        apply_overrides(optim, {"learning_rate": "1"})
+    with pytest.raises(ValueError, match="bad value 'abc'"):
+        apply_overrides(optim, {"lr": "abc"})
+    with pytest.raises(ValueError, match="unexpected argument"):
+        parse_dotted_args(["lr", "1"])
+
+
+def test_bad_batch_split_is_rejected_before_work(tmp_path):
+    loop, optim = configs(4, grad_accum=3)
+    with pytest.raises(ValueError, match="batch_size 8"):
+        train(toy_recipe(), loop, optim, tmp_path, progress=False)
+    assert not (tmp_path / "checkpoints").exists()
