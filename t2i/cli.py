@@ -19,9 +19,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generate(sub)
+    _add_interpolate(sub)
     _add_train(sub)
+    _add_export(sub)
     _add_data(sub)
+    _add_eval(sub)
+    _add_serve(sub)
     return parser
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="turn a diffusion run's newest checkpoint into a model folder",
+        epilog="example:\n  t2i export runs/shapes --out my-shapes-model\n"
+        "  t2i generate 'a red circle' --model my-shapes-model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", help="run directory of `t2i train diffusion`")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--dtype", default="float16", help="float16 (default), float32 or bfloat16")
+    p.add_argument("--data", default=None, help="the run's --data, if the run does not record it")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from t2i.training.export import export_run
+
+    print(export_run(args.run, args.out, args.dtype, args.data))
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from t2i.server import cli as server_cli
+
+    server_cli.add_parser(sub)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from t2i.evaluation import cli as eval_cli
+
+    eval_cli.add_parser(sub)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +72,9 @@ GENERATE_EXAMPLES = """examples:
   t2i generate "a red circle above a blue square" --out circle.png
   t2i generate "a small green star" --n 4 --steps 30 --guidance 5 --seed 7 --out stars.png
   t2i generate --from circle.png --out again.png     # the parameters stored in a t2i PNG
+  t2i generate "a red star" --init circle.png --strength 0.6 --out star.png      # img2img
+  t2i generate "a green square" --init scene.png --mask mask.png --out fixed.png # inpaint
+  t2i generate "a (red:1.4) circle, [small]" --negative "blue" --out w.png       # weights
 """
 
 
@@ -63,6 +104,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="t2i.png", help="PNG path; with --n > 1, -<seed> is added")
     p.add_argument("--from", dest="from_png", default=None, help="reuse a t2i PNG's parameters")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--init", default=None, help="start from this image (img2img / inpainting)")
+    p.add_argument("--strength", type=float, default=None, help="img2img in [0, 1] (0.75)")
+    p.add_argument("--mask", default=None, help="inpainting mask PNG, white = repaint")
+    p.add_argument("--resample", type=int, default=None, help="inpainting RePaint passes (1)")
     p.set_defaults(func=_generate)
 
 
@@ -72,6 +117,42 @@ def _generate(args: argparse.Namespace) -> int:
     paths = generate_to_files(args)
     for path in paths:
         print(path)
+    return 0
+
+
+INTERPOLATE_EXAMPLES = """examples:
+  t2i interpolate "a red circle" --seeds 1 2 --frames 6 --out seeds.png
+  t2i interpolate "a red circle" "a blue square" --frames 6 --out prompts.png
+  t2i interpolate "a red circle" --images a.png b.png --out real.png   # by DDIM inversion
+"""
+
+
+def _add_interpolate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "interpolate",
+        help="a strip of images between two seeds, prompts or images",
+        epilog=INTERPOLATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prompts", nargs="+", help="one prompt, or two to interpolate between")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="two seeds (noise slerp)")
+    p.add_argument("--images", nargs="+", default=None, help="two images to invert and join")
+    p.add_argument("--frames", type=int, default=5, help="images in the strip (5)")
+    p.add_argument("--negative", default=None, help="what to steer away from")
+    p.add_argument("--model", default=None, help="bundled model name or model folder (shapes)")
+    p.add_argument("--sampler", default=None, help="sampler (model's default)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (model's default)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0, help="both ends' seed without --seeds (0)")
+    p.add_argument("--size", type=_size, default=None, help="WxH in pixels (model's default)")
+    p.add_argument("--out", default="interpolation.png", help="the strip PNG")
+    p.set_defaults(func=_interpolate)
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from t2i.interpolate import interpolate_to_file
+
+    print(interpolate_to_file(args))
     return 0
 
 

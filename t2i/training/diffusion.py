@@ -182,7 +182,8 @@ def diffusion_recipe(cfg, net, dataset, text: TextCache, ae, data_name: str) -> 
     def export(ema_net: nn.Module, folder: Path) -> None:
         export_model(cfg, ema_net, text, ae, folder, data_name)
 
-    return Recipe("diffusion", net, dataset, collate, loss, sample, export, _public(cfg))
+    config = {**_public(cfg), "data": data_name}
+    return Recipe("diffusion", net, dataset, collate, loss, sample, export, config)
 
 
 def generate(cfg, net, text: TextCache, ae, prompts: list[str], seed: int) -> torch.Tensor:
@@ -200,8 +201,20 @@ def generate(cfg, net, text: TextCache, ae, prompts: list[str], seed: int) -> to
     return (ae.from_latent(x0) if ae is not None else x0).clamp(-1, 1)
 
 
-def export_model(cfg, net, text: TextCache, ae, folder: Path, data_name: str) -> None:
-    """A model folder (ARCHITECTURE.md): model_index.json, unet/, text_encoder/, autoencoder/."""
+def export_model(
+    cfg,
+    net,
+    text: TextCache,
+    ae,
+    folder: Path,
+    data_name: str,
+    dtype: torch.dtype = torch.float32,
+    training: dict | None = None,
+) -> None:
+    """A model folder (ARCHITECTURE.md): model_index.json, unet/, text_encoder/, autoencoder/.
+
+    training: the data card's training facts (steps, images seen, time), when known.
+    """
     components = {"unet": net, "text_encoder": text.encoder}
     if ae is not None:
         components["autoencoder"] = ae
@@ -217,7 +230,9 @@ def export_model(cfg, net, text: TextCache, ae, folder: Path, data_name: str) ->
         "image_size": cfg.image_size,
         "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
     }
-    save_model_folder(folder, components, index)
+    if training:
+        index["training"] = training
+    save_model_folder(folder, components, index, dtype)
 
 
 def _public(cfg: DiffusionRecipeConfig) -> dict:

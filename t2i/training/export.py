@@ -1,0 +1,84 @@
+"""Export a diffusion run's newest checkpoint (EMA weights) as a model folder, with a data card.
+
+    t2i export runs/shapes --out my-model            # fp16 weights, any step of a run
+
+A run need not be finished: this is how a model is taken from a long run while it continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from t2i.checkpoint import DTYPES
+from t2i.models.unet import UNet, UNetConfig
+from t2i.training import state
+from t2i.training.config import LoopConfig, OptimConfig
+
+
+def _nested(cls, data: dict, source: str):
+    """A dataclass (with dataclass fields) from its asdict(); unknown keys are errors."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{source}: unknown {cls.__name__} keys {unknown}")
+    kw = {}
+    for key, value in data.items():
+        sub = {"model": UNetConfig, "loop": LoopConfig, "optim": OptimConfig}.get(key)
+        kw[key] = _nested(sub, value, source) if sub and isinstance(value, dict) else value
+    return cls(**kw)
+
+
+def _training_card(run_dir: Path, meta: dict) -> dict:
+    """What the model saw: steps, images, wall time (from the run's log)."""
+    elapsed = 0.0
+    log = run_dir / "log.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            rec = json.loads(line)
+            elapsed = max(elapsed, float(rec.get("elapsed_s", 0.0)))
+    return {
+        "steps": int(meta["step"]),
+        "images_seen": int(meta["samples_seen"]),
+        "wall_time_s_last_segment": round(elapsed, 1),
+        "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def export_run(
+    run_dir: str | Path, out: str | Path, dtype: str = "float16", data: str | None = None
+) -> Path:
+    """The newest complete checkpoint of a diffusion run -> a model folder at `out`.
+
+    data: the run's `--data`, for the data card (runs record it; give it for older runs).
+    """
+    from t2i.training.data import TextCache
+    from t2i.training.diffusion import DiffusionRecipeConfig, export_model
+
+    run_dir, out = Path(run_dir), Path(out)
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
+    found = state.latest_checkpoint(run_dir / "checkpoints")
+    if found is None:
+        raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}")
+    tensors, meta = state.load_checkpoint(found)
+    if meta.get("recipe") != "diffusion":
+        raise ValueError(f"{found}: recipe {meta.get('recipe')!r}; export handles 'diffusion'")
+    recipe = dict(meta["config"]["recipe"])
+    recipe.pop("recipe", None)
+    data = recipe.pop("data", None) or data
+    if not data:
+        raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
+    cfg = _nested(DiffusionRecipeConfig, recipe, str(found))
+    net = UNet(cfg.model)
+    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
+    net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    net = net.to(memory_format=torch.contiguous_format).eval()
+    text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    card = _training_card(run_dir, meta)
+    export_model(cfg, net, text, None, out, data, DTYPES[dtype], card)
+    return out

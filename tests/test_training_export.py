@@ -1,0 +1,39 @@
+"""`t2i export`: a run's newest checkpoint (EMA) becomes an fp16 model folder the pipeline loads."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from t2i.checkpoint import read_safetensors
+from t2i.cli import main
+from t2i.pipeline import Pipeline
+from t2i.training import state
+
+
+def test_export_of_a_run_gives_the_ema_weights_in_fp16_with_a_data_card(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "model"
+    argv = ["train", "diffusion", "--data", "shapes", "--preset", "tiny", "--out", str(run)]
+    assert main([*argv, "--no-progress", "--loop.sample_every", "0"]) == 0
+    assert main(["export", str(run), "--out", str(out)]) == 0
+
+    tensors, meta = state.load_checkpoint(state.latest_checkpoint(run / "checkpoints"))
+    exported = read_safetensors(out / "unet" / "model.safetensors")
+    assert all(v.dtype == torch.float16 for v in exported.values())
+    for name, value in exported.items():
+        assert torch.equal(value, tensors[f"ema.{name}"].to(torch.float16)), name
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["data"]["source"] == "shapes"
+    assert index["training"]["steps"] == meta["step"] == 8
+    assert index["training"]["images_seen"] == meta["samples_seen"]
+
+    pipe = Pipeline.from_pretrained(out)
+    images = pipe("a red circle", steps=2, seed=0)
+    assert images[0].size == (16, 16)
+
+
+def test_export_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "checkpoints").mkdir()
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
