@@ -7,15 +7,18 @@ Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--mode
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
-RECIPES = {  # name -> module with CONFIG_PRESETS, preset(name) and build(cfg, args)
-    "autoencoder": "t2i.training.autoencoder",
-    "diffusion": "t2i.training.diffusion",
-    "clip": "t2i.training.clip",
-}
+RECIPES = ("autoencoder", "diffusion", "clip")
+
+
+def recipe_module(name: str):
+    """The recipe module (CONFIG_PRESETS, preset(name), build(cfg, args)); imported when used."""
+    from t2i.training import autoencoder, clip, diffusion
+
+    return {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}[name]
+
 
 EXAMPLES = """examples:
   t2i train diffusion --data shapes --out runs/shapes --preset shapes
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from t2i.training.config import apply_overrides, parse_dotted_args
     from t2i.training.loop import TrainingDiverged, env_threads, train
 
-    module = importlib.import_module(RECIPES[args.recipe])
+    module = recipe_module(args.recipe)
     cfg = module.preset(args.preset)
     apply_overrides(cfg, parse_dotted_args(args.overrides))
     out = Path(args.out or f"runs/{args.recipe}")
