@@ -12,7 +12,8 @@ python3 -m pip install --quiet torch==2.13.0   # the CPU wheel; an unpinned torc
 if [ "$dev" = 1 ]; then
   python3 -m pip install --quiet -e ".[test]"
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    pkgs="dataset-fashion-mnist fonts-noto-color-emoji"
+    # chromium + chromium-driver: the web page's browser test (driven by selenium)
+    pkgs="dataset-fashion-mnist fonts-noto-color-emoji chromium chromium-driver"
     missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

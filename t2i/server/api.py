@@ -1,0 +1,251 @@
+"""The JSON API's request checking and its OpenAPI schema, kept apart from the HTTP plumbing.
+
+Every bad request becomes an `ApiError` with a 4xx status and a message naming the bad value and
+what is allowed; the pipeline's own checks (`Pipeline.params`) raise ValueError the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from t2i.editing import load_image, load_mask
+from t2i.pipeline import GenerationParams, Pipeline
+from t2i.samplers import SAMPLERS
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Limits:
+    """Per-request limits (CLI: --max-steps, --max-n, ...); a request above one gets a 400."""
+
+    max_steps: int = 100
+    max_n: int = 8  # images per request
+    max_side: int = 512  # pixels
+    max_prompt: int = 1000  # characters, prompt and negative each
+    max_body: int = 8 * 2**20  # bytes of JSON (init and mask images travel inside, base64)
+    max_resample: int = 4  # RePaint passes per stretch: each multiplies the cost
+
+
+# field -> (allowed JSON types, meaning); seed also takes "random" or null
+FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "prompt": ((str,), "what to draw"),
+    "negative": ((str,), "what to steer away from"),
+    "model": ((str,), "a model this server loaded (GET /api/models)"),
+    "sampler": ((str,), f"one of {sorted(SAMPLERS)}"),
+    "steps": ((int,), "sampling steps"),
+    "guidance": ((int, float), "classifier-free guidance scale"),
+    "seed": ((int, str), 'integer, or "random"; image i uses seed + i'),
+    "n": ((int,), "number of images"),
+    "width": ((int,), "pixels, a multiple of the model's factor"),
+    "height": ((int,), "pixels, a multiple of the model's factor"),
+    "format": ((str,), '"json" (base64 PNGs, default) or "png" (the PNG itself, n = 1)'),
+    "init": ((str,), "base64 PNG/JPEG to start from (img2img; with mask, inpainting)"),
+    "mask": ((str,), "base64 image of init's size: white = repaint, black = keep"),
+    "strength": ((int, float), "img2img: fraction of the steps run from the noised init, [0, 1]"),
+    "resample": ((int,), "inpainting: RePaint resampling passes, [1, max_resample]"),
+}
+FORMATS = ("json", "png")
+
+
+@dataclass
+class Request:
+    model: str
+    params: GenerationParams
+    n: int
+    format: str
+    uploads: list[Path] = field(default_factory=list)  # files this request wrote; remove after
+
+
+def body_too_large(n_bytes: int, limits: Limits) -> str:
+    return f"body of {n_bytes} bytes exceeds the limit max_body={limits.max_body}"
+
+
+def read_json(body: bytes, limits: Limits) -> dict:
+    if not body.strip():
+        raise ApiError(400, 'empty body: send a JSON object such as {"prompt": "a red circle"}')
+    if len(body) > limits.max_body:
+        raise ApiError(413, body_too_large(len(body), limits))
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"body is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ApiError(400, f"body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _check_types(data: dict) -> None:
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {unknown}; allowed: {sorted(FIELDS)}")
+    if "prompt" not in data:
+        raise ApiError(400, "missing field 'prompt'")
+    for key, value in data.items():
+        types, meaning = FIELDS[key]
+        ok = isinstance(value, types) and not isinstance(value, bool)
+        if key == "seed" and (value is None or value == "random"):
+            continue
+        if not ok or (key == "seed" and isinstance(value, str)):
+            raise ApiError(400, f"{key} must be {meaning}, got {value!r}")
+
+
+def _limit(name: str, value: int, high: int, low: int = 1) -> None:
+    if not low <= value <= high:
+        raise ApiError(400, f"{name}={value} is outside [{low}, {high}] (server limit max_{name})")
+
+
+def _save_upload(text: str, name: str, folder: Path) -> Path:
+    """A base64 image -> a PNG file in `folder` (the pipeline takes init and mask as files)."""
+    try:
+        raw = base64.b64decode(text.split(",", 1)[-1], validate=True)  # data: URLs too
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            path = folder / f"{name}-{uuid.uuid4().hex}.png"
+            img.save(path, format="PNG")
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as err:
+        raise ApiError(400, f"{name} must be a base64-encoded PNG or JPEG image: {err}") from err
+    return path
+
+
+def _uploads(data: dict, folder: Path | None) -> dict:
+    """init / mask fields -> {"init": path, "mask": path} of saved files (or nothing)."""
+    if "mask" in data and "init" not in data:
+        raise ApiError(400, "a mask needs the image it applies to: send init as well")
+    if "resample" in data and "mask" not in data:
+        raise ApiError(400, "resample applies to inpainting only: send init and mask")
+    if not {"init", "mask"} & set(data):
+        return {}
+    if folder is None:
+        raise ApiError(400, "this server takes no image uploads (init, mask)")
+    return {k: _save_upload(data[k], k, folder) for k in ("init", "mask") if k in data}
+
+
+def parse_generate(
+    data: dict, pipes: dict[str, Pipeline], limits: Limits, upload_dir: Path | None = None
+) -> Request:
+    """A decoded JSON body -> a checked Request, or an ApiError naming what is wrong.
+
+    Uploaded init / mask images are written to `upload_dir`; Request.uploads lists them."""
+    _check_types(data)
+    model = data.get("model", next(iter(pipes)))
+    if model not in pipes:
+        raise ApiError(400, f"unknown model {model!r}; this server loaded {sorted(pipes)}")
+    fmt, n = data.get("format", "json"), data.get("n", 1)
+    if fmt not in FORMATS:
+        raise ApiError(400, f"unknown format {fmt!r}; choose from {list(FORMATS)}")
+    if fmt == "png" and n != 1:
+        raise ApiError(400, f'format "png" returns one image; got n={n} (use format "json")')
+    _limit("n", n, limits.max_n)
+    for key in ("prompt", "negative"):
+        if len(data.get(key, "")) > limits.max_prompt:
+            n_chars, limit = len(data[key]), limits.max_prompt
+            raise ApiError(400, f"{key} has {n_chars} characters; server limit max_prompt={limit}")
+    if "steps" in data:
+        _limit("steps", data["steps"], limits.max_steps)
+    for key in ("width", "height"):
+        if key in data:
+            _limit("side", data[key], limits.max_side)
+    if "resample" in data:
+        _limit("resample", data["resample"], limits.max_resample)
+    files = _uploads(data, upload_dir)
+    try:
+        p = _params(pipes[model], data, files)
+        _limit("side", max(p.width, p.height), limits.max_side)
+        _limit("steps", p.steps, limits.max_steps)
+    except (ValueError, ApiError) as err:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+        raise err if isinstance(err, ApiError) else ApiError(400, str(err)) from err
+    return Request(model, p, n, fmt, list(files.values()))
+
+
+def _params(pipe: Pipeline, data: dict, files: dict) -> GenerationParams:
+    """Pipeline.params with the request's values; init/mask sizes checked here, not mid-queue."""
+    seed = data.get("seed")
+    if seed is None or seed == "random":
+        seed = secrets.randbelow(2**31)
+    size = None
+    if "width" in data or "height" in data or "init" not in files:
+        size = (data.get("width", pipe.image_size), data.get("height", pipe.image_size))
+    p = pipe.params(
+        data["prompt"],
+        negative=data.get("negative"),
+        sampler=data.get("sampler"),
+        steps=data.get("steps"),
+        guidance=data.get("guidance"),
+        seed=seed,
+        size=size,
+        init=files.get("init"),
+        mask=files.get("mask"),
+        strength=data.get("strength"),
+        resample=data.get("resample"),
+    )
+    if p.init:
+        load_image(p.init, (p.width, p.height))
+    if p.mask:
+        load_mask(p.mask, (p.width, p.height))
+    return p
+
+
+def openapi(limits: Limits) -> dict:
+    """OpenAPI 3.1 description of the API (served at /api/openapi.json)."""
+    props = {k: {"type": _json_type(t), "description": d} for k, (t, d) in FIELDS.items()}
+    props["seed"] = {"oneOf": [{"type": "integer"}, {"const": "random"}], "description": "seed"}
+    props["steps"]["maximum"] = limits.max_steps
+    props["n"]["maximum"] = limits.max_n
+    props["width"]["maximum"] = props["height"]["maximum"] = limits.max_side
+    request = {"type": "object", "required": ["prompt"], "properties": props}
+    err = {"description": "bad request: the message names the bad value and the limit"}
+    busy = {"description": "queue full; see the Retry-After header"}
+    json_body = {"content": {"application/json": {"schema": request}}, "required": True}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "t2i", "version": "1"},
+        "paths": {
+            "/api/generate": {
+                "post": {
+                    "summary": "generate images and wait for them",
+                    "requestBody": json_body,
+                    "responses": {
+                        "200": {"description": "images: [{params, png_base64}] or image/png"},
+                        "400": err,
+                        "503": busy,
+                        "504": {"description": "timeout"},
+                    },
+                }
+            },
+            "/api/jobs": {
+                "post": {
+                    "summary": "queue a generation; poll /api/jobs/{id} for progress",
+                    "requestBody": json_body,
+                    "responses": {
+                        "202": {"description": "{id, status_url}"},
+                        "400": err,
+                        "503": busy,
+                    },
+                }
+            },
+            "/api/jobs/{id}": {"get": {"summary": "status, step/steps, queue position, images"}},
+            "/api/models": {"get": {"summary": "loaded models, their defaults, the samplers"}},
+            "/api/health": {"get": {"summary": "status and queue length"}},
+        },
+    }
+
+
+def _json_type(types: tuple[type, ...]) -> str:
+    names = {str: "string", int: "integer", float: "number"}
+    return names[float] if float in types else names[types[0]]

@@ -1,0 +1,63 @@
+"""One sampler call for several compatible requests: per-image prompts and seeds.
+
+`Pipeline.generate` takes one prompt and n seeds. A server sees many small requests that differ
+only in prompt and seed; running them as one batch shares every network call. This mirrors
+`Pipeline.generate` through its pieces (encode_text, noise, guided, sigmas, decode), so image i of
+a batch equals the image `Pipeline.generate` makes alone from items[i] (up to rounding).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import astuple, replace
+
+import torch
+from PIL.PngImagePlugin import PngInfo
+
+from t2i.editing import sample_with_jumps
+from t2i.pipeline import PNG_KEY, GenerationParams, Pipeline, to_pil
+from t2i.samplers import get_sampler
+
+
+def batch_key(p: GenerationParams) -> tuple:
+    """Requests with equal keys can share one sampler call: all but prompt and seed agree."""
+    return astuple(replace(p, prompt="", seed=0))
+
+
+def expand(p: GenerationParams, n: int) -> list[GenerationParams]:
+    """A request for n images -> n single-image params with seeds seed, seed + 1, ..."""
+    return [replace(p, seed=p.seed + i) for i in range(n)]
+
+
+@torch.no_grad()
+def generate_batch(
+    pipe: Pipeline, items: list[GenerationParams], callback: Callable | None = None
+) -> torch.Tensor:
+    """(len(items), C, H, W) images in [-1, 1]; image i from prompt_i and seed_i."""
+    if not items:
+        raise ValueError("generate_batch needs at least one item")
+    first = items[0]
+    for p in items:
+        pipe.check(p)
+        if batch_key(p) != batch_key(first):
+            raise ValueError(f"items differ in more than prompt and seed: {p} vs {first}")
+    if first.init:  # img2img / inpainting: one image at a time through the pipeline's own path
+        return torch.cat([pipe.generate(p, 1, callback) for p in items])
+    cond = pipe.encode_text([p.prompt for p in items])
+    noise, gens = zip(*(pipe.noise(p, 1) for p in items))
+    noise, gens = torch.cat(noise), [g for gs in gens for g in gs]
+    sigmas = pipe.sigmas(first.steps, first.sampler)
+    sampler, model = get_sampler(first.sampler), pipe.guided(first)
+    x = noise * sigmas[0]
+    x0 = sample_with_jumps(sampler, model, x, sigmas, cond, callback, gens, first.resample)
+    return pipe.decode(x0)
+
+
+def png_bytes(image: torch.Tensor, p: GenerationParams) -> bytes:
+    """(C, H, W) in [-1, 1] -> PNG bytes carrying p in the same text chunk as `save_png`."""
+    info = PngInfo()
+    info.add_text(PNG_KEY, p.to_json())
+    buf = io.BytesIO()
+    to_pil(image[None])[0].save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()

@@ -1,0 +1,160 @@
+"""The web page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium):
+type a prompt, generate, and find the image in the gallery with its parameters."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from t2i.checkpoint import save_model_folder
+from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
+from t2i.models.unet import UNet, UNetConfig
+from t2i.pipeline import PNG_KEY, load
+from t2i.schedules import DiscreteSchedule
+from t2i.server import ServerConfig, make_server
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (setup --dev)")
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="apt-get install chromium chromium-driver (setup --dev)"
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    torch.manual_seed(0)
+    vocab = "a red blue green circle square star above below".split()
+    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
+    index = {
+        "parameterisation": "eps",
+        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
+        "sampler": {"name": "euler", "steps": 6, "guidance_scale": 2.0},
+        "image_size": 16,
+    }
+    folder = tmp_path_factory.mktemp("model")
+    unet = UNet(UNetConfig.preset("tiny"))
+    save_model_folder(folder, {"unet": unet, "text_encoder": text}, index)
+    server = make_server({"tiny": load(folder)}, ServerConfig(port=0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def test_page_generates_an_image_that_carries_its_parameters(url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys("a green star below a red circle")
+    browser.find_element(By.ID, "random").click()  # off: a fixed seed
+    seed = browser.find_element(By.ID, "seed")
+    seed.clear()
+    seed.send_keys("41")
+    browser.find_element(By.ID, "n").clear()
+    browser.find_element(By.ID, "n").send_keys("2")
+    browser.find_element(By.ID, "generate").click()
+
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.result")) == 2)
+    wait.until(
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('figure.result img')]"
+            ".every(i => i.naturalWidth > 0)"
+        )
+    )
+    figures = browser.find_elements(By.CSS_SELECTOR, "figure.result")
+    params = [json.loads(f.get_attribute("data-params")) for f in figures]
+    assert sorted(p["seed"] for p in params) == [41, 42]
+    assert {p["prompt"] for p in params} == {"a green star below a red circle"}
+    assert all((p["steps"], p["sampler"], p["width"]) == (6, "euler", 16) for p in params)
+    for figure, p in zip(figures, params):
+        assert f"seed {p['seed']}" in figure.find_element(By.TAG_NAME, "figcaption").text
+        link = figure.find_element(By.CSS_SELECTOR, "a.download")
+        png = base64.b64decode(link.get_attribute("href").split(",", 1)[1])
+        assert json.loads(Image.open(io.BytesIO(png)).text[PNG_KEY]) == p  # the download too
+    assert "done in" in browser.find_element(By.ID, "status").text
+    assert browser.find_element(By.ID, "progress").get_attribute("value") == "1"
+
+
+def test_page_shows_the_servers_error_for_a_bad_request(url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
+    steps = browser.find_element(By.ID, "steps")
+    browser.execute_script("arguments[0].removeAttribute('max')", steps)
+    steps.clear()
+    steps.send_keys("5000")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: "max_steps" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+
+
+def test_page_inpaints_a_painted_region_of_a_result(url, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.result")) == 1)
+    browser.find_element(By.CSS_SELECTOR, "figure.result button.edit").click()
+    canvas = browser.find_element(By.ID, "mask-canvas")
+    wait.until(lambda d: canvas.is_displayed())
+    drag = ActionChains(browser).move_to_element_with_offset(canvas, -60, 0).click_and_hold()
+    drag.move_by_offset(60, 0).move_by_offset(60, 0).release().perform()
+    assert browser.find_element(By.ID, "inpaint").is_selected()
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.result")) == 2)
+
+    new, old = browser.find_elements(By.CSS_SELECTOR, "figure.result")  # newest first
+    assert "inpainted" in new.find_element(By.TAG_NAME, "figcaption").text
+    p = json.loads(new.get_attribute("data-params"))
+    assert p["init"] and p["mask"] and p["strength"] == 1.0
+
+    def pixels(figure):
+        src = figure.find_element(By.TAG_NAME, "img").get_attribute("src")
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
+
+    same = (pixels(new) == pixels(old)).all(axis=-1).mean()
+    assert 0.3 < same < 1.0  # the painted stripe was redrawn, the rest kept exactly
