@@ -48,6 +48,11 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         "guidance": args.guidance,
         "seed": args.seed,
         "size": args.size,
+        # editing flags (absent from callers that build their own Namespace)
+        "init": getattr(args, "init", None),
+        "mask": getattr(args, "mask", None),
+        "strength": getattr(args, "strength", None),
+        "resample": getattr(args, "resample", None),
     }
     if args.from_png:
         base = read_png_params(args.from_png)
@@ -73,7 +78,8 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     p = pipe.params(kw.pop("prompt"), **kw)
     seeds = [p.seed + i for i in range(args.n)]
     paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling
-    with tqdm(total=p.steps, disable=args.quiet, desc="sampling", unit="step") as bar:
+    steps = int(p.strength * p.steps) * p.resample if p.init else p.steps  # model calls
+    with tqdm(total=steps, disable=args.quiet, desc="sampling", unit="step") as bar:
         images = pipe.generate(p, args.n, callback=lambda info: bar.update(1))
     for image, seed, path in zip(to_pil(images), seeds, paths):
         save_png(image, path, GenerationParams(**{**asdict(p), "seed": seed}))

@@ -8,6 +8,10 @@ Image i of a call starts from `torch.Generator().manual_seed(seed + i)`, so imag
 the image made alone with seed + i. The pieces stay reachable for people who write their own loop:
 `pipe.text_encoder`, `pipe.denoiser` (a t2i.denoisers.Denoiser around `pipe.unet`),
 `pipe.autoencoder` (None for pixel models), `pipe.sigmas(steps)` and `t2i.samplers`.
+
+Editing goes through the same loop (t2i/editing.py): `init=` (img2img from `strength`), `mask=`
+(inpainting, white = repaint), `pipe.invert(image)` (DDIM inversion). Prompts take A1111 weights
+`(word:1.3)` and may exceed the text encoder's window (t2i/prompts.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ from PIL.PngImagePlugin import PngInfo
 
 from t2i.checkpoint import INDEX_NAME, load_model_folder
 from t2i.denoisers import make_denoiser
+from t2i.editing import (
+    InpaintDenoiser,
+    check_strength,
+    ddim_invert,
+    load_image,
+    load_mask,
+    mask_to_latent,
+    sample_with_jumps,
+    strength_sigmas,
+)
 from t2i.guidance import CFGDenoiser
+from t2i.prompts import encode_prompt, parse_prompt
 from t2i.samplers import get_sampler, sigmas_for
 from t2i.schedules import DiscreteSchedule
 
@@ -69,6 +84,10 @@ class GenerationParams:
     seed: int = 0
     width: int = 0
     height: int = 0
+    init: str = ""  # img2img / inpainting source image ("" = plain generation)
+    mask: str = ""  # inpainting mask, white = repaint ("" = none)
+    strength: float = 1.0  # img2img: fraction of the steps run from the noised init
+    resample: int = 1  # inpainting: RePaint resampling passes per stretch of steps
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -114,6 +133,18 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
 
 
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(W, H) of an init image, read without decoding its pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except OSError as err:
+        raise ValueError(f"cannot read init image {str(path)!r} as an image: {err}") from err
+
+
 def _check_int(name: str, value, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
@@ -156,13 +187,11 @@ class Pipeline:
         return int(self.index.get("image_size", 64))
 
     def encode_text(self, prompts: list[str]) -> dict:
-        """{context (B, L, D), context_mask (B, L)}; each distinct prompt is encoded once."""
-        new = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
-        if new:
-            emb = self.text_encoder.encode(new)
-            for i, p in enumerate(new):
-                n = int(emb.mask[i].sum())
-                self._text_cache[p] = (emb.context[i, :n], emb.mask[i, :n])
+        """{context (B, L, D), context_mask (B, L)}; each distinct prompt is encoded once,
+        weighted and chunked by t2i.prompts.encode_prompt."""
+        for p in dict.fromkeys(prompts):
+            if p not in self._text_cache:
+                self._text_cache[p] = encode_prompt(self.text_encoder, p)
         length = max(self._text_cache[p][0].shape[0] for p in prompts)
         ctx = torch.zeros(len(prompts), length, self._text_cache[prompts[0]][0].shape[-1])
         mask = torch.zeros(len(prompts), length, dtype=torch.bool)
@@ -175,6 +204,32 @@ class Pipeline:
         """The (steps + 1,) noise levels of a run; the index may name a schedule per model."""
         return sigmas_for(self.denoiser, steps, self.index.get("sigma_schedule", "auto"))
 
+    @property
+    def latent_factor(self) -> int:
+        return self.autoencoder.config.factor if self.autoencoder is not None else 1
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> what the sampler works on (the identity for pixel models)."""
+        return self.autoencoder.to_latent(image) if self.autoencoder is not None else image
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Sampler output -> (B, C, H, W) images in [-1, 1]."""
+        x0 = self.autoencoder.from_latent(x0) if self.autoencoder is not None else x0
+        return x0.clamp(-1, 1)
+
+    def guided(self, p: GenerationParams):
+        """The denoiser with classifier-free guidance towards p.prompt, away from p.negative."""
+        if p.guidance == 1.0:
+            return self.denoiser
+        return CFGDenoiser(self.denoiser, self.encode_text([p.negative]), p.guidance)
+
+    def noise(self, p: GenerationParams, n: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """(n, C, h, w) unit noise and the per-image generators seeded p.seed + i."""
+        f = self.latent_factor
+        shape = (self.unet.config.in_channels, p.height // f, p.width // f)
+        gens = [torch.Generator().manual_seed(p.seed + i) for i in range(n)]
+        return torch.stack([torch.randn(shape, generator=g) for g in gens]), gens
+
     # ------------------------------------------------------------ generation
 
     def params(self, prompt: str, **kw) -> GenerationParams:
@@ -183,7 +238,9 @@ class Pipeline:
         def pick(key: str, default):
             return default if kw.get(key) is None else kw[key]
 
-        width, height = pick("size", (self.image_size, self.image_size))
+        init, mask = pick("init", ""), pick("mask", "")
+        size = kw.get("size") or (read_image_size(init) if init else None)
+        width, height = size or (self.image_size, self.image_size)
         p = GenerationParams(
             prompt=prompt,
             negative=pick("negative", ""),
@@ -194,6 +251,10 @@ class Pipeline:
             seed=pick("seed", 0),
             width=width,
             height=height,
+            init=str(init),
+            mask=str(mask),
+            strength=pick("strength", 1.0 if mask or not init else 0.75),
+            resample=pick("resample", 1),
         )
         self.check(p)
         return p
@@ -201,6 +262,8 @@ class Pipeline:
     def check(self, p: GenerationParams) -> None:
         if not isinstance(p.prompt, str):
             raise ValueError(f"prompt must be a string, got {type(p.prompt).__name__}")
+        for text in (p.prompt, p.negative):  # brackets balance: fail before any work
+            parse_prompt(text)
         get_sampler(p.sampler)
         _check_int("steps", p.steps, 1, 1000)
         _check_int("seed", p.seed, 0, 2**63 - 1)
@@ -215,27 +278,59 @@ class Pipeline:
                     f"image size {p.width}x{p.height}: each side must be a multiple of "
                     f"{self.factor} for this model"
                 )
+        check_strength(p.strength)
+        _check_int("resample", p.resample, 1, 20)
+        if p.mask and not p.init:
+            raise ValueError("a mask needs the image it applies to: give init (--init) as well")
 
     @torch.no_grad()
     def generate(
-        self, p: GenerationParams, n: int = 1, callback: Callable | None = None
+        self,
+        p: GenerationParams,
+        n: int = 1,
+        callback: Callable | None = None,
+        noise: torch.Tensor | None = None,
+        cond: dict | None = None,
     ) -> torch.Tensor:
-        """(n, C, H, W) images in [-1, 1]; image i from the generator seeded p.seed + i."""
+        """(n, C, H, W) images in [-1, 1]; image i from the generator seeded p.seed + i.
+
+        With p.init: img2img from p.strength, and with p.mask inpainting (t2i/editing.py).
+        `noise` (n, C, h, w) and `cond` (text states of batch n) replace the seeded noise and the
+        prompt's states (interpolation passes its own).
+        """
         self.check(p)
         n = _check_int("n", n, 1, MAX_IMAGES)
-        cond = self.encode_text([p.prompt] * n)
-        model = self.denoiser
-        if p.guidance != 1.0:
-            model = CFGDenoiser(self.denoiser, self.encode_text([p.negative]), p.guidance)
-        f = self.autoencoder.config.factor if self.autoencoder is not None else 1
-        shape = (self.unet.config.in_channels, p.height // f, p.width // f)
-        gens = [torch.Generator().manual_seed(p.seed + i) for i in range(n)]
-        noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
-        sigmas = self.sigmas(p.steps, p.sampler)
-        x0 = get_sampler(p.sampler)(model, noise * sigmas[0], sigmas, cond, callback, gens)
-        if self.autoencoder is not None:
-            x0 = self.autoencoder.from_latent(x0)
-        return x0.clamp(-1, 1)
+        cond = cond if cond is not None else self.encode_text([p.prompt] * n)
+        seeded, gens = self.noise(p, n)
+        noise = seeded if noise is None else noise
+        model, sigmas = self.guided(p), self.sigmas(p.steps, p.sampler)
+        if not p.init:
+            x = noise * sigmas[0]
+        else:
+            image = load_image(p.init, (p.width, p.height), self.unet.config.in_channels)
+            x_init = self.encode_image(image).expand_as(noise)
+            if p.mask:
+                mask = mask_to_latent(load_mask(p.mask, (p.width, p.height)), self.latent_factor)
+                model = InpaintDenoiser(model, x_init, mask, noise)
+            sigmas = strength_sigmas(sigmas, p.strength)
+            if len(sigmas) == 1:  # strength 0: nothing to sample
+                return self.decode(x_init)
+            # strength 1 starts from pure noise, exactly as plain generation does
+            x = noise * sigmas[0] + (x_init if p.strength < 1 else 0)
+        sampler = get_sampler(p.sampler)
+        x0 = sample_with_jumps(sampler, model, x, sigmas, cond, callback, gens, p.resample)
+        return self.decode(x0)
+
+    @torch.no_grad()
+    def invert(
+        self, image: torch.Tensor, prompt: str = "", steps: int | None = None
+    ) -> torch.Tensor:
+        """(B, C, H, W) images in [-1, 1] -> (B, C, h, w) unit noise that sampler "ddim" (eta 0),
+        guidance 1, the same prompt and steps map back to the images (DDIM inversion)."""
+        steps = _check_int("steps", steps or self.defaults["steps"], 1, 1000)
+        cond = self.encode_text([prompt] * image.shape[0])
+        sigmas = self.sigmas(steps)
+        return ddim_invert(self.denoiser, self.encode_image(image), sigmas, cond) / sigmas[0]
 
     def __call__(
         self,
@@ -248,8 +343,15 @@ class Pipeline:
         seed: int = 0,
         size: tuple[int, int] | None = None,
         callback: Callable | None = None,
+        init: str | Path | None = None,
+        mask: str | Path | None = None,
+        strength: float | None = None,
+        resample: int | None = None,
     ) -> list[Image.Image]:
-        """Generate n PIL images; each carries its GenerationParams in `image.info["t2i"]`."""
+        """Generate n PIL images; each carries its GenerationParams in `image.info["t2i"]`.
+
+        init: image file for img2img (strength in [0, 1], default 0.75) or, with mask (white =
+        repaint, same size), inpainting (strength default 1, resample = RePaint passes)."""
         p = self.params(
             prompt,
             negative=negative,
@@ -258,6 +360,10 @@ class Pipeline:
             guidance=guidance,
             seed=seed,
             size=size,
+            init=init,
+            mask=mask,
+            strength=strength,
+            resample=resample,
         )
         images = to_pil(self.generate(p, n, callback))
         for i, img in enumerate(images):

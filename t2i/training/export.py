@@ -50,11 +50,16 @@ def _training_card(run_dir: Path, meta: dict) -> dict:
 
 
 def export_run(
-    run_dir: str | Path, out: str | Path, dtype: str = "float16", data: str | None = None
+    run_dir: str | Path,
+    out: str | Path,
+    dtype: str = "float16",
+    data: str | None = None,
+    ema: bool = True,
 ) -> Path:
     """The newest complete checkpoint of a diffusion run -> a model folder at `out`.
 
     data: the run's `--data`, for the data card (runs record it; give it for older runs).
+    ema: export the EMA weights (when the run keeps them), else the raw trained weights.
     """
     from t2i.training.data import TextCache
     from t2i.training.diffusion import DiffusionRecipeConfig, export_model
@@ -75,7 +80,7 @@ def export_run(
         raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
     cfg = _nested(DiffusionRecipeConfig, recipe, str(found))
     net = UNet(cfg.model)
-    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
+    prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
     net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     net = net.to(memory_format=torch.contiguous_format).eval()
     text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
