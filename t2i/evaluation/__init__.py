@@ -3,6 +3,9 @@
 from t2i.evaluation import frechet_distance, kid, load_classifier, extract_features
 clf = load_classifier()                                   # shipped Fashion-MNIST classifier
 fd_fashion = frechet_distance(extract_features(clf, fake), extract_features(clf, real))
+
+from t2i.evaluation.evaluate import EvalConfig, evaluate    # `t2i eval`: report.json + grid
+report = evaluate("runs/fashion/model", EvalConfig(data="fashion", n=1000), out_dir="eval/")
 """
 
 from t2i.evaluation.classifier import load_classifier, read_card
