@@ -18,7 +18,7 @@ from t2i.pipeline import (
     to_pil,
 )
 
-DEFAULT_MODEL = "shapes"
+DEFAULT_MODEL = "fashion"  # the bundled model until the shapes model reaches its quality bar
 
 
 def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:
