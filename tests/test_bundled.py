@@ -1,0 +1,40 @@
+"""The bundled model: the README's first command works offline, and the model carries its card."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from t2i.pipeline import BUNDLED_DIR, bundled_models, read_png_params
+
+
+def test_the_default_model_ships_in_fp16_with_a_data_card():
+    assert "fashion" in bundled_models()
+    index = json.loads((BUNDLED_DIR / "fashion" / "model_index.json").read_text())
+    assert index["data"]["source"] == "fashion"
+    assert index["training"]["steps"] > 0
+    assert 0.0 <= index["evaluation"]["prompt_accuracy"]["value"] <= 1.0
+    weights = BUNDLED_DIR / "fashion" / "unet" / "model.safetensors"
+    header = json.loads(
+        weights.read_bytes()[8 : 8 + int.from_bytes(weights.read_bytes()[:8], "little")]
+    )
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
+
+
+def test_readme_first_command_writes_a_png_that_carries_its_parameters(tmp_path):
+    out = tmp_path / "sneaker.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "t2i", "generate", "a photo of a sneaker", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    image = Image.open(out)
+    assert image.size == (32, 32)
+    params = read_png_params(out)
+    assert (params.prompt, params.model, params.seed) == ("a photo of a sneaker", "fashion", 0)
+    assert len(set(image.getdata())) > 10  # a picture, not a flat fill
