@@ -63,6 +63,9 @@ class PretrainedTextEncoder(nn.Module):
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
         from transformers import AutoModel, AutoTokenizer  # heavy: only when used
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a local load: no "Loading weights" bar on every run
 
         self.config = config = config or PretrainedTextEncoderConfig()
         path = config.path or _package_model_path()
