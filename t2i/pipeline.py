@@ -156,8 +156,11 @@ def _check_int(name: str, value, low: int, high: int) -> int:
 class Pipeline:
     """A loaded model folder: text encoder, denoiser (UNet inside), optional autoencoder."""
 
-    def __init__(self, components: dict, index: dict, name: str = ""):
+    def __init__(self, components: dict, index: dict, name: str = "", bf16: bool = False):
         self.unet = components["unet"]
+        # bf16 autocast of the networks: faster on CPUs with AMX/AVX512-BF16; its accuracy
+        # against fp32 is measured in BENCHMARKS.md ("Generation time")
+        self.bf16 = bf16
         self.text_encoder = components["text_encoder"]
         self.autoencoder = components.get("autoencoder")
         self.index, self.name = index, name
@@ -223,11 +226,14 @@ class Pipeline:
             return self.denoiser
         return CFGDenoiser(self.denoiser, self.encode_text([p.negative]), p.guidance)
 
-    def noise(self, p: GenerationParams, n: int) -> tuple[torch.Tensor, list[torch.Generator]]:
-        """(n, C, h, w) unit noise and the per-image generators seeded p.seed + i."""
+    def noise(
+        self, p: GenerationParams, n: int, seeds: list[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """(n, C, h, w) unit noise and the per-image generators, seeded p.seed + i (or seeds[i])."""
         f = self.latent_factor
         shape = (self.unet.config.in_channels, p.height // f, p.width // f)
-        gens = [torch.Generator().manual_seed(p.seed + i) for i in range(n)]
+        seeds = [p.seed + i for i in range(n)] if seeds is None else seeds
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
         return torch.stack([torch.randn(shape, generator=g) for g in gens]), gens
 
     # ------------------------------------------------------------ generation
@@ -291,17 +297,20 @@ class Pipeline:
         callback: Callable | None = None,
         noise: torch.Tensor | None = None,
         cond: dict | None = None,
+        seeds: list[int] | None = None,
     ) -> torch.Tensor:
         """(n, C, H, W) images in [-1, 1]; image i from the generator seeded p.seed + i.
 
         With p.init: img2img from p.strength, and with p.mask inpainting (t2i/editing.py).
         `noise` (n, C, h, w) and `cond` (text states of batch n) replace the seeded noise and the
-        prompt's states (interpolation passes its own).
+        prompt's states (interpolation passes its own); `seeds` (n,) replace p.seed + i.
         """
         self.check(p)
         n = _check_int("n", n, 1, MAX_IMAGES)
+        if seeds is not None and len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} images")
         cond = cond if cond is not None else self.encode_text([p.prompt] * n)
-        seeded, gens = self.noise(p, n)
+        seeded, gens = self.noise(p, n, seeds)
         noise = seeded if noise is None else noise
         model, sigmas = self.guided(p), self.sigmas(p.steps, p.sampler)
         if not p.init:
@@ -318,8 +327,20 @@ class Pipeline:
             # strength 1 starts from pure noise, exactly as plain generation does
             x = noise * sigmas[0] + (x_init if p.strength < 1 else 0)
         sampler = get_sampler(p.sampler)
-        x0 = sample_with_jumps(sampler, model, x, sigmas, cond, callback, gens, p.resample)
-        return self.decode(x0)
+        with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
+            x0 = sample_with_jumps(sampler, model, x, sigmas, cond, callback, gens, p.resample)
+        return self.decode(x0.float())
+
+    def generate_items(
+        self, items: list[GenerationParams], callback: Callable | None = None
+    ) -> torch.Tensor:
+        """(len(items), C, H, W): image i from items[i].prompt and items[i].seed in one sampler
+        call; every other setting is taken from items[0] (callers batch only compatible items)."""
+        if not items:
+            raise ValueError("generate_items needs at least one item")
+        cond = self.encode_text([p.prompt for p in items])
+        seeds = [p.seed for p in items]
+        return self.generate(items[0], len(items), callback, cond=cond, seeds=seeds)
 
     @torch.no_grad()
     def invert(

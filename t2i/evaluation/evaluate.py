@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,48 +124,27 @@ def model_kind(folder: str | Path) -> str:
 # ---------------------------------------------------------------- generation
 
 
-class _Counting(torch.nn.Module):
-    """Counts denoiser calls (network evaluations per image batch: the NFE)."""
-
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner, self.calls = inner, 0
-
-    def forward(self, x, sigma, **cond):
-        self.calls += 1
-        return self.inner(x, sigma, **cond)
-
-
 @torch.no_grad()
 def generate_batched(
     pipe, prompts: list[str], params, batch_size: int, progress: bool = False
 ) -> tuple[torch.Tensor, int]:
-    """(N, C, H, W) images in [-1, 1] for N prompts (image i: seed params.seed + i), and the NFE.
-
-    Like Pipeline.generate, but one prompt per image, in batches of batch_size."""
-    from t2i.guidance import CFGDenoiser
-    from t2i.samplers import get_sampler
-
-    f = pipe.autoencoder.config.factor if pipe.autoencoder is not None else 1
-    shape = (pipe.unet.config.in_channels, params.height // f, params.width // f)
-    sigmas = pipe.sigmas(params.steps, params.sampler)
-    sample = get_sampler(params.sampler)
-    out, nfe = [], 0
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc=f"{params.sampler} {params.steps} steps", disable=not progress):
-        batch = prompts[start : start + batch_size]
-        model = pipe.denoiser
-        if params.guidance != 1.0:
-            model = CFGDenoiser(pipe.denoiser, pipe.encode_text([params.negative]), params.guidance)
-        model = _Counting(model)
-        gens = [torch.Generator().manual_seed(params.seed + start + i) for i in range(len(batch))]
-        noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
-        x0 = sample(model, noise * sigmas[0], sigmas, pipe.encode_text(batch), None, gens)
-        if pipe.autoencoder is not None:
-            x0 = pipe.autoencoder.from_latent(x0)
-        out.append(x0.clamp(-1, 1))
-        nfe = model.calls
-    return torch.cat(out), nfe
+    """(N, C, H, W) images in [-1, 1] for N prompts (image i: seed params.seed + i), and the NFE
+    (network evaluations per batch), in batches of batch_size through the pipeline's own path."""
+    calls = []
+    hook = pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    out = []
+    try:
+        starts = range(0, len(prompts), batch_size)
+        desc = f"{params.sampler} {params.steps} steps"
+        for start in tqdm(starts, desc=desc, disable=not progress):
+            calls.clear()
+            batch = prompts[start : start + batch_size]
+            seed = params.seed + start
+            items = [replace(params, prompt=p, seed=seed + i) for i, p in enumerate(batch)]
+            out.append(pipe.generate_items(items))
+    finally:
+        hook.remove()
+    return torch.cat(out), len(calls)
 
 
 # ---------------------------------------------------------------- metric helpers

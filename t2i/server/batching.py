@@ -15,9 +15,7 @@ from dataclasses import astuple, replace
 import torch
 from PIL.PngImagePlugin import PngInfo
 
-from t2i.editing import sample_with_jumps
 from t2i.pipeline import PNG_KEY, GenerationParams, Pipeline, to_pil
-from t2i.samplers import get_sampler
 
 
 def batch_key(p: GenerationParams) -> tuple:
@@ -42,16 +40,7 @@ def generate_batch(
         pipe.check(p)
         if batch_key(p) != batch_key(first):
             raise ValueError(f"items differ in more than prompt and seed: {p} vs {first}")
-    if first.init:  # img2img / inpainting: one image at a time through the pipeline's own path
-        return torch.cat([pipe.generate(p, 1, callback) for p in items])
-    cond = pipe.encode_text([p.prompt for p in items])
-    noise, gens = zip(*(pipe.noise(p, 1) for p in items))
-    noise, gens = torch.cat(noise), [g for gs in gens for g in gs]
-    sigmas = pipe.sigmas(first.steps, first.sampler)
-    sampler, model = get_sampler(first.sampler), pipe.guided(first)
-    x = noise * sigmas[0]
-    x0 = sample_with_jumps(sampler, model, x, sigmas, cond, callback, gens, first.resample)
-    return pipe.decode(x0)
+    return pipe.generate_items(items, callback)
 
 
 def png_bytes(image: torch.Tensor, p: GenerationParams) -> bytes:

@@ -1,0 +1,67 @@
+"""Time to generate: one 64x64 image at 20 steps with classifier-free guidance, batch 1 and 8.
+
+The whole `Pipeline.generate` call is timed (prompt encoding, sampler, decoding), as `t2i generate`
+runs it after loading: fp32, and with the UNet under bf16 autocast (`Pipeline(..., bf16=True)`).
+The bf16 row also gives its accuracy against fp32 on the same seeds: PSNR of the 8-bit images.
+Settings are interleaved over the repeats and medians reported (the machine is shared).
+
+    python3 benchmarks/bench_generate.py --model shapes          # bundled model or a model folder
+    python3 benchmarks/bench_generate.py --model DIR --threads 2 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import t2i
+
+
+def psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB between two image batches in [-1, 1], after 8-bit quantisation."""
+    qa, qb = ((t.clamp(-1, 1) + 1) * 127.5 for t in (a, b))
+    mse = (qa.round() - qb.round()).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(255.0**2 / mse)).item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="shapes")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pipes = {"fp32": t2i.load(args.model), "bf16": t2i.load(args.model)}
+    pipes["bf16"].bf16 = True
+    batches = [int(b) for b in args.batches.split(",")]
+    prompt = "a red circle above a blue square"
+    params = pipes["fp32"].params(prompt, steps=args.steps, guidance=args.guidance)
+    size = f"{params.width}x{params.height}"
+    for pipe in pipes.values():  # warm-up: caches the prompt's text states, first-call costs
+        pipe.generate(params, 1)
+    times = {(k, b): [] for k in pipes for b in batches}
+    outputs = {}
+    for _ in range(args.repeats):
+        for b in batches:
+            for key, pipe in pipes.items():
+                start = time.perf_counter()
+                outputs[key, b] = pipe.generate(params, b)
+                times[key, b].append(time.perf_counter() - start)
+    print(f"model {args.model}, {size}, {args.steps} steps {params.sampler}, guidance")
+    print(f"{args.guidance}, {args.threads} threads, median of {args.repeats}\n")
+    print("| precision | batch | s per call | s per image | PSNR vs fp32 (dB) |")
+    print("|---|---|---|---|---|")
+    for (key, b), ts in times.items():
+        med = statistics.median(ts)
+        acc = "-" if key == "fp32" else f"{psnr_8bit(outputs[key, b], outputs['fp32', b]):.1f}"
+        print(f"| {key} | {b} | {med:.3f} | {med / b:.3f} | {acc} |")
+
+
+if __name__ == "__main__":
+    main()
