@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +199,21 @@ def test_cli_eval_and_errors(fashion_model, tmp_path, capsys):
     sweep_argv = ["eval", "sweep", str(fashion_model), "--data", "fashion", "--sampler", "eulr"]
     assert main(sweep_argv) == 2
     assert "eulr" in capsys.readouterr().err
+
+
+def test_card_holds_the_figures_and_a_command_that_reproduces_them(fashion_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(fashion_model, model)
+    argv = ["eval", str(model), "--data", "fashion", "--n", "4", "--steps", "2", "--card"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    card = json.loads((model / "model_index.json").read_text())["evaluation"]
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert card["fd_fashion"]["value"] == report["metrics"]["fd_fashion"]["value"]
+    assert (card["n"], card["steps"], card["sampler"]) == (4, 2, "ddim")
+    again = shlex.split(card["command"])[1:] + ["--out", str(tmp_path / "b")]
+    assert main(again) == 0
+    rerun = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rerun["metrics"] == report["metrics"]
 
 
 def _emoji_like_folder(root: Path) -> Path:

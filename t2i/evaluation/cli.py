@@ -37,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-heldout", action="store_true", help="shapes: skip held-out combinations")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", default=None, help="output folder (default eval/ or eval/sweep)")
+    p.add_argument(
+        "--card", action="store_true", help="also write the figures into the model's data card"
+    )
     p.set_defaults(func=run)
 
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _eval(model: str, args: argparse.Namespace) -> int:
-    from t2i.evaluation.evaluate import EvalConfig, evaluate, format_report
+    from t2i.evaluation.evaluate import EvalConfig, evaluate, format_report, write_card
 
     cfg = EvalConfig(
         data=args.data,
@@ -85,6 +88,14 @@ def _eval(model: str, args: argparse.Namespace) -> int:
     report = evaluate(model, cfg, out_dir=out)
     print(format_report(report))
     print(f"wrote {out}/report.json and {out}/grid.png (+ grid.txt captions)")
+    if args.card:
+        r = report
+        command = (
+            f"t2i eval {model} --data {r['data']} --n {r['n']} --sampler {r['sampler']} "
+            f"--steps {r['steps']} --guidance {r['guidance']} --seed {r['seed']} "
+            f"--batch-size {r['batch_size']}"
+        )
+        print(f"wrote the figures into {write_card(model, report, command)}")
     return 0
 
 

@@ -147,6 +147,22 @@ def generate_batched(
     return torch.cat(out), len(calls)
 
 
+def write_card(model: str | Path, report: dict, command: str) -> Path:
+    """Put a report's settings and headline figures into the model folder's data card
+    (model_index.json "evaluation"), so the figures travel with the weights."""
+    from t2i.pipeline import resolve_model
+
+    index_path = resolve_model(model) / INDEX_NAME
+    index = json.loads(index_path.read_text())
+    card = {"command": command}
+    card.update({k: report[k] for k in ("n", "sampler", "steps", "guidance", "seed")})
+    for name, m in report["metrics"].items():
+        card[name] = {k: m[k] for k in ("value", "real", "per_category") if k in m}
+    index["evaluation"] = card
+    atomic_write_json(index_path, index)
+    return index_path
+
+
 # ---------------------------------------------------------------- metric helpers
 
 
