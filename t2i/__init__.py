@@ -8,8 +8,8 @@ images = pipe("a red circle above a blue square", steps=20, guidance=4.0, seed=1
 __version__ = "0.1.0"
 
 
-def load(model="fashion"):
+def load(model="fashion", bf16=False):
     """Load a bundled model by name, or a model folder written by `t2i train` (see t2i.pipeline)."""
     from t2i.pipeline import load as _load  # torch is imported only when a model is
 
-    return _load(model)
+    return _load(model, bf16=bf16)

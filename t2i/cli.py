@@ -109,6 +109,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=float, default=None, help="img2img in [0, 1] (0.75)")
     p.add_argument("--mask", default=None, help="inpainting mask PNG, white = repaint")
     p.add_argument("--resample", type=int, default=None, help="inpainting RePaint passes (1)")
+    p.add_argument(
+        "--bf16", action="store_true", help="bf16 networks: faster on CPUs with AVX512-BF16/AMX"
+    )
     p.set_defaults(func=_generate)
 
 

@@ -172,10 +172,10 @@ class Pipeline:
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def from_pretrained(cls, model: str | Path) -> Pipeline:
+    def from_pretrained(cls, model: str | Path, bf16: bool = False) -> Pipeline:
         folder = resolve_model(model)
         components, index = load_model_folder(folder)
-        return cls(components, index, name=str(model))
+        return cls(components, index, name=str(model), bf16=bf16)
 
     # ------------------------------------------------------------ pieces
 
@@ -392,6 +392,9 @@ class Pipeline:
         return images
 
 
-def load(model: str | Path = "fashion") -> Pipeline:
-    """Load a bundled model by name, or a model folder written by `t2i train`."""
-    return Pipeline.from_pretrained(model)
+def load(model: str | Path = "fashion", bf16: bool = False) -> Pipeline:
+    """Load a bundled model by name, or a model folder written by `t2i train`.
+
+    bf16: run the networks under bf16 autocast (BENCHMARKS.md "Generation time": faster on CPUs
+    with AVX512-BF16 or AMX, images within ~1 level of 255 of fp32; slow where bf16 is emulated)."""
+    return Pipeline.from_pretrained(model, bf16=bf16)

@@ -75,8 +75,7 @@ def test_items_with_their_own_prompts_and_seeds_equal_single_generations(pipe):
 
 
 def test_bf16_autocast_stays_close_to_fp32(model_dir):
-    fp32, bf16 = Pipeline.from_pretrained(model_dir), Pipeline.from_pretrained(model_dir)
-    bf16.bf16 = True
+    fp32, bf16 = load(model_dir), load(model_dir, bf16=True)
     p = fp32.params(PROMPT, steps=3, seed=3)
     a, b = fp32.generate(p), bf16.generate(p)
     assert b.dtype == torch.float32 and not torch.equal(a, b)  # autocast really ran

@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-n", type=int, default=8, help="images per request")
     p.add_argument("--max-side", type=int, default=512, help="pixels per image side")
     p.add_argument("--max-prompt", type=int, default=1000, help="characters per prompt")
+    p.add_argument("--bf16", action="store_true", help="bf16 networks (see t2i generate --bf16)")
     p.set_defaults(func=_serve)
 
 
@@ -42,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     for key in ("max_queue", "max_batch", "max_steps", "max_n", "max_side", "max_prompt"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    pipes = {name: Pipeline.from_pretrained(name) for name in names}
+    pipes = {name: Pipeline.from_pretrained(name, bf16=args.bf16) for name in names}
     limits = Limits(args.max_steps, args.max_n, args.max_side, args.max_prompt)
     config = ServerConfig(
         args.host, args.port, args.max_queue, args.max_batch, args.timeout, limits
