@@ -9,30 +9,17 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from tiny_models import write_tiny_model
 
-from t2i.checkpoint import save_model_folder
 from t2i.cli import main
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
 from t2i.pipeline import read_png_params
-from t2i.schedules import DiscreteSchedule
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab="a red blue circle".split()))
+    vocab = "a red blue circle".split()
     folder = tmp_path_factory.mktemp("model")
-    index = {
-        "parameterisation": "v",
-        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
-        "sampler": {"name": "euler", "steps": 3, "guidance_scale": 2.0},
-        "image_size": 16,
-    }
-    save_model_folder(
-        folder, {"unet": UNet(UNetConfig.preset("tiny")), "text_encoder": text}, index
-    )
-    return folder
+    return write_tiny_model(folder, parameterisation="v", sampler="euler", vocab=vocab)
 
 
 def run(*argv: str) -> int:

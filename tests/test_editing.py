@@ -6,38 +6,22 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import write_tiny_model
 
-from t2i.checkpoint import save_model_folder
 from t2i.cli import main
 from t2i.denoisers import GaussianMixtureDenoiser
 from t2i.editing import ddim_invert, load_image, psnr, strength_sigmas
-from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
 from t2i.pipeline import load
 from t2i.samplers import sample_euler
-from t2i.schedules import DiscreteSchedule, sigmas_karras
+from t2i.schedules import sigmas_karras
 
 PROMPT = "a red circle"
 VOCAB = "a red blue green circle square".split()
 
 
 def _folder(tmp_path_factory, latent: bool):
-    torch.manual_seed(0)
-    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=VOCAB))
-    components = {"unet": UNet(UNetConfig.preset("tiny")), "text_encoder": text}
-    if latent:
-        ae = AutoencoderKL(AutoencoderConfig.preset("tiny", latent_channels=3))
-        components["autoencoder"] = ae
-    index = {
-        "parameterisation": "eps",
-        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
-        "sampler": {"name": "ddim", "steps": 4, "guidance_scale": 2.0},
-        "image_size": 16,
-    }
     folder = tmp_path_factory.mktemp("latent" if latent else "pixel")
-    save_model_folder(folder, components, index)
-    return load(folder)
+    return load(write_tiny_model(folder, steps=4, latent=latent, vocab=VOCAB))
 
 
 @pytest.fixture(scope="module")

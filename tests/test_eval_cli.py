@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import write_tiny_model
 
 from t2i.checkpoint import save_model_folder
 from t2i.cli import main
 from t2i.evaluation.evaluate import EvalConfig, evaluate, image_grid
 from t2i.evaluation.sweep import SweepConfig, markdown_table, plot, sweep
 from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
-from t2i.schedules import DiscreteSchedule
 
 FASHION = Path(os.environ.get("T2I_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
 needs_fashion = pytest.mark.skipif(
@@ -38,18 +36,8 @@ def one_thread():
 
 
 def _diffusion_folder(folder: Path, channels: int, size: int) -> Path:
-    torch.manual_seed(0)
     vocab = "a an photo of picture red blue circle square sneaker dress bag".split()
-    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
-    unet = UNet(UNetConfig.preset("tiny", in_channels=channels))
-    index = {
-        "parameterisation": "eps",
-        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
-        "sampler": {"name": "ddim", "steps": 3, "guidance_scale": 2.0},
-        "image_size": size,
-    }
-    save_model_folder(folder, {"unet": unet, "text_encoder": text}, index)
-    return folder
+    return write_tiny_model(folder, image_size=size, in_channels=channels, vocab=vocab)
 
 
 @pytest.fixture(scope="module")

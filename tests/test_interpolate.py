@@ -6,32 +6,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import write_tiny_model
 
-from t2i.checkpoint import save_model_folder
 from t2i.cli import main
 from t2i.interpolate import interpolate, lerp_cond, slerp
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
 from t2i.pipeline import load
-from t2i.schedules import DiscreteSchedule
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
     vocab = "a red blue circle square big".split()
-    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
-    folder = tmp_path_factory.mktemp("model")
-    index = {
-        "parameterisation": "eps",
-        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
-        "sampler": {"name": "ddim", "steps": 3, "guidance_scale": 2.0},
-        "image_size": 16,
-    }
-    save_model_folder(
-        folder, {"unet": UNet(UNetConfig.preset("tiny")), "text_encoder": text}, index
-    )
-    return folder
+    return write_tiny_model(tmp_path_factory.mktemp("model"), vocab=vocab)
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import write_tiny_model
 
-from t2i.checkpoint import save_model_folder
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
 from t2i.pipeline import (
     GenerationParams,
     Pipeline,
@@ -15,26 +13,18 @@ from t2i.pipeline import (
     read_png_params,
     save_png,
 )
-from t2i.schedules import DiscreteSchedule
 
 PROMPT = "a red circle above a blue square"
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    vocab = "a red blue circle square above below".split()
-    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
-    unet = UNet(UNetConfig.preset("tiny"))
-    folder = tmp_path_factory.mktemp("model")
-    index = {
-        "parameterisation": "eps",
-        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
-        "sampler": {"name": "heun", "steps": 4, "guidance_scale": 2.0},
-        "image_size": 16,
-    }
-    save_model_folder(folder, {"unet": unet, "text_encoder": text}, index)
-    return folder
+    return write_tiny_model(
+        tmp_path_factory.mktemp("model"),
+        sampler="heun",
+        steps=4,
+        vocab="a red blue circle square above below".split(),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import write_tiny_model
 
-from t2i.checkpoint import save_model_folder
 from t2i.cli import build_parser
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
 from t2i.pipeline import PNG_KEY, GenerationParams, load
-from t2i.schedules import DiscreteSchedule
 from t2i.server import Limits, ServerConfig, make_server
 from t2i.server.batching import generate_batch, png_bytes
 
@@ -28,19 +25,8 @@ PROMPT = "a red circle above a blue square"
 
 
 def make_model(folder):
-    torch.manual_seed(0)
     vocab = "a red blue circle square above below".split()
-    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
-    index = {
-        "parameterisation": "eps",
-        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
-        "sampler": {"name": "ddim", "steps": 2, "guidance_scale": 2.0},
-        "image_size": 16,
-    }
-    save_model_folder(
-        folder, {"unet": UNet(UNetConfig.preset("tiny")), "text_encoder": text}, index
-    )
-    return folder
+    return write_tiny_model(folder, steps=2, vocab=vocab)
 
 
 @pytest.fixture(scope="module")

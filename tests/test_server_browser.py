@@ -11,14 +11,10 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from tiny_models import write_tiny_model
 
-from t2i.checkpoint import save_model_folder
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
 from t2i.pipeline import PNG_KEY, load
-from t2i.schedules import DiscreteSchedule
 from t2i.server import ServerConfig, make_server
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (setup --dev)")
@@ -40,18 +36,9 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    torch.manual_seed(0)
     vocab = "a red blue green circle square star above below".split()
-    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
-    index = {
-        "parameterisation": "eps",
-        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
-        "sampler": {"name": "euler", "steps": 6, "guidance_scale": 2.0},
-        "image_size": 16,
-    }
     folder = tmp_path_factory.mktemp("model")
-    unet = UNet(UNetConfig.preset("tiny"))
-    save_model_folder(folder, {"unet": unet, "text_encoder": text}, index)
+    write_tiny_model(folder, sampler="euler", steps=6, vocab=vocab)
     server = make_server({"tiny": load(folder)}, ServerConfig(port=0))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.url

@@ -1,0 +1,47 @@
+"""Tiny untrained model folders for the tests that need a whole pipeline (seconds, not minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from t2i.checkpoint import save_model_folder
+from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL
+from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
+from t2i.models.unet import UNet, UNetConfig
+from t2i.schedules import DiscreteSchedule
+
+VOCAB = "a an photo of red blue green circle square star above below sneaker dress bag".split()
+
+
+def write_tiny_model(
+    folder: Path,
+    *,
+    parameterisation: str = "eps",
+    sampler: str = "ddim",
+    steps: int = 3,
+    guidance: float = 2.0,
+    image_size: int = 16,
+    in_channels: int = 3,
+    latent: bool = False,
+    vocab: list[str] = VOCAB,
+) -> Path:
+    """A model folder with a tiny UNet and text transformer (seeded: the same weights every time);
+    latent=True adds a tiny KL autoencoder with 3 latent channels."""
+    torch.manual_seed(0)
+    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
+    components = {"unet": UNet(UNetConfig.preset("tiny", in_channels=in_channels))}
+    components["text_encoder"] = text  # created first: the seeded weights stay as they were
+    if latent:
+        components["autoencoder"] = AutoencoderKL(
+            AutoencoderConfig.preset("tiny", latent_channels=in_channels)
+        )
+    index = {
+        "parameterisation": parameterisation,
+        "schedule": DiscreteSchedule.preset("ddpm").to_dict(),
+        "sampler": {"name": sampler, "steps": steps, "guidance_scale": guidance},
+        "image_size": image_size,
+    }
+    save_model_folder(folder, components, index)
+    return folder
