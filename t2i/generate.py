@@ -74,7 +74,7 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     if not 1 <= args.n <= MAX_IMAGES:
         raise ValueError(f"--n must be in [1, {MAX_IMAGES}], got {args.n}")
     model, kw = request_from_args(args)
-    pipe = Pipeline.from_pretrained(model, bf16=getattr(args, "bf16", False))
+    pipe = Pipeline.from_pretrained(model, bf16=args.bf16)
     p = pipe.params(kw.pop("prompt"), **kw)
     seeds = [p.seed + i for i in range(args.n)]
     paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling

@@ -89,13 +89,7 @@ def _eval(model: str, args: argparse.Namespace) -> int:
     print(format_report(report))
     print(f"wrote {out}/report.json and {out}/grid.png (+ grid.txt captions)")
     if args.card:
-        r = report
-        command = (
-            f"t2i eval {model} --data {r['data']} --n {r['n']} --sampler {r['sampler']} "
-            f"--steps {r['steps']} --guidance {r['guidance']} --seed {r['seed']} "
-            f"--batch-size {r['batch_size']}"
-        )
-        print(f"wrote the figures into {write_card(model, report, command)}")
+        print(f"wrote the figures into {write_card(model, report)}")
     return 0
 
 

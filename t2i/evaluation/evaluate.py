@@ -147,15 +147,22 @@ def generate_batched(
     return torch.cat(out), len(calls)
 
 
-def write_card(model: str | Path, report: dict, command: str) -> Path:
+def write_card(model: str | Path, report: dict) -> Path:
     """Put a report's settings and headline figures into the model folder's data card
-    (model_index.json "evaluation"), so the figures travel with the weights."""
+    (model_index.json "evaluation"), with the `t2i eval` command that reproduces them, so the
+    figures travel with the weights."""
     from t2i.pipeline import resolve_model
 
     index_path = resolve_model(model) / INDEX_NAME
     index = json.loads(index_path.read_text())
+    r = report
+    command = (
+        f"t2i eval {model} --data {r['data']} --n {r['n']} --sampler {r['sampler']} "
+        f"--steps {r['steps']} --guidance {r['guidance']} --seed {r['seed']} "
+        f"--batch-size {r['batch_size']}"
+    )
     card = {"command": command}
-    card.update({k: report[k] for k in ("n", "sampler", "steps", "guidance", "seed")})
+    card.update({k: r[k] for k in ("n", "sampler", "steps", "guidance", "seed")})
     for name, m in report["metrics"].items():
         card[name] = {k: m[k] for k in ("value", "real", "per_category") if k in m}
     index["evaluation"] = card
