@@ -166,6 +166,18 @@ def test_overrides_convert_and_reject():
         parse_dotted_args(["lr", "1"])
 
 
+def test_list_overrides_take_json_for_items_with_commas():
+    from t2i.training.diffusion import DiffusionRecipeConfig
+
+    cfg = DiffusionRecipeConfig()
+    apply_overrides(cfg, {"sample_prompts": '["fox emoji, noto style", "sun"]'})
+    assert cfg.sample_prompts == ("fox emoji, noto style", "sun")
+    apply_overrides(cfg, {"sample_prompts": "a fox,a sun"})
+    assert cfg.sample_prompts == ("a fox", "a sun")
+    with pytest.raises(ValueError, match="bad value.*sample_prompts.*not a JSON list"):
+        apply_overrides(cfg, {"sample_prompts": '["unclosed'})
+
+
 def test_bad_batch_split_is_rejected_before_work(tmp_path):
     loop, optim = configs(4, grad_accum=3)
     with pytest.raises(ValueError, match="batch_size 8"):

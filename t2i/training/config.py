@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -89,6 +90,16 @@ def parse_dotted_args(argv: list[str]) -> dict[str, str]:
     return out
 
 
+def _json_list(text: str) -> list:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not a JSON list ({e.msg})") from None
+    if not isinstance(values, list):
+        raise ValueError("expected a JSON list")
+    return values
+
+
 def _convert(text: str, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -98,8 +109,11 @@ def _convert(text: str, hint: Any) -> Any:
         hint = next(a for a in args if a is not type(None))
         return _convert(text, hint)
     if origin is tuple or origin is list:
-        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
         inner = args[0] if args else str
+        if text.lstrip().startswith("["):  # a JSON list: items may hold commas (prompts)
+            values = [_convert(str(v), inner) for v in _json_list(text)]
+            return tuple(values) if origin is tuple else values
+        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
         values = [_convert(p.strip(), inner) for p in parts]
         return tuple(values) if origin is tuple else values
     if hint is bool:
