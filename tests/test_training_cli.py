@@ -147,7 +147,7 @@ def test_bad_input_fails_before_work(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_latent_diffusion_through_a_trained_autoencoder(tmp_path):
+def test_latent_diffusion_through_a_trained_autoencoder(tmp_path, capsys):
     from t2i.checkpoint import load_model_folder
 
     ae_run, run = tmp_path / "ae", tmp_path / "ldm"
@@ -170,3 +170,15 @@ def test_latent_diffusion_through_a_trained_autoencoder(tmp_path):
     assert set(components) == {"unet", "text_encoder", "autoencoder"}
     assert components["unet"].config.in_channels == 4 and index["parameterisation"] == "eps"
     assert components["autoencoder"].config.latent_scale is not None  # set from data at export
+
+    # `t2i export` of the same run (any checkpoint) finds the autoencoder the run recorded
+    assert t2i_main(["export", str(run), "--out", str(tmp_path / "exported")]) == 0
+    exported, _ = load_model_folder(tmp_path / "exported")
+    assert set(exported) == {"unet", "text_encoder", "autoencoder"}
+    a, b = components["autoencoder"].state_dict(), exported["autoencoder"].state_dict()
+    assert all(torch.equal(a[k].half(), b[k].half()) for k in a)
+    # ... and refuses an autoencoder that changed since (its latents would not match the UNet)
+    weights = ae_run / "model" / "autoencoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    assert t2i_main(["export", str(run), "--out", str(tmp_path / "again")]) == 2
+    assert "changed since the run was trained on it" in capsys.readouterr().err

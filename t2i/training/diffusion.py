@@ -133,16 +133,14 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
     """Everything is checked and loaded here, before the first step."""
     check(cfg)
     dataset, channels = open_dataset(args.data, cfg.image_size, cfg.data_length)
-    ae = None
+    ae, ae_record = None, None
     if getattr(args, "autoencoder", None):
-        ae = load_autoencoder(args.autoencoder).requires_grad_(False)
-        weights = Path(args.autoencoder)
-        weights = weights / "autoencoder" if (weights / "autoencoder").is_dir() else weights
+        ae, ae_record = load_frozen_autoencoder(args.autoencoder)
         key = {
             "data": args.data,
             "image_size": cfg.image_size,
             "length": cfg.data_length,
-            "autoencoder": file_digest(weights / "model.safetensors"),
+            "autoencoder": ae_record["digest"],
         }
         dataset = latent_dataset(dataset, ae, key, cfg.cache_dir)
         channels = ae.config.latent_channels
@@ -153,10 +151,29 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
         raise ValueError(f"model.in_channels {cfg.model.in_channels} != data channels {channels}")
     seed_everything(cfg.loop.seed)
     net = UNet(cfg.model)
-    return diffusion_recipe(cfg, net, dataset, text, ae, str(args.data))
+    return diffusion_recipe(cfg, net, dataset, text, ae, str(args.data), ae_record)
 
 
-def diffusion_recipe(cfg, net, dataset, text: TextCache, ae, data_name: str) -> Recipe:
+def load_frozen_autoencoder(folder: str | Path, digest: str | None = None):
+    """(autoencoder, {"path", "digest"}) of a model folder or its autoencoder/ subfolder.
+
+    digest: when given (export of a recorded run), the weights must still be the ones trained on.
+    """
+    weights = Path(folder)
+    weights = weights / "autoencoder" if (weights / "autoencoder").is_dir() else weights
+    found = file_digest(weights / "model.safetensors")
+    if digest is not None and found != digest:
+        raise ValueError(
+            f"autoencoder {weights} changed since the run was trained on it "
+            f"(digest {found[:12]}, run recorded {digest[:12]}); give the original folder"
+        )
+    ae = load_autoencoder(folder).requires_grad_(False)
+    return ae, {"path": str(Path(folder).resolve()), "digest": found}
+
+
+def diffusion_recipe(
+    cfg, net, dataset, text: TextCache, ae, data_name: str, ae_record: dict | None = None
+) -> Recipe:
     """The recipe over a built UNet: loss, fixed-prompt sample grid, model-folder export."""
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net.to(memory_format=fmt)
@@ -183,6 +200,8 @@ def diffusion_recipe(cfg, net, dataset, text: TextCache, ae, data_name: str) -> 
         export_model(cfg, ema_net, text, ae, folder, data_name)
 
     config = {**_public(cfg), "data": data_name}
+    if ae_record is not None:  # latent runs: export finds the autoencoder again
+        config["autoencoder"] = ae_record
     return Recipe("diffusion", net, dataset, collate, loss, sample, export, config)
 
 

@@ -62,7 +62,11 @@ def export_run(
     ema: export the EMA weights (when the run keeps them), else the raw trained weights.
     """
     from t2i.training.data import TextCache
-    from t2i.training.diffusion import DiffusionRecipeConfig, export_model
+    from t2i.training.diffusion import (
+        DiffusionRecipeConfig,
+        export_model,
+        load_frozen_autoencoder,
+    )
 
     run_dir, out = Path(run_dir), Path(out)
     if dtype not in DTYPES:
@@ -76,6 +80,7 @@ def export_run(
     recipe = dict(meta["config"]["recipe"])
     recipe.pop("recipe", None)
     data = recipe.pop("data", None) or data
+    ae_record = recipe.pop("autoencoder", None)
     if not data:
         raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
     cfg = _nested(DiffusionRecipeConfig, recipe, str(found))
@@ -84,6 +89,9 @@ def export_run(
     net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     net = net.to(memory_format=torch.contiguous_format).eval()
     text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    ae = None
+    if ae_record is not None:  # a latent run: the model folder carries its autoencoder
+        ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
     card = _training_card(run_dir, meta)
-    export_model(cfg, net, text, None, out, data, DTYPES[dtype], card)
+    export_model(cfg, net, text, ae, out, data, DTYPES[dtype], card)
     return out
