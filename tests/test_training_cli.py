@@ -139,6 +139,7 @@ def test_bad_input_fails_before_work(tmp_path, capsys):
         ("--parameterisation", "score"): "unknown parameterisation 'score'",
         ("--loop.steps", "ten"): "bad value 'ten' for loop.steps",
         ("--data", str(tmp_path / "nope")): "nope",
+        ("--init", str(tmp_path / "nope")): "no unet/model.safetensors",
     }
     for extra, message in cases.items():
         code = t2i_main(["train", "diffusion", "--data", "shapes", "--out", str(out), *extra])
@@ -182,3 +183,28 @@ def test_latent_diffusion_through_a_trained_autoencoder(tmp_path, capsys):
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
     assert t2i_main(["export", str(run), "--out", str(tmp_path / "again")]) == 2
     assert "changed since the run was trained on it" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_the_model_folder_and_checks_it_fits(tmp_path, capsys):
+    import argparse
+
+    from t2i.checkpoint import load_component
+    from t2i.training import diffusion
+
+    base = tmp_path / "base"
+    run_cli("diffusion", "--data", "shapes", *TINY, "--loop.steps", "2", "--out", str(base))
+    trained = load_component(base / "model" / "unet").state_dict()
+
+    cfg = diffusion.preset("tiny")
+    cfg.model.position_features = 2  # a new, zero-initialised part on top of the trained UNet
+    args = argparse.Namespace(data="shapes", init=str(base / "model"))
+    recipe = diffusion.build(cfg, args)
+    own = recipe.model.state_dict()
+    assert all(torch.equal(own[k], v.float()) for k, v in trained.items())
+    assert own["pos_proj.weight"].abs().sum() == 0
+    assert recipe.config["init"]["path"] == str((base / "model").resolve())
+
+    argv = ["train", "diffusion", "--data", "shapes", *TINY, "--out", str(tmp_path / "bad")]
+    assert t2i_main([*argv, "--init", str(base / "model"), "--model.channels", "16,48"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit this run's model config" in err and "of another shape" in err, err

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from t2i.models.layers import position_features
 from t2i.models.unet import UNet, UNetConfig
 
 
@@ -27,7 +28,7 @@ def test_shapes_and_extra_inputs():
 
 
 def test_gradients_reach_every_parameter():
-    c = UNetConfig.preset("tiny", cond_channels=1, pooled_dim=8)
+    c = UNetConfig.preset("tiny", cond_channels=1, pooled_dim=8, position_features=2)
     torch.manual_seed(0)
     net = UNet(c)
     x, t, ctx = _inputs(c)
@@ -145,3 +146,22 @@ def test_patch_stem_keeps_the_image_shape_and_sees_every_pixel():
     assert x.grad[0, :, :2, :2].abs().min() > 0
     with pytest.raises(ValueError, match="patch_size must be >= 1, got 0"):
         UNetConfig.preset("tiny", patch_size=0)
+
+
+def test_position_features_start_as_nothing_then_tell_positions_apart():
+    torch.manual_seed(0)
+    plain = UNet(UNetConfig.preset("tiny")).eval()
+    with_pos = UNet(UNetConfig.preset("tiny", position_features=3)).eval()
+    missing, _ = with_pos.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["pos_proj.bias", "pos_proj.weight"]
+    x, t, ctx = _inputs(plain.config)
+    with torch.no_grad():
+        assert torch.equal(with_pos(x, t, ctx), plain(x, t, ctx))  # zero-initialised: no change
+        with_pos.pos_proj.weight.normal_()
+        assert not torch.allclose(with_pos(x, t, ctx), plain(x, t, ctx))
+    feats = position_features(5, 7, 2).flatten(2)[0].T  # (35 positions, 8 features)
+    assert torch.cdist(feats, feats).add(torch.eye(35)).min() > 0.1  # every position is distinct
+    centre = position_features(3, 3, 2)[0, :, 1, 1]  # in units of the image: the centre is
+    assert torch.allclose(position_features(9, 9, 2)[0, :, 4, 4], centre)  # the centre at any size
+    with pytest.raises(ValueError, match="position_features must be >= 0, got -1"):
+        UNetConfig.preset("tiny", position_features=-1)

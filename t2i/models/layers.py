@@ -26,6 +26,22 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+def position_features(height: int, width: int, n: int) -> torch.Tensor:
+    """(1, 4n, H, W): cos and sin of pi k u, k = 1..n, u each row's and column's centre in [0, 1].
+
+    Where a feature sits in the image, in units of the image: the same at every resolution.
+    """
+    k = torch.arange(1, n + 1, dtype=torch.float32) * math.pi
+
+    def axis(size: int) -> torch.Tensor:  # (2n, size)
+        u = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+        return torch.cat([torch.cos(k[:, None] * u), torch.sin(k[:, None] * u)])
+
+    rows = axis(height)[:, :, None].expand(-1, height, width)
+    cols = axis(width)[:, None, :].expand(-1, height, width)
+    return torch.cat([rows, cols])[None]
+
+
 def check_groups(channels: int, groups: int, where: str) -> None:
     """GroupNorm needs channels divisible by groups: a config mistake, so ValueError."""
     if channels % groups:

@@ -21,6 +21,7 @@ from t2i.models.layers import (
     Upsample,
     attention_mask,
     check_groups,
+    position_features,
     timestep_embedding,
 )
 
@@ -42,6 +43,8 @@ class UNetConfig:
     dropout: float = 0.0
     patch_size: int = 1  # >1: pixel-unshuffle p x p patches into channels first (a pixel model
     #                       then runs at 1/p^2 of the positions, as "simple diffusion"); 1: none
+    position_features: int = 0  # >0: add n Fourier features per axis of where each position
+    #                               is (a zero-initialised 1x1 conv after the stem); 0: none
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -67,6 +70,8 @@ class UNetConfig:
             raise ValueError("layers_per_block and in_channels must be >= 1")
         if self.patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        if self.position_features < 0:
+            raise ValueError(f"position_features must be >= 0, got {self.position_features}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> UNetConfig:
@@ -132,6 +137,13 @@ class UNet(nn.Module):
         self.pooled_proj = nn.Linear(c.pooled_dim, temb) if c.pooled_dim else None
         p2 = c.patch_size**2
         self.conv_in = nn.Conv2d((c.in_channels + c.cond_channels) * p2, ch0, 3, padding=1)
+        # Convolutions and attention are blind to absolute position; captions such as "in the
+        # top left" need it. Zero-initialised: a UNet without it loads and computes the same.
+        self.pos_proj = None
+        if c.position_features:
+            self.pos_proj = nn.Conv2d(4 * c.position_features, ch0, 1)
+            nn.init.zeros_(self.pos_proj.weight)
+            nn.init.zeros_(self.pos_proj.bias)
 
         def res(i: int, o: int) -> ResBlock:
             return ResBlock(i, o, c.groups, c.dropout)
@@ -214,6 +226,9 @@ class UNet(nn.Module):
         if c.patch_size > 1:
             x = F.pixel_unshuffle(x, c.patch_size)  # (B, C, H, W) -> (B, C p^2, H/p, W/p)
         h = self.conv_in(x)
+        if self.pos_proj is not None:
+            pos = position_features(h.shape[-2], h.shape[-1], c.position_features)
+            h = h + self.pos_proj(pos.to(device=h.device, dtype=h.dtype))
         hs = [h]
         for block in self.down:
             h = self._block(block, h, embs, context, mask, keep)

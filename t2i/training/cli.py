@@ -23,6 +23,7 @@ def recipe_module(name: str):
 EXAMPLES = """examples:
   t2i train diffusion --data shapes --out runs/shapes --preset shapes
   t2i train diffusion --data shapes --out runs/shapes --resume
+  t2i train diffusion --data shapes --out runs/tuned --preset shapes --init runs/shapes/model
   t2i train autoencoder --data fashion --out runs/ae --loop.steps 2000 --optim.lr 1e-3
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
@@ -65,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
         if name == "diffusion":
             p.add_argument("--autoencoder", help="trained autoencoder folder: train in its latents")
+            p.add_argument("--init", help="model folder whose UNet to start from (fine-tuning)")
         p.set_defaults(func=run)
 
 

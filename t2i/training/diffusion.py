@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t2i.checkpoint import save_model_folder
+from t2i.checkpoint import read_safetensors, save_model_folder
 from t2i.data.cache import file_digest
 from t2i.denoisers import EDMDenoiser, EpsDenoiser, VDenoiser, X0Denoiser
 from t2i.guidance import CFGDenoiser
@@ -151,7 +151,36 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
         raise ValueError(f"model.in_channels {cfg.model.in_channels} != data channels {channels}")
     seed_everything(cfg.loop.seed)
     net = UNet(cfg.model)
-    return diffusion_recipe(cfg, net, dataset, text, ae, str(args.data), ae_record)
+    init = getattr(args, "init", None)
+    init_record = init_unet(net, init) if init else None
+    return diffusion_recipe(cfg, net, dataset, text, ae, str(args.data), ae_record, init_record)
+
+
+def init_unet(net: UNet, folder: str | Path) -> dict:
+    """Start from a trained model folder's UNet (fine-tuning); returns {"path", "digest"}.
+
+    The folder's UNet must have this run's architecture; parameters it lacks are allowed only where
+    they start at zero and so change nothing (`model.position_features` added to a trained UNet).
+    """
+    root = Path(folder)
+    weights = (root / "unet" if (root / "unet").is_dir() else root) / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"--init {folder}: no unet/model.safetensors (a model folder?)")
+    state = read_safetensors(weights)
+    own = net.state_dict()
+    problems = {
+        "not in this UNet": sorted(set(state) - set(own)),
+        "missing": sorted(k for k in set(own) - set(state) if not k.startswith("pos_proj.")),
+        "of another shape": sorted(k for k in state.keys() & own.keys() if _shape(state, own, k)),
+    }
+    detail = "; ".join(f"{what}: {keys[:4]}" for what, keys in problems.items() if keys)
+    if detail:
+        raise ValueError(
+            f"--init {folder}: its UNet does not fit this run's model config ({detail}); "
+            "give the same --model.* settings it was trained with (see its unet/config.json)"
+        )
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+    return {"path": str(root.resolve()), "digest": file_digest(weights)}
 
 
 def load_frozen_autoencoder(folder: str | Path, digest: str | None = None):
@@ -171,8 +200,19 @@ def load_frozen_autoencoder(folder: str | Path, digest: str | None = None):
     return ae, {"path": str(Path(folder).resolve()), "digest": found}
 
 
+def _shape(a: dict, b: dict, key: str) -> bool:
+    return a[key].shape != b[key].shape
+
+
 def diffusion_recipe(
-    cfg, net, dataset, text: TextCache, ae, data_name: str, ae_record: dict | None = None
+    cfg,
+    net,
+    dataset,
+    text: TextCache,
+    ae,
+    data_name: str,
+    ae_record: dict | None = None,
+    init_record: dict | None = None,
 ) -> Recipe:
     """The recipe over a built UNet: loss, fixed-prompt sample grid, model-folder export."""
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -202,6 +242,8 @@ def diffusion_recipe(
     config = {**_public(cfg), "data": data_name}
     if ae_record is not None:  # latent runs: export finds the autoencoder again
         config["autoencoder"] = ae_record
+    if init_record is not None:  # a fine-tuning run: what it started from
+        config["init"] = init_record
     return Recipe("diffusion", net, dataset, collate, loss, sample, export, config)
 
 

@@ -81,6 +81,7 @@ def export_run(
     recipe.pop("recipe", None)
     data = recipe.pop("data", None) or data
     ae_record = recipe.pop("autoencoder", None)
+    recipe.pop("init", None)  # where a fine-tuning run started: not part of the model
     if not data:
         raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
     cfg = _nested(DiffusionRecipeConfig, recipe, str(found))
