@@ -68,6 +68,7 @@ def cached_latents(
     key_parts: Mapping,
     cache_dir: str | Path,
     batch_size: int = 64,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, list[str]]:
     """Latents (N, C, h, w) and captions of every item of a fixed dataset, computed once.
 
@@ -80,9 +81,13 @@ def cached_latents(
     cached = _load(path, key)
     if cached is not None:
         return cached["latents"], _decode_captions(cached)
+    from tqdm import tqdm
+
     latents, captions = [], []
+    starts = range(0, len(dataset), batch_size)
+    bar = tqdm(starts, desc=f"encoding {len(dataset)} images once", unit="batch", disable=None)
     with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
+        for start in bar if progress else starts:
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             latents.append(encode_fn(torch.stack([it["image"] for it in items])).float().cpu())
             captions += [it["caption"] for it in items]

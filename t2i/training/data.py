@@ -77,13 +77,15 @@ def load_autoencoder(folder: str) -> torch.nn.Module:
     return load_component(path / "autoencoder" if (path / "autoencoder").is_dir() else path)
 
 
-def latent_dataset(dataset: Dataset, ae: torch.nn.Module, key: dict, cache_dir: str) -> Dataset:
+def latent_dataset(
+    dataset: Dataset, ae: torch.nn.Module, key: dict, cache_dir: str, progress: bool = True
+) -> Dataset:
     """Items {"latent", "caption"}: the data set encoded once by `ae` (cached on disk)."""
     from t2i.data.cache import LatentDataset, cached_latents
 
     if isinstance(dataset, IterableDataset):
         raise ValueError("latent training needs a fixed data set (not shards): latents are cached")
-    latents, captions = cached_latents(dataset, ae.to_latent, key, cache_dir)
+    latents, captions = cached_latents(dataset, ae.to_latent, key, cache_dir, progress=progress)
     return LatentDataset(latents, captions)
 
 

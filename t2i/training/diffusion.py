@@ -142,7 +142,8 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
             "length": cfg.data_length,
             "autoencoder": ae_record["digest"],
         }
-        dataset = latent_dataset(dataset, ae, key, cfg.cache_dir)
+        progress = not getattr(args, "no_progress", False)
+        dataset = latent_dataset(dataset, ae, key, cfg.cache_dir, progress)
         channels = ae.config.latent_channels
     text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
     if cfg.model.context_dim != text.dim:
