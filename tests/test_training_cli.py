@@ -171,6 +171,10 @@ def test_latent_diffusion_through_a_trained_autoencoder(tmp_path, capsys):
     assert set(components) == {"unet", "text_encoder", "autoencoder"}
     assert components["unet"].config.in_channels == 4 and index["parameterisation"] == "eps"
     assert components["autoencoder"].config.latent_scale is not None  # set from data at export
+    # the data cards: each run's own training facts, the autoencoder's inside the latent model's
+    assert index["training"]["steps"] == 2 and index["training"]["images_seen"] > 0
+    assert index["autoencoder"]["training"]["steps"] == 2
+    assert index["autoencoder"]["data"]["source"] == "shapes"
 
     # `t2i export` of the same run (any checkpoint) finds the autoencoder the run recorded
     assert t2i_main(["export", str(run), "--out", str(tmp_path / "exported")]) == 0

@@ -9,6 +9,7 @@ classifier-free guidance (Ho & Salimans 2022).
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -238,7 +239,7 @@ def diffusion_recipe(
         return image_grid(generate(cfg, ema_net, text, ae, prompts, cfg.sample_seed), cols=4)
 
     def export(ema_net: nn.Module, folder: Path) -> None:
-        export_model(cfg, ema_net, text, ae, folder, data_name)
+        export_model(cfg, ema_net, text, ae, folder, data_name, ae_record=ae_record)
 
     config = {**_public(cfg), "data": data_name}
     if ae_record is not None:  # latent runs: export finds the autoencoder again
@@ -272,10 +273,12 @@ def export_model(
     data_name: str,
     dtype: torch.dtype = torch.float32,
     training: dict | None = None,
+    ae_record: dict | None = None,
 ) -> None:
     """A model folder (ARCHITECTURE.md): model_index.json, unet/, text_encoder/, autoencoder/.
 
     training: the data card's training facts (steps, images seen, time), when known.
+    ae_record: {"path", "digest"} of the autoencoder folder; its own card joins this one.
     """
     components = {"unet": net, "text_encoder": text.encoder}
     if ae is not None:
@@ -294,7 +297,16 @@ def export_model(
     }
     if training:
         index["training"] = training
+    if ae_record is not None:
+        index["autoencoder"] = _autoencoder_card(Path(ae_record["path"]))
     save_model_folder(folder, components, index, dtype)
+
+
+def _autoencoder_card(folder: Path) -> dict:
+    """The autoencoder folder's own data and training facts: part of what the model cost."""
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    return {k: index[k] for k in ("data", "training") if k in index}
 
 
 def _public(cfg: DiffusionRecipeConfig) -> dict:

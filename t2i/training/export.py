@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from t2i.checkpoint import DTYPES
+from t2i.checkpoint import DTYPES, atomic_write_json
 from t2i.models.unet import UNet, UNetConfig
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig
@@ -33,7 +33,7 @@ def _nested(cls, data: dict, source: str):
     return cls(**kw)
 
 
-def _training_card(run_dir: Path, meta: dict) -> dict:
+def training_card(run_dir: Path, meta: dict) -> dict:
     """What the model saw: steps, images, wall time (from the run's log)."""
     elapsed = 0.0
     log = run_dir / "log.jsonl"
@@ -47,6 +47,15 @@ def _training_card(run_dir: Path, meta: dict) -> dict:
         "wall_time_s_last_segment": round(elapsed, 1),
         "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+
+
+def add_training_card(folder: Path, run_dir: Path, checkpoint: Path) -> None:
+    """Write the run's training facts (as of `checkpoint`) into an exported folder's data card."""
+    meta = json.loads((checkpoint / state.META).read_text())
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["training"] = training_card(run_dir, meta)
+    atomic_write_json(index_path, index)
 
 
 def export_run(
@@ -93,6 +102,6 @@ def export_run(
     ae = None
     if ae_record is not None:  # a latent run: the model folder carries its autoencoder
         ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
-    card = _training_card(run_dir, meta)
-    export_model(cfg, net, text, ae, out, data, DTYPES[dtype], card)
+    card = training_card(run_dir, meta)
+    export_model(cfg, net, text, ae, out, data, DTYPES[dtype], card, ae_record)
     return out

@@ -296,7 +296,10 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
                 return {"status": "interrupted", "step": step, "checkpoint": str(saved)}
         out = {"status": "done", "step": step, "checkpoint": str(saved)}
         if world.is_main and recipe.export is not None:
+            from t2i.training.export import add_training_card
+
             recipe.export(ema if ema is not None else model, run_dir / "model")
+            add_training_card(run_dir / "model", run_dir, saved)
             out["model"] = str(run_dir / "model")
             log.event("exported", step, path=out["model"])
         return out
