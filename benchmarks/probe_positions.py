@@ -6,7 +6,12 @@ phrase puts the object in the asked cell; one that ignores it draws the same pic
 Reports the judge's hit rate (object found in the asked cell; chance 1/9 for a random cell) and
 the mean absolute pixel change between the prompts of one seed (0: the phrase changed nothing).
 
+The text side, `--text`: how much the frozen text encoder's per-token states move when one word
+of a caption changes (colour, shape, size or position), at the changed token and elsewhere; a
+word that barely moves the states is one the UNet has a weak signal to learn from.
+
     python3 benchmarks/probe_positions.py MODEL [MODEL ...] --seeds 4
+    python3 benchmarks/probe_positions.py --text
 """
 
 from __future__ import annotations
@@ -40,15 +45,46 @@ def probe(model: str, seeds: int, steps: int, guidance: float) -> dict:
     return {"position_hit_rate": float(np.mean(hits)), "pixel_change": float(np.mean(changes))}
 
 
+CAPTION = "a large red circle in the top left"
+WORD_SWAPS = {  # the kind of word -> (word in CAPTION, the word that replaces it)
+    "colour": ("red", "blue"),
+    "shape": ("circle", "square"),
+    "size": ("large", "small"),
+    "position (top/bottom)": ("top", "bottom"),
+    "position (left/right)": ("left", "right"),
+}
+
+
+def text_state_changes() -> None:
+    from t2i.training.data import TextCache
+
+    text = TextCache.load("minilm", 40)
+    print(f'caption "{CAPTION}", one word changed; change = |a - b| / |a| per token')
+    print("| word changed | change at the word | mean change elsewhere |")
+    print("|---|---|---|")
+    for kind, (old, new) in WORD_SWAPS.items():
+        context, mask = text([CAPTION, CAPTION.replace(old, new)])
+        a, b = context[0][mask[0]], context[1][mask[1]]  # same length: one word for another
+        change = (a - b).norm(dim=-1) / a.norm(dim=-1)
+        at = int(change.argmax())
+        rest = torch.cat([change[:at], change[at + 1 :]]).mean()
+        print(f"| {kind} ({old} -> {new}) | {change[at]:.2f} | {rest:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="model folders or bundled names")
+    ap.add_argument("models", nargs="*", help="model folders or bundled names")
+    ap.add_argument("--text", action="store_true", help="the text encoder's side (no model)")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.text:
+        text_state_changes()
+    if not args.models:
+        return
     n = len(OBJECTS) * args.seeds * len(CELL_PHRASES)
     print(f"{n} images per model ({args.steps} steps, guidance {args.guidance}); chance 0.11")
     print("| model | position hit rate | mean pixel change across the 9 phrases |")
