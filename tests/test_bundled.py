@@ -39,3 +39,8 @@ def test_readme_first_command_writes_a_png_that_carries_its_parameters(tmp_path)
     params = read_png_params(out)
     assert (params.prompt, params.model, params.seed) == ("a photo of a sneaker", "fashion", 0)
     assert len(np.unique(np.asarray(image))) > 10  # a picture, not a flat fill
+
+
+def test_the_bundled_models_stay_small():
+    total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
+    assert total < 60e6, f"bundled models take {total / 1e6:.1f} MB; the budget is 60 MB"

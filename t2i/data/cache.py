@@ -85,9 +85,9 @@ def cached_latents(
 
     latents, captions = [], []
     starts = range(0, len(dataset), batch_size)
-    bar = tqdm(starts, desc=f"encoding {len(dataset)} images once", unit="batch", disable=None)
+    desc = f"encoding {len(dataset)} images once"
     with torch.no_grad():
-        for start in bar if progress else starts:
+        for start in tqdm(starts, desc, unit="batch", disable=None) if progress else starts:
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             latents.append(encode_fn(torch.stack([it["image"] for it in items])).float().cpu())
             captions += [it["caption"] for it in items]
