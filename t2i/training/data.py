@@ -67,14 +67,31 @@ class TextCache:
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-def load_autoencoder(folder: str) -> torch.nn.Module:
-    """A trained autoencoder: a model folder holding autoencoder/, or the component folder."""
-    from t2i.checkpoint import load_component
-
+def component_dir(folder: str | Path, name: str) -> Path:
+    """A model folder's `name`/ subfolder, or `folder` itself when it is the component folder."""
     path = Path(folder)
-    if not path.is_dir():
+    return path / name if (path / name).is_dir() else path
+
+
+def load_frozen_autoencoder(folder: str | Path, digest: str | None = None):
+    """(autoencoder, {"path", "digest"}) of a model folder holding autoencoder/, or of that folder.
+
+    digest: when given (export of a recorded run), the weights must still be the ones trained on.
+    """
+    from t2i.checkpoint import WEIGHTS_NAME, load_component
+    from t2i.data.cache import file_digest
+
+    if not Path(folder).is_dir():
         raise FileNotFoundError(f"autoencoder folder {folder!r} does not exist")
-    return load_component(path / "autoencoder" if (path / "autoencoder").is_dir() else path)
+    path = component_dir(folder, "autoencoder")
+    ae = load_component(path).requires_grad_(False)  # checks the files: clear errors first
+    found = file_digest(path / WEIGHTS_NAME)
+    if digest is not None and found != digest:
+        raise ValueError(
+            f"autoencoder {path} changed since the run was trained on it "
+            f"(digest {found[:12]}, run recorded {digest[:12]}); give the original folder"
+        )
+    return ae, {"path": str(Path(folder).resolve()), "digest": found}
 
 
 def latent_dataset(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t2i.checkpoint import read_safetensors, save_model_folder
+from t2i.checkpoint import INDEX_NAME, WEIGHTS_NAME, read_safetensors, save_model_folder
 from t2i.data.cache import file_digest
 from t2i.denoisers import EDMDenoiser, EpsDenoiser, VDenoiser, X0Denoiser
 from t2i.guidance import CFGDenoiser
@@ -27,9 +27,10 @@ from t2i.schedules import DiscreteSchedule
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import (
     TextCache,
+    component_dir,
     first_captions,
     latent_dataset,
-    load_autoencoder,
+    load_frozen_autoencoder,
     open_dataset,
 )
 from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
@@ -164,16 +165,16 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
     The folder's UNet must have this run's architecture; parameters it lacks are allowed only where
     they start at zero and so change nothing (`model.position_features` added to a trained UNet).
     """
-    root = Path(folder)
-    weights = (root / "unet" if (root / "unet").is_dir() else root) / "model.safetensors"
+    weights = component_dir(folder, "unet") / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"--init {folder}: no unet/model.safetensors (a model folder?)")
     state = read_safetensors(weights)
-    own = net.state_dict()
+    own = net.state_dict()  # freshly built: parts that start at zero are all zeros here
+    shared = state.keys() & own.keys()
     problems = {
-        "not in this UNet": sorted(set(state) - set(own)),
-        "missing": sorted(k for k in set(own) - set(state) if not k.startswith("pos_proj.")),
-        "of another shape": sorted(k for k in state.keys() & own.keys() if _shape(state, own, k)),
+        "not in this UNet": sorted(state.keys() - own.keys()),
+        "missing": sorted(k for k in own.keys() - state.keys() if own[k].count_nonzero() > 0),
+        "of another shape": sorted(k for k in shared if state[k].shape != own[k].shape),
     }
     detail = "; ".join(f"{what}: {keys[:4]}" for what, keys in problems.items() if keys)
     if detail:
@@ -182,28 +183,7 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
             "give the same --model.* settings it was trained with (see its unet/config.json)"
         )
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    return {"path": str(root.resolve()), "digest": file_digest(weights)}
-
-
-def load_frozen_autoencoder(folder: str | Path, digest: str | None = None):
-    """(autoencoder, {"path", "digest"}) of a model folder or its autoencoder/ subfolder.
-
-    digest: when given (export of a recorded run), the weights must still be the ones trained on.
-    """
-    weights = Path(folder)
-    weights = weights / "autoencoder" if (weights / "autoencoder").is_dir() else weights
-    found = file_digest(weights / "model.safetensors")
-    if digest is not None and found != digest:
-        raise ValueError(
-            f"autoencoder {weights} changed since the run was trained on it "
-            f"(digest {found[:12]}, run recorded {digest[:12]}); give the original folder"
-        )
-    ae = load_autoencoder(folder).requires_grad_(False)
-    return ae, {"path": str(Path(folder).resolve()), "digest": found}
-
-
-def _shape(a: dict, b: dict, key: str) -> bool:
-    return a[key].shape != b[key].shape
+    return {"path": str(Path(folder).resolve()), "digest": file_digest(weights)}
 
 
 def diffusion_recipe(
@@ -304,7 +284,7 @@ def export_model(
 
 def _autoencoder_card(folder: Path) -> dict:
     """The autoencoder folder's own data and training facts: part of what the model cost."""
-    index_path = folder / "model_index.json"
+    index_path = folder / INDEX_NAME
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     return {k: index[k] for k in ("data", "training") if k in index}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from t2i.checkpoint import DTYPES, atomic_write_json
+from t2i.checkpoint import DTYPES, INDEX_NAME, atomic_write_json
 from t2i.models.unet import UNet, UNetConfig
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig
@@ -52,7 +52,7 @@ def training_card(run_dir: Path, meta: dict) -> dict:
 def add_training_card(folder: Path, run_dir: Path, checkpoint: Path) -> None:
     """Write the run's training facts (as of `checkpoint`) into an exported folder's data card."""
     meta = json.loads((checkpoint / state.META).read_text())
-    index_path = folder / "model_index.json"
+    index_path = folder / INDEX_NAME
     index = json.loads(index_path.read_text())
     index["training"] = training_card(run_dir, meta)
     atomic_write_json(index_path, index)
@@ -70,12 +70,8 @@ def export_run(
     data: the run's `--data`, for the data card (runs record it; give it for older runs).
     ema: export the EMA weights (when the run keeps them), else the raw trained weights.
     """
-    from t2i.training.data import TextCache
-    from t2i.training.diffusion import (
-        DiffusionRecipeConfig,
-        export_model,
-        load_frozen_autoencoder,
-    )
+    from t2i.training.data import TextCache, load_frozen_autoencoder
+    from t2i.training.diffusion import DiffusionRecipeConfig, export_model
 
     run_dir, out = Path(run_dir), Path(out)
     if dtype not in DTYPES:
