@@ -23,6 +23,9 @@ CLI = [sys.executable, "-m", "t2i", "train"]
 # tiny models: one thread each (what torchrun sets too) keeps the subprocesses cheap
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--preset", "tiny", "--no-progress", "--loop.sample_every", "0"]
+# a text encoder trained with the UNet instead of the frozen pretrained one
+TRAINED_TEXT = ["--text_encoder", "trained", "--model.context_dim", "32"]
+TRAINED_TEXT += ["--text_model.dim", "32", "--text_model.layers", "1", "--text_model.heads", "2"]
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True):
@@ -59,9 +62,14 @@ def kill_while_writing(args: list[str], step: int, run: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("recipe", ["diffusion", "autoencoder"])
-def test_kill9_then_resume_is_bit_exact(tmp_path, recipe):
-    args = [recipe, "--data", "shapes", *TINY, "--loop.steps", "6", "--loop.ckpt_every", "3"]
+@pytest.mark.parametrize(
+    "recipe,extra",
+    [("diffusion", []), ("diffusion", TRAINED_TEXT), ("autoencoder", [])],
+    ids=["diffusion", "diffusion-trained-text", "autoencoder"],
+)
+def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
+    args = [recipe, "--data", "shapes", *TINY, *extra, "--loop.steps", "6"]
+    args += ["--loop.ckpt_every", "3"]
     run_cli(*args, "--out", str(tmp_path / "straight"))
     killed = tmp_path / "killed"
     kill_while_writing([*args, "--out", str(killed)], 6, killed)
@@ -74,10 +82,14 @@ def test_kill9_then_resume_is_bit_exact(tmp_path, recipe):
     assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    sub = "unet" if recipe == "diffusion" else "autoencoder"
-    wa = load_file(tmp_path / "straight" / "model" / sub / "model.safetensors")
-    wb = load_file(killed / "model" / sub / "model.safetensors")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    subs = ["unet"] if recipe == "diffusion" else ["autoencoder"]
+    if extra:
+        assert any(k.startswith("ema.text.") for k in a)  # the encoder trains and resumes too
+        subs.append("text_encoder")
+    for sub in subs:
+        wa = load_file(tmp_path / "straight" / "model" / sub / "model.safetensors")
+        wb = load_file(killed / "model" / sub / "model.safetensors")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), sub
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")

@@ -1,26 +1,36 @@
 """Diffusion recipe: a text-conditioned UNet trained through a denoiser's own loss.
 
-Pixel space (shapes 64x64, fashion 32x32) or latent space (`--autoencoder DIR`); text from the
-frozen pretrained encoder, embeddings cached by caption text; captions dropped to "" with
-probability `caption_dropout` so the model also learns the unconditional prediction for
-classifier-free guidance (Ho & Salimans 2022).
+Pixel space (shapes 64x64, fashion 32x32) or latent space (`--autoencoder DIR`). Text from the
+frozen pretrained encoder, embeddings cached by caption text, or (`--text_encoder trained`) from a
+small word-level transformer trained with the UNet (Imagen's ablation and DALL-E mini train theirs
+jointly): the frozen sentence encoder barely separates "left" from "right" (BENCHMARKS.md, "Why
+position fails"). Captions are dropped to "" with probability `caption_dropout` so the model also
+learns the unconditional prediction for classifier-free guidance (Ho & Salimans 2022).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from t2i.checkpoint import INDEX_NAME, WEIGHTS_NAME, read_safetensors, save_model_folder
+from t2i.checkpoint import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    WEIGHTS_NAME,
+    load_component,
+    read_safetensors,
+    save_model_folder,
+)
 from t2i.data.cache import file_digest
 from t2i.denoisers import EDMDenoiser, EpsDenoiser, VDenoiser, X0Denoiser
 from t2i.guidance import CFGDenoiser
+from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
 from t2i.models.unet import UNet, UNetConfig
 from t2i.samplers import get_sampler, sigmas_for
 from t2i.schedules import DiscreteSchedule
@@ -35,6 +45,7 @@ from t2i.training.data import (
 )
 from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
 
+TRAINED = "trained"  # --text_encoder value: a TextTransformer trained with the UNet
 PARAMETERISATIONS = {"eps": EpsDenoiser, "v": VDenoiser, "x0": X0Denoiser, "edm": EDMDenoiser}
 
 
@@ -46,8 +57,12 @@ class DiffusionRecipeConfig:
     min_snr_gamma: float = 0.0  # 0: plain loss; 5: min-SNR weighting (Hang et al. 2023)
     image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
     data_length: int = 100_000  # items drawn from procedural sources (shapes)
-    text_encoder: str = "minilm"  # the frozen pretrained all-MiniLM-L6-v2
+    text_encoder: str = "minilm"  # frozen: minilm or a local HF folder; or "trained" (text_model)
     max_tokens: int = 40  # caption tokens (shapes captions reach ~31)
+    text_model: TextTransformerConfig = field(  # text_encoder "trained": width = model.context_dim
+        default_factory=lambda: TextTransformerConfig(dim=384, layers=4, heads=6)
+    )
+    vocab_captions: int = 5000  # captions of the data that build the trained encoder's words
     caption_dropout: float = 0.1  # P(caption -> "") for classifier-free guidance
     sample_prompts: tuple[str, ...] = ()  # empty: the first 8 captions of the data
     sample_seed: int = 0  # image i of every grid starts from seed sample_seed + i
@@ -128,6 +143,8 @@ def check(cfg: DiffusionRecipeConfig) -> None:
     get_sampler(cfg.sampler)
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ValueError(f"caption_dropout {cfg.caption_dropout} must be in [0, 1)")
+    if cfg.text_encoder == TRAINED:
+        cfg.text_model.__post_init__()
     cfg.model.__post_init__()  # overrides may have made the UNet config inconsistent
 
 
@@ -147,16 +164,70 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
         progress = not getattr(args, "no_progress", False)
         dataset = latent_dataset(dataset, ae, key, cfg.cache_dir, progress)
         channels = ae.config.latent_channels
-    text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
-    if cfg.model.context_dim != text.dim:
-        raise ValueError(f"model.context_dim {cfg.model.context_dim} != text width {text.dim}")
+    init = getattr(args, "init", None)
+    text = None if cfg.text_encoder == TRAINED else TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    text_dim = cfg.text_model.dim if text is None else text.dim
+    if cfg.model.context_dim != text_dim:
+        raise ValueError(f"model.context_dim {cfg.model.context_dim} != text width {text_dim}")
     if cfg.model.in_channels != channels:
         raise ValueError(f"model.in_channels {cfg.model.in_channels} != data channels {channels}")
     seed_everything(cfg.loop.seed)
-    net = UNet(cfg.model)
-    init = getattr(args, "init", None)
+    model = net = UNet(cfg.model)
+    if text is None:
+        encoder = init_text(cfg, init) if init else None
+        if encoder is None:
+            if not cfg.text_model.vocab:  # a resumed run has it in its config already
+                cfg.text_model.vocab = build_vocab(first_captions(dataset, cfg.vocab_captions))
+            encoder = TextTransformer(cfg.text_model)
+        model = TextAndUNet(net, encoder)
     init_record = init_unet(net, init) if init else None
-    return diffusion_recipe(cfg, net, dataset, text, ae, str(args.data), ae_record, init_record)
+    return diffusion_recipe(cfg, model, dataset, text, ae, str(args.data), ae_record, init_record)
+
+
+class TextAndUNet(nn.Module):
+    """The UNet and the text encoder trained with it, as one module: the loop's optimizer, EMA,
+    checkpoints and DDP cover both without knowing."""
+
+    def __init__(self, unet: UNet, text: TextTransformer):
+        super().__init__()
+        self.unet, self.text = unet, text
+
+
+class TrainedText:
+    """captions -> (context, mask) through a trained TextTransformer; gradients flow."""
+
+    def __init__(self, encoder: TextTransformer):
+        self.encoder, self.dim = encoder, encoder.dim
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.encoder.encode(captions)
+        return emb.context, emb.mask
+
+
+def split(model: nn.Module, text: TextCache | None) -> tuple[nn.Module, TextCache | TrainedText]:
+    """(UNet, captions -> (context, mask)) of the recipe's model."""
+    if isinstance(model, TextAndUNet):
+        return model.unet, TrainedText(model.text)
+    return model, text
+
+
+def init_text(cfg: DiffusionRecipeConfig, folder: str | Path) -> TextTransformer | None:
+    """A fine-tuning run's trained text encoder: the --init folder's, when it has one (its words
+    become the run's vocabulary). None when the folder's text encoder is a frozen one."""
+    path = Path(folder) / "text_encoder"
+    config = path / CONFIG_NAME
+    if not config.is_file() or json.loads(config.read_text()).get("type") != "text_transformer":
+        return None
+    encoder = load_component(path).train()
+    wanted = replace(cfg.text_model, vocab=encoder.config.vocab)
+    if wanted != encoder.config:
+        raise ValueError(
+            f"--init {folder}: its text encoder {replace(encoder.config, vocab=[])} does not fit "
+            f"this run's text_model {replace(cfg.text_model, vocab=[])}; give the same "
+            "--text_model.* settings"
+        )
+    cfg.text_model = encoder.config
+    return encoder
 
 
 def init_unet(net: UNet, folder: str | Path) -> dict:
@@ -188,17 +259,18 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
 
 def diffusion_recipe(
     cfg,
-    net,
+    model,
     dataset,
-    text: TextCache,
+    text: TextCache | None,
     ae,
     data_name: str,
     ae_record: dict | None = None,
     init_record: dict | None = None,
 ) -> Recipe:
-    """The recipe over a built UNet: loss, fixed-prompt sample grid, model-folder export."""
+    """The recipe over a built UNet (or TextAndUNet): loss, fixed-prompt sample grid, export."""
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net.to(memory_format=fmt)
+    model.to(memory_format=fmt)
+    net, encode = split(model, text)
     denoiser = make_denoiser(cfg, net)
     prompts = list(cfg.sample_prompts) or first_captions(dataset, 8)
 
@@ -210,26 +282,28 @@ def diffusion_recipe(
         x0 = batch["x0"]
         drop = rng.rand() < cfg.caption_dropout
         captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"])]
-        context, mask = text(captions)
+        context, mask = encode(captions)
         sigma = rng.draw(denoiser.training_sigmas)
         noise = rng.randn(*x0.shape[1:])
         return denoiser.loss(x0, sigma, noise, context=context, context_mask=mask).mean()
 
-    def sample(ema_net: nn.Module) -> np.ndarray:
-        return image_grid(generate(cfg, ema_net, text, ae, prompts, cfg.sample_seed), cols=4)
+    def sample(ema: nn.Module) -> np.ndarray:
+        ema_net, ema_text = split(ema, text)
+        return image_grid(generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed), cols=4)
 
-    def export(ema_net: nn.Module, folder: Path) -> None:
-        export_model(cfg, ema_net, text, ae, folder, data_name, ae_record=ae_record)
+    def export(ema: nn.Module, folder: Path) -> None:
+        ema_net, ema_text = split(ema, text)
+        export_model(cfg, ema_net, ema_text, ae, folder, data_name, ae_record=ae_record)
 
     config = {**_public(cfg), "data": data_name}
     if ae_record is not None:  # latent runs: export finds the autoencoder again
         config["autoencoder"] = ae_record
     if init_record is not None:  # a fine-tuning run: what it started from
         config["init"] = init_record
-    return Recipe("diffusion", net, dataset, collate, loss, sample, export, config)
+    return Recipe("diffusion", model, dataset, collate, loss, sample, export, config)
 
 
-def generate(cfg, net, text: TextCache, ae, prompts: list[str], seed: int) -> torch.Tensor:
+def generate(cfg, net, text, ae, prompts: list[str], seed: int) -> torch.Tensor:
     """(N, C, H, W) images in [-1, 1]; image i starts from torch.Generator seed `seed + i`."""
     denoiser = make_denoiser(cfg, net)
     context, mask = text(prompts)
@@ -247,7 +321,7 @@ def generate(cfg, net, text: TextCache, ae, prompts: list[str], seed: int) -> to
 def export_model(
     cfg,
     net,
-    text: TextCache,
+    text,
     ae,
     folder: Path,
     data_name: str,

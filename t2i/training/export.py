@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from t2i.checkpoint import DTYPES, INDEX_NAME, atomic_write_json
+from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
 from t2i.models.unet import UNet, UNetConfig
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig
@@ -28,7 +29,12 @@ def _nested(cls, data: dict, source: str):
         raise ValueError(f"{source}: unknown {cls.__name__} keys {unknown}")
     kw = {}
     for key, value in data.items():
-        sub = {"model": UNetConfig, "loop": LoopConfig, "optim": OptimConfig}.get(key)
+        sub = {
+            "model": UNetConfig,
+            "text_model": TextTransformerConfig,
+            "loop": LoopConfig,
+            "optim": OptimConfig,
+        }.get(key)
         kw[key] = _nested(sub, value, source) if sub and isinstance(value, dict) else value
     return cls(**kw)
 
@@ -71,7 +77,13 @@ def export_run(
     ema: export the EMA weights (when the run keeps them), else the raw trained weights.
     """
     from t2i.training.data import TextCache, load_frozen_autoencoder
-    from t2i.training.diffusion import DiffusionRecipeConfig, export_model
+    from t2i.training.diffusion import (
+        TRAINED,
+        DiffusionRecipeConfig,
+        TextAndUNet,
+        export_model,
+        split,
+    )
 
     run_dir, out = Path(run_dir), Path(out)
     if dtype not in DTYPES:
@@ -90,11 +102,15 @@ def export_run(
     if not data:
         raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
     cfg = _nested(DiffusionRecipeConfig, recipe, str(found))
-    net = UNet(cfg.model)
+    model = net = UNet(cfg.model)
+    text = None
+    if cfg.text_encoder == TRAINED:  # the text encoder trained with the UNet is in the checkpoint
+        model = TextAndUNet(net, TextTransformer(cfg.text_model))
+    else:
+        text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
     prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
-    net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    net = net.to(memory_format=torch.contiguous_format).eval()
-    text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    net, text = split(model.to(memory_format=torch.contiguous_format).eval(), text)
     ae = None
     if ae_record is not None:  # a latent run: the model folder carries its autoencoder
         ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])

@@ -1,0 +1,82 @@
+"""`--text_encoder trained`: a word-level TextTransformer trained with the UNet, exported with it,
+and carried on by fine-tuning (`--init`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from t2i.checkpoint import load_component, read_safetensors
+from t2i.cli import main
+from t2i.pipeline import Pipeline
+from t2i.training import diffusion, state
+from t2i.training.loop import StepRNG
+
+
+def tiny_trained_text() -> diffusion.DiffusionRecipeConfig:
+    cfg = diffusion.preset("tiny")
+    cfg.text_encoder = diffusion.TRAINED
+    cfg.model.context_dim = 32
+    cfg.text_model.dim, cfg.text_model.layers, cfg.text_model.heads = 32, 1, 2
+    cfg.vocab_captions = 64
+    return cfg
+
+
+def test_the_trained_encoder_learns_with_the_unet_on_the_datas_words():
+    cfg = tiny_trained_text()
+    cfg.caption_dropout = 0.0
+    recipe = diffusion.build(cfg, argparse.Namespace(data="shapes"))
+    vocab = set(recipe.config["text_model"]["vocab"])
+    assert {"red", "circle", "left"} <= vocab, sorted(vocab)
+
+    batch = recipe.collate([recipe.dataset[i] for i in range(4)])
+    recipe.loss(batch, StepRNG(0, 0, 0, 4, 0, 4)).backward()
+    text = recipe.model.text
+    for name, p in text.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is not None for p in recipe.model.unet.parameters())
+
+
+def test_a_wrong_text_width_is_refused_before_work():
+    cfg = tiny_trained_text()
+    cfg.text_model.dim = 48
+    with pytest.raises(ValueError, match="context_dim 32 != text width 48"):
+        diffusion.build(cfg, argparse.Namespace(data="shapes"))
+
+
+TRAIN = ["train", "diffusion", "--data", "shapes", "--preset", "tiny", "--no-progress"]
+TRAIN += ["--loop.sample_every", "0", "--loop.steps", "3", "--text_encoder", "trained"]
+TRAIN += ["--model.context_dim", "32", "--text_model.dim", "32", "--text_model.layers", "1"]
+TRAIN += ["--text_model.heads", "2", "--vocab_captions", "64"]
+
+
+def test_export_and_fine_tuning_carry_the_trained_encoder(tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "exported"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(out)]) == 0
+
+    config = json.loads((out / "text_encoder" / "config.json").read_text())
+    assert config["type"] == "text_transformer" and "left" in config["vocab"]
+    tensors, _ = state.load_checkpoint(state.latest_checkpoint(run / "checkpoints"))
+    exported = read_safetensors(out / "text_encoder" / "model.safetensors")
+    for name, value in exported.items():
+        assert torch.equal(value, tensors[f"ema.text.{name}"].to(torch.float16)), name
+    pipe = Pipeline.from_pretrained(out)
+    (a,), (b,) = (pipe(prompt, steps=2, seed=0) for prompt in ("a red circle", "a blue square"))
+    assert a.size == (16, 16) and a.tobytes() != b.tobytes()  # the prompt reaches the image
+
+    # fine-tuning starts from both trained parts and keeps the folder's words
+    cfg = tiny_trained_text()
+    cfg.vocab_captions = 1  # would give a different vocabulary if it were rebuilt
+    recipe = diffusion.build(cfg, argparse.Namespace(data="shapes", init=str(run / "model")))
+    assert recipe.config["text_model"]["vocab"] == config["vocab"]
+    trained = load_component(run / "model" / "text_encoder").state_dict()
+    own = recipe.model.text.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in trained.items())
+
+    wider = [*TRAIN, "--out", str(tmp_path / "bad"), "--init", str(run / "model")]
+    assert main([*wider, "--text_model.layers", "2"]) == 2
+    assert "does not fit this run's text_model" in capsys.readouterr().err
