@@ -44,3 +44,17 @@ def test_readme_first_command_writes_a_png_that_carries_its_parameters(tmp_path)
 def test_the_bundled_models_stay_small():
     total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
     assert total < 60e6, f"bundled models take {total / 1e6:.1f} MB; the budget is 60 MB"
+
+
+def test_the_emoji_model_ships_latent_with_its_autoencoder_and_card():
+    import t2i
+
+    folder = BUNDLED_DIR / "emoji"
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["components"]["autoencoder"] == "autoencoder_kl"
+    assert index["autoencoder"]["training"]["steps"] > 0  # the autoencoder's own card rides along
+    for metric in ("r_precision_emoji", "fd_emoji_clip"):
+        assert {"value", "real"} <= set(index["evaluation"][metric]), metric
+    pipe = t2i.load("emoji")
+    a, b = pipe("red heart emoji, openmoji style", n=2, steps=4, seed=0)
+    assert a.size == (64, 64) and a.tobytes() != b.tobytes()  # decoded through the autoencoder
