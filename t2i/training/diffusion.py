@@ -2,10 +2,10 @@
 
 Pixel space (shapes 64x64, fashion 32x32) or latent space (`--autoencoder DIR`). Text from the
 frozen pretrained encoder, embeddings cached by caption text, or (`--text_encoder trained`) from a
-small word-level transformer trained with the UNet (Imagen's ablation and DALL-E mini train theirs
-jointly): the frozen sentence encoder barely separates "left" from "right" (BENCHMARKS.md, "Why
-position fails"). Captions are dropped to "" with probability `caption_dropout` so the model also
-learns the unconditional prediction for classifier-free guidance (Ho & Salimans 2022).
+small word-level transformer trained with the UNet from scratch (as GLIDE trains its text
+transformer): the frozen sentence encoder barely separates "left" from "right" (BENCHMARKS.md,
+"Why position fails"). Captions are dropped to "" with probability `caption_dropout` so the model
+also learns the unconditional prediction for classifier-free guidance (Ho & Salimans 2022).
 """
 
 from __future__ import annotations
