@@ -2,15 +2,16 @@
 
 For each of --n test scenes with 2-3 objects, one object is picked; its grid cell is the mask
 (white = repaint) and the prompt is the caption of the scene as it should become ("absolute"
-phrasing: every object with its cell). Success = the edit happened (removed: no object of that
-colour and shape in that cell; replaced: the new object in that cell, the old one gone) and the
-other objects are intact (same colour, shape and cell). Rows, all in one run on the same scenes:
+phrasing: every object with its cell; --prompt object: for a replacement only the new object).
+Success = the edit happened (removed: no object of that colour and shape in that cell; replaced:
+the new object in that cell, the old one gone) and the other objects are intact (same colour,
+shape and cell). Rows, all in one run on the same scenes:
   oracle      the target scene rendered: the judge's ceiling (should be 100%)
   unedited    the input image itself: what "doing nothing" scores
   txt2img     plain generation from the target caption, same seed: the model's own quality
   inpaint     RePaint-style replacement (t2i/editing.py), --resample r passes
 
-    python benchmarks/bench_inpainting.py --model /work/runs/shapes64/model-latest --n 200
+    python benchmarks/bench_inpainting.py --model /work/runs/shapes_txt/model --n 200 --bf16
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from t2i.data.judge import detect
 from t2i.data.shapes import (
     BACKGROUNDS,
+    CELL_PHRASES,
     COLOURS,
     GRID,
     SHAPES,
@@ -63,6 +65,15 @@ def edit_case(i: int, task: str, config: ShapesConfig):
     new = Obj(shape, colour, old.size, old.cell)
     objs = tuple(new if j == k else o for j, o in enumerate(scene.objects))
     return scene, Scene(scene.background, objs), k, new
+
+
+def edit_prompt(case, i: int, kind: str) -> str:
+    """'scene': the caption of the whole target scene ("absolute" phrasing); 'object': for a
+    replacement only the new object in its cell, as one would prompt for the masked region."""
+    target, new = case[1], case[3]
+    if kind == "object" and new is not None:
+        return f"a {new.size} {new.colour} {new.shape} {CELL_PHRASES[new.cell]}"
+    return make_caption(target, np.random.default_rng(i), "absolute")
 
 
 def cell_mask(cell: tuple[int, int], size: int) -> torch.Tensor:
@@ -117,8 +128,9 @@ def run_batch(pipe, args, prompts, x_init, mask, seeds, resample: int | None) ->
         model = InpaintDenoiser(model, pipe.encode_image(x_init), mask, noise)
     sampler = get_sampler(p.sampler)
     x = noise * sigmas[0]
-    x0 = sample_with_jumps(sampler, model, x, sigmas, cond, None, gens, resample or 1)
-    return pipe.decode(x0)
+    with torch.autocast("cpu", torch.bfloat16, enabled=pipe.bf16):
+        x0 = sample_with_jumps(sampler, model, x, sigmas, cond, None, gens, resample or 1)
+    return pipe.decode(x0.float())
 
 
 @torch.no_grad()
@@ -148,14 +160,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--tasks", default="remove,replace")
     ap.add_argument("--invert", type=int, default=0, help="also: inversion PSNR on N scenes")
+    ap.add_argument("--bf16", action="store_true", help="sample under bf16 autocast")
+    ap.add_argument("--prompt", choices=["scene", "object"], default="scene", help="edit_prompt")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    pipe = Pipeline.from_pretrained(args.model)
+    pipe = Pipeline.from_pretrained(args.model, bf16=args.bf16)
     size = pipe.image_size
     config = ShapesConfig(image_size=size)
     print(
         f"model {args.model}, {args.n} scenes/task, {args.sampler} {args.steps} steps, "
-        f"guidance {args.guidance}, image {size}px"
+        f"guidance {args.guidance}, image {size}px, {'bf16' if args.bf16 else 'fp32'}, "
+        f"prompt: {args.prompt}"
     )
     if args.invert:
         t0, values = time.perf_counter(), inversion_psnr(pipe, args.invert, args.steps, config)
@@ -171,9 +186,7 @@ def main() -> None:
         images = torch.stack([pil_to_tensor(render_scene(c[0], size)) for c in cases])
         targets = torch.stack([pil_to_tensor(render_scene(c[1], size)) for c in cases])
         masks = torch.stack([cell_mask(c[0].objects[c[2]].cell, size) for c in cases])
-        prompts = [
-            make_caption(c[1], np.random.default_rng(i), "absolute") for i, c in enumerate(cases)
-        ]
+        prompts = [edit_prompt(c, i, args.prompt) for i, c in enumerate(cases)]
         rows = {"oracle": (targets, 0.0), "unedited": (images, 0.0)}
         methods = [("txt2img", None)] if "txt2img" in args.methods else []
         if "inpaint" in args.methods:

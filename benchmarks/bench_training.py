@@ -52,15 +52,17 @@ def diffusers_unet(c: UNetConfig, size: int):
     )
 
 
-def t2i_step(cfg, batch, items, text, bf16: bool):
-    """A closure running one optimizer step of the diffusion recipe."""
+def t2i_step(cfg, batch, items, text, bf16: bool, channels_last: bool | None = None):
+    """A closure running one optimizer step of the diffusion recipe (its layout by default)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.channels_last = cfg.channels_last if channels_last is None else channels_last
     torch.manual_seed(0)
     net = UNet(cfg.model)
     recipe = diffusion.diffusion_recipe(cfg, net, items, text, None, "bench")
     ema = copy.deepcopy(net).requires_grad_(False)  # as the loop builds it
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)  # as the loop builds it
     loop = LoopConfig(steps=10**9, batch_size=len(batch["captions"]), bf16=bf16)
-    batches = itertools.repeat(recipe.collate(items))  # channels_last, as the recipe collates
+    batches = itertools.repeat(recipe.collate(items))  # in the layout the recipe collates
     wrapped, count = _LossModule(net, recipe.loss), [0]
 
     def step():
@@ -109,7 +111,8 @@ def throughput(args) -> None:
     n_d = sum(p.numel() for p in diffusers_unet(cfg.model, cfg.image_size).parameters())
     print(
         f"preset {args.preset!r}: {cfg.model.in_channels}x{cfg.image_size}x{cfg.image_size}, "
-        f"batch {args.batch}, params t2i {n / 1e6:.2f} M, diffusers {n_d / 1e6:.2f} M"
+        f"batch {args.batch}, params t2i {n / 1e6:.2f} M, diffusers {n_d / 1e6:.2f} M; recipe "
+        f"defaults here: bf16 {cfg.loop.bf16}, channels_last {cfg.channels_last}"
     )
     steps = {
         "t2i fp32": t2i_step(cfg, batch, items, text, False),
@@ -117,6 +120,9 @@ def throughput(args) -> None:
         "diffusers fp32": diffusers_step(cfg, batch, text, False),
         "diffusers bf16": diffusers_step(cfg, batch, text, True),
     }
+    if args.nhwc:  # the recipe with --channels_last true, both precisions
+        steps["t2i fp32 NHWC"] = t2i_step(cfg, batch, items, text, False, channels_last=True)
+        steps["t2i bf16 NHWC"] = t2i_step(cfg, batch, items, text, True, channels_last=True)
     times = {k: [] for k in steps}
     for fn in steps.values():
         fn()  # warm-up
@@ -168,6 +174,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--preset", default="shapes")
+    parser.add_argument("--nhwc", action="store_true", help="also the t2i step in channels_last")
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS per recipe")
     parser.add_argument("--memory-only", action="store_true", help="skip the throughput table")
     parser.add_argument("--memory-steps", type=int, default=3)

@@ -58,3 +58,17 @@ def test_the_emoji_model_ships_latent_with_its_autoencoder_and_card():
     pipe = t2i.load("emoji")
     a, b = pipe("red heart emoji, openmoji style", n=2, steps=4, seed=0)
     assert a.size == (64, 64) and a.tobytes() != b.tobytes()  # decoded through the autoencoder
+
+
+def test_bf16_decoding_of_the_emoji_model_stays_within_a_few_levels_of_fp32():
+    """With bf16 the autoencoder's decoder runs under autocast too (BENCHMARKS.md "Generation
+    time"): the same latents decode to within 3 levels of 255 of the fp32 decode."""
+    import torch
+
+    import t2i
+
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    fp32, bf16 = t2i.load("emoji").decode(latents), t2i.load("emoji", bf16=True).decode(latents)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape == (2, 3, 64, 64)
+    levels = (bf16 - fp32).abs().max().item() * 127.5
+    assert 0 < levels <= 3, f"bf16 decode moved pixels by {levels:.2f} levels"

@@ -37,3 +37,16 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "checkpoints").mkdir()
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
+
+
+def test_training_card_adds_up_the_wall_time_of_resumed_segments(tmp_path):
+    """Each resume restarts the run's clock: the card sums the segments, not their maximum."""
+    from t2i.training.export import training_card
+
+    rows = [{"step": s, "elapsed_s": e} for s, e in [(10, 5.0), (20, 9.0), (30, 14.0)]]
+    rows += [{"step": 20, "event": "resumed"}]  # no clock: ignored
+    rows += [{"step": s, "elapsed_s": e} for s, e in [(30, 4.0), (40, 8.0)]]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    card = training_card(tmp_path, {"step": 40, "samples_seen": 320})
+    assert card["wall_time_s"] == 22.0 and card["wall_time_s_last_segment"] == 8.0
+    assert card["segments"] == 2 and card["steps"] == 40 and card["images_seen"] == 320

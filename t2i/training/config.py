@@ -9,6 +9,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 
 @dataclass
 class OptimConfig:
@@ -21,6 +23,14 @@ class OptimConfig:
     min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     ema_decay: float = 0.999  # 0 disables the EMA (the export then uses the raw weights)
+
+
+def native_bf16() -> bool:
+    """Does this CPU compute bf16 natively (AVX512-BF16 or AMX)? Elsewhere bf16 is emulated and
+    slower than fp32, so recipes turn bf16 autocast on by default only here."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
 @dataclass

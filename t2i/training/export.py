@@ -40,17 +40,27 @@ def _nested(cls, data: dict, source: str):
 
 
 def training_card(run_dir: Path, meta: dict) -> dict:
-    """What the model saw: steps, images, wall time (from the run's log)."""
-    elapsed = 0.0
+    """What the model saw: steps, images, wall time (from the run's log).
+
+    A resumed run restarts its clock, so the log holds one rising `elapsed_s` run per segment:
+    the total is the sum of the segments' last values (steps redone after a kill count twice:
+    that time was spent)."""
+    segments: list[float] = []
     log = run_dir / "log.jsonl"
     if log.is_file():
         for line in log.read_text().splitlines():
-            rec = json.loads(line)
-            elapsed = max(elapsed, float(rec.get("elapsed_s", 0.0)))
+            elapsed = json.loads(line).get("elapsed_s")
+            if elapsed is None:
+                continue
+            if not segments or float(elapsed) < segments[-1]:
+                segments.append(0.0)
+            segments[-1] = float(elapsed)
     return {
         "steps": int(meta["step"]),
         "images_seen": int(meta["samples_seen"]),
-        "wall_time_s_last_segment": round(elapsed, 1),
+        "wall_time_s": round(sum(segments), 1),
+        "wall_time_s_last_segment": round(segments[-1] if segments else 0.0, 1),
+        "segments": len(segments),
         "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
