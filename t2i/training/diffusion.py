@@ -55,6 +55,10 @@ class DiffusionRecipeConfig:
     parameterisation: str = "eps"  # eps | v | x0 | edm
     schedule: str = "ddpm"  # DiscreteSchedule preset for eps/v/x0 (ddpm, sd, cosine)
     min_snr_gamma: float = 0.0  # 0: plain loss; 5: min-SNR weighting (Hang et al. 2023)
+    # which timesteps training draws: "uniform" (DDPM) or "logit_normal": t/T = sigmoid(N(mean,
+    # 1)), mean > 0 leans to high noise, where flat, redundant images get their layout (SD3)
+    timesteps: str = "uniform"
+    timestep_mean: float = 0.0
     image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
     data_length: int = 100_000  # items drawn from procedural sources (shapes)
     text_encoder: str = "minilm"  # frozen: minilm or a local HF folder; or "trained" (text_model)
@@ -137,6 +141,22 @@ def make_denoiser(cfg: DiffusionRecipeConfig, net: nn.Module) -> nn.Module:
     return PARAMETERISATIONS[cfg.parameterisation](net, schedule, min_snr_gamma=gamma)
 
 
+TIMESTEPS = ("uniform", "logit_normal")
+
+
+def training_sigmas(cfg: DiffusionRecipeConfig, denoiser: nn.Module):
+    """The recipe's sigma draw: fn(batch, generator) -> (batch,) sigmas (see cfg.timesteps)."""
+    if cfg.timesteps == "uniform":
+        return denoiser.training_sigmas
+    sigmas = denoiser.sigmas
+
+    def logit_normal(batch: int, generator: torch.Generator) -> torch.Tensor:
+        u = torch.sigmoid(cfg.timestep_mean + torch.randn(batch, generator=generator))
+        return sigmas[(u * len(sigmas)).long().clamp(max=len(sigmas) - 1)]
+
+    return logit_normal
+
+
 def check(cfg: DiffusionRecipeConfig) -> None:
     if cfg.parameterisation not in PARAMETERISATIONS:
         raise ValueError(
@@ -145,6 +165,10 @@ def check(cfg: DiffusionRecipeConfig) -> None:
         )
     if cfg.parameterisation != "edm":
         DiscreteSchedule.preset(cfg.schedule)
+    if cfg.timesteps not in TIMESTEPS:
+        raise ValueError(f"unknown timesteps {cfg.timesteps!r}; choose from {list(TIMESTEPS)}")
+    if cfg.timesteps != "uniform" and cfg.parameterisation == "edm":
+        raise ValueError("timesteps applies to the discrete schedules; edm draws its own sigmas")
     get_sampler(cfg.sampler)
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ValueError(f"caption_dropout {cfg.caption_dropout} must be in [0, 1)")
@@ -277,6 +301,7 @@ def diffusion_recipe(
     model.to(memory_format=fmt)
     net, encode = split(model, text)
     denoiser = make_denoiser(cfg, net)
+    draw_sigmas = training_sigmas(cfg, denoiser)
     prompts = list(cfg.sample_prompts) or first_captions(dataset, 8)
 
     def collate(items: list[dict]) -> dict:
@@ -288,7 +313,7 @@ def diffusion_recipe(
         drop = rng.rand() < cfg.caption_dropout
         captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"])]
         context, mask = encode(captions)
-        sigma = rng.draw(denoiser.training_sigmas)
+        sigma = rng.draw(draw_sigmas)
         noise = rng.randn(*x0.shape[1:])
         return denoiser.loss(x0, sigma, noise, context=context, context_mask=mask).mean()
 
