@@ -74,7 +74,7 @@ class DiffusionRecipeConfig:
     sampler: str = "ddim"
     guidance_scale: float = 3.0
     cache_dir: str = "data_cache"  # latents of the data set through --autoencoder
-    # NCHW: with bf16 the recipe's step is 3-9% faster than NHWC, in fp32 within 3% (BENCHMARKS.md)
+    # NCHW: with bf16 the recipe's step is 3-12% faster than NHWC, in fp32 within 3% (BENCHMARKS)
     channels_last: bool = False
     # bf16 autocast where the CPU has it natively: 1.6x the fp32 step (BENCHMARKS.md "Training")
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(bf16=native_bf16()))
@@ -86,8 +86,8 @@ def _small() -> DiffusionRecipeConfig:
 
 
 def _shapes() -> DiffusionRecipeConfig:
-    """shapes 64x64: grids every 500 steps, checkpoints every 250; on 2 shared CPU cores one
-    step of 32 images took ~12.5 s (BENCHMARKS.md), so shorten with --loop.steps if needed."""
+    """shapes 64x64: grids every 500 steps, checkpoints every 250; on 2 idle cores with bf16 a
+    step of 32 images takes ~1.8 s (BENCHMARKS.md "Training"): 8,000 steps are ~4 hours."""
     cfg = _small()
     cfg.loop = LoopConfig(
         steps=8000, batch_size=32, ckpt_every=250, sample_every=500, bf16=native_bf16()
