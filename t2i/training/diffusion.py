@@ -89,9 +89,7 @@ def _shapes() -> DiffusionRecipeConfig:
     """shapes 64x64: grids every 500 steps, checkpoints every 250; on 2 idle cores with bf16 a
     step of 32 images takes ~1.8 s (BENCHMARKS.md "Training"): 8,000 steps are ~4 hours."""
     cfg = _small()
-    cfg.loop = LoopConfig(
-        steps=8000, batch_size=32, ckpt_every=250, sample_every=500, bf16=native_bf16()
-    )
+    cfg.loop = replace(cfg.loop, steps=8000, batch_size=32, ckpt_every=250, sample_every=500)
     cfg.optim = OptimConfig(lr=3e-4, warmup_steps=200)
     return cfg
 
