@@ -4,9 +4,12 @@ The whole `Pipeline.generate` call is timed (prompt encoding, sampler, decoding)
 runs it after loading: fp32, and with the UNet under bf16 autocast (`t2i.load(..., bf16=True)`).
 The bf16 row also gives its accuracy against fp32 on the same seeds: PSNR of the 8-bit images.
 Settings are interleaved over the repeats and medians reported (the machine is shared).
+`--interval LO,HI` adds a bf16 row with classifier-free guidance only where LO < sigma <= HI
+(the other steps run the conditional branch alone); its images differ by design, so no PSNR.
 
     python3 benchmarks/bench_generate.py --model shapes          # bundled model or a model folder
     python3 benchmarks/bench_generate.py --model DIR --threads 2 --repeats 5
+    python3 benchmarks/bench_generate.py --model emoji --guidance 5 --interval all --interval 0.3,5
 """
 
 from __future__ import annotations
@@ -35,30 +38,48 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--interval",
+        action="append",
+        default=[],
+        help="'LO,HI' or 'all': add a bf16 row guided only there (repeatable)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipes = {"fp32": t2i.load(args.model), "bf16": t2i.load(args.model, bf16=True)}
+    fp32, bf16 = t2i.load(args.model), t2i.load(args.model, bf16=True)
     batches = [int(b) for b in args.batches.split(",")]
     prompt = "a red circle above a blue square"
-    params = pipes["fp32"].params(prompt, steps=args.steps, guidance=args.guidance)
-    size = f"{params.width}x{params.height}"
-    for pipe in pipes.values():  # warm-up: caches the prompt's text states, first-call costs
-        pipe.generate(params, 1)
-    times = {(k, b): [] for k in pipes for b in batches}
+
+    def params(interval):
+        return fp32.params(
+            prompt, steps=args.steps, guidance=args.guidance, guidance_interval=interval
+        )
+
+    base = params(None)  # the model's default interval
+    settings = {"fp32": (fp32, base), "bf16": (bf16, base)}
+    for text in args.interval:
+        interval = text if text == "all" else tuple(float(v) for v in text.split(","))
+        settings[f"bf16, guided on {text}"] = (bf16, params(interval))
+    size = f"{base.width}x{base.height}"
+    for pipe, p in settings.values():  # warm-up: caches the prompt's text states, first calls
+        pipe.generate(p, 1)
+    times = {(k, b): [] for k in settings for b in batches}
     outputs = {}
     for _ in range(args.repeats):
         for b in batches:
-            for key, pipe in pipes.items():
+            for key, (pipe, p) in settings.items():
                 start = time.perf_counter()
-                outputs[key, b] = pipe.generate(params, b)
+                outputs[key, b] = pipe.generate(p, b)
                 times[key, b].append(time.perf_counter() - start)
-    print(f"model {args.model}, {size}, {args.steps} steps {params.sampler}, guidance")
-    print(f"{args.guidance}, {args.threads} threads, median of {args.repeats}\n")
-    print("| precision | batch | s per call | s per image | PSNR vs fp32 (dB) |")
+    print(f"model {args.model}, {size}, {args.steps} steps {base.sampler}, guidance")
+    print(f"{args.guidance} (model's interval {base.guidance_interval or 'all'}),")
+    print(f"{args.threads} threads, median of {args.repeats}\n")
+    print("| setting | batch | s per call | s per image | PSNR vs fp32 (dB) |")
     print("|---|---|---|---|---|")
     for (key, b), ts in times.items():
         med = statistics.median(ts)
-        acc = "-" if key == "fp32" else f"{psnr_8bit(outputs[key, b], outputs['fp32', b]):.1f}"
+        same = settings[key][1] == base and key != "fp32"
+        acc = f"{psnr_8bit(outputs[key, b], outputs['fp32', b]):.1f}" if same else "-"
         print(f"| {key} | {b} | {med:.3f} | {med / b:.3f} | {acc} |")
 
 

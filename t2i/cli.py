@@ -79,6 +79,14 @@ GENERATE_EXAMPLES = """examples:
 """
 
 
+def _interval(text: str) -> tuple[float, ...] | str:
+    """--guidance-interval LO,HI (sigmas) or 'all'; the pipeline checks and names bad values."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        return text
+
+
 def _size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
     if not sep or not w.isdigit() or not h.isdigit():
@@ -99,6 +107,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="ddim, euler, heun, dpmpp_2m, ... (model's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (model's default)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument(
+        "--guidance-interval",
+        type=_interval,
+        default=None,
+        help="guide only where LO < sigma <= HI ('LO,HI'), or 'all' steps (model's default)",
+    )
     p.add_argument("--seed", type=int, default=None, help="image i uses seed + i (default 0)")
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--size", type=_size, default=None, help="WxH in pixels (model's default)")

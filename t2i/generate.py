@@ -53,6 +53,7 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         "mask": getattr(args, "mask", None),
         "strength": getattr(args, "strength", None),
         "resample": getattr(args, "resample", None),
+        "guidance_interval": getattr(args, "guidance_interval", None),
     }
     if args.from_png:
         base = read_png_params(args.from_png)
@@ -62,6 +63,8 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         prompt = args.prompt if args.prompt is not None else kw.pop("prompt")
         kw.pop("prompt", None)
         kw.pop("model")
+        if kw["guidance_interval"] is None:  # the PNG was guided at every step
+            kw["guidance_interval"] = "all"
         kw.update({k: v for k, v in flags.items() if v is not None})
         return model, {"prompt": prompt, **kw}
     if not args.prompt:

@@ -97,17 +97,39 @@ class CFGDenoiser(_Wrapper):
 
     `uncond` holds the unconditional inputs (empty or negative prompt), batch 1 or B. `rescale`
     blends in the output rescaled to the conditional prediction's std (Lin et al. 2023, Sec. 3.4),
-    measured on eps = (x - x0) / sigma as diffusers does.
+    measured on eps = (x - x0) / sigma as diffusers does. `interval` (lo, hi): guide only where
+    lo < sigma <= hi and use the conditional prediction alone elsewhere, at half the cost
+    (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"); None guides everywhere.
     """
 
-    def __init__(self, inner: nn.Module, uncond: dict, scale: float = 7.5, rescale: float = 0.0):
+    def __init__(
+        self,
+        inner: nn.Module,
+        uncond: dict,
+        scale: float = 7.5,
+        rescale: float = 0.0,
+        interval: tuple[float, float] | None = None,
+    ):
         super().__init__(inner)
         if not 0.0 <= rescale <= 1.0:
             raise ValueError(f"rescale must be in [0, 1], got {rescale}")
         self.uncond, self.scale, self.rescale = uncond, scale, rescale
+        self.interval = check_interval(interval)
+
+    def guides_at(self, sigma: torch.Tensor) -> bool:
+        """Whether a step at these sigmas (one sampler step: all equal) is guided."""
+        if self.interval is None:
+            return True
+        lo, hi = self.interval
+        inside = (sigma > lo) & (sigma <= hi)
+        if not (bool(inside.all()) or not bool(inside.any())):
+            raise ValueError("a guidance interval needs one sigma per call (a sampler step)")
+        return bool(inside.all())
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
         sigma = sigma_batch(sigma, x)
+        if not self.guides_at(sigma):
+            return self.inner(x, sigma, **cond)
         batched = batch_cond_uncond(cond, self.uncond, x.shape[0])
         x0_c, x0_u = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), **batched).chunk(2)
         x0 = x0_u + self.scale * (x0_c - x0_u)
@@ -122,6 +144,20 @@ class CFGDenoiser(_Wrapper):
         factor = eps_c.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)
         eps = eps * (self.rescale * factor + (1 - self.rescale))
         return x - s * eps
+
+
+def check_interval(interval) -> tuple[float, float] | None:
+    """A guidance interval: None (every step) or two numbers 0 <= lo < hi, as a tuple."""
+    if interval is None:
+        return None
+    ok = isinstance(interval, (tuple, list)) and len(interval) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
+    if not ok or not 0 <= interval[0] < interval[1] < float("inf"):
+        raise ValueError(
+            f"guidance interval must be two sigmas lo,hi with 0 <= lo < hi (finite), "
+            f"got {interval!r}"
+        )
+    return float(interval[0]), float(interval[1])
 
 
 class GradientGuidance(_Wrapper):

@@ -38,7 +38,7 @@ from t2i.editing import (
     sample_with_jumps,
     strength_sigmas,
 )
-from t2i.guidance import CFGDenoiser
+from t2i.guidance import CFGDenoiser, check_interval
 from t2i.prompts import encode_prompt, parse_prompt
 from t2i.samplers import get_sampler, sigmas_for
 from t2i.schedules import DiscreteSchedule
@@ -88,6 +88,7 @@ class GenerationParams:
     mask: str = ""  # inpainting mask, white = repaint ("" = none)
     strength: float = 1.0  # img2img: fraction of the steps run from the noised init
     resample: int = 1  # inpainting: RePaint resampling passes per stretch of steps
+    guidance_interval: list[float] | None = None  # [lo, hi]: guide only where lo < sigma <= hi
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -231,7 +232,8 @@ class Pipeline:
         """The denoiser with classifier-free guidance towards p.prompt, away from p.negative."""
         if p.guidance == 1.0:
             return self.denoiser
-        return CFGDenoiser(self.denoiser, self.encode_text([p.negative]), p.guidance)
+        uncond = self.encode_text([p.negative])
+        return CFGDenoiser(self.denoiser, uncond, p.guidance, interval=p.guidance_interval)
 
     def noise(
         self, p: GenerationParams, n: int, seeds: list[int] | None = None
@@ -268,9 +270,21 @@ class Pipeline:
             mask=str(mask),
             strength=pick("strength", 1.0 if mask or not init else 0.75),
             resample=pick("resample", 1),
+            guidance_interval=self._interval(kw.get("guidance_interval")),
         )
         self.check(p)
         return p
+
+    def _interval(self, value) -> list[float] | None:
+        """None: the model's default interval; "all": guide every step; else (lo, hi)."""
+        if value is None:
+            value = self.defaults.get("guidance_interval")
+        elif isinstance(value, str):
+            if value != "all":
+                raise ValueError(f"guidance interval must be 'all' or (lo, hi), got {value!r}")
+            return None
+        interval = check_interval(value)
+        return None if interval is None else list(interval)
 
     def check(self, p: GenerationParams) -> None:
         if not isinstance(p.prompt, str):
@@ -293,6 +307,7 @@ class Pipeline:
                 )
         check_strength(p.strength)
         _check_int("resample", p.resample, 1, 20)
+        check_interval(p.guidance_interval)
         if p.mask and not p.init:
             raise ValueError("a mask needs the image it applies to: give init (--init) as well")
 
@@ -375,11 +390,14 @@ class Pipeline:
         mask: str | Path | None = None,
         strength: float | None = None,
         resample: int | None = None,
+        guidance_interval: tuple[float, float] | str | None = None,
     ) -> list[Image.Image]:
         """Generate n PIL images; each carries its GenerationParams in `image.info["t2i"]`.
 
         init: image file for img2img (strength in [0, 1], default 0.75) or, with mask (white =
-        repaint, same size), inpainting (strength default 1, resample = RePaint passes)."""
+        repaint, same size), inpainting (strength default 1, resample = RePaint passes).
+        guidance_interval: (lo, hi) guides only where lo < sigma <= hi, "all" every step, None
+        the model's default."""
         p = self.params(
             prompt,
             negative=negative,
@@ -392,6 +410,7 @@ class Pipeline:
             mask=mask,
             strength=strength,
             resample=resample,
+            guidance_interval=guidance_interval,
         )
         images = to_pil(self.generate(p, n, callback))
         for i, img in enumerate(images):

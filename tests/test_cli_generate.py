@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -55,10 +56,46 @@ def test_from_png_with_an_explicit_flag_overrides_that_value(model_dir, tmp_path
     assert read_png_params(out).prompt == "a blue circle"
 
 
+@pytest.fixture(scope="module")
+def interval_model(model_dir, tmp_path_factory):
+    """The tiny model with a default guidance interval around its middle step (sigma 9.5)."""
+    folder = tmp_path_factory.mktemp("interval") / "model"
+    shutil.copytree(model_dir, folder)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["sampler"]["guidance_interval"] = [5.0, 20.0]
+    index_path.write_text(json.dumps(index))
+    return folder
+
+
+def test_guidance_interval_is_recorded_and_reproduced_from_the_png(interval_model, tmp_path):
+    """The model's default interval lands in the PNG; 'all' is recorded as null, and --from
+    reproduces each image bit for bit although the model's default differs."""
+    paths = {}
+    for name, flags in {"default": [], "all": ["--guidance-interval", "all"]}.items():
+        paths[name] = tmp_path / f"{name}.png"
+        argv = ["a red circle", "--model", str(interval_model), "--out", str(paths[name])]
+        assert run(*argv, *flags) == 0
+    assert read_png_params(paths["default"]).guidance_interval == [5.0, 20.0]
+    assert read_png_params(paths["all"]).guidance_interval is None
+    pixels = {k: Image.open(p).tobytes() for k, p in paths.items()}
+    assert pixels["default"] != pixels["all"]
+    for name, path in paths.items():
+        again = tmp_path / f"again-{name}.png"
+        assert run("--from", str(path), "--out", str(again)) == 0
+        assert Image.open(again).tobytes() == pixels[name]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
         (["--model", "nope"], "unknown model 'nope'"),
+        (["--guidance-interval", "5,1"], "guidance interval must be two sigmas lo,hi"),
+        (
+            ["--guidance-interval", "fast"],
+            "guidance interval must be 'all' or (lo, hi), got 'fast'",
+        ),
+        (["--guidance-interval", "1,2,3"], "guidance interval must be two sigmas lo,hi"),
         (["--sampler", "eulr"], "unknown sampler 'eulr'; choose from"),
         (["--steps", "0"], "steps must be in [1, 1000], got 0"),
         (["--guidance", "-2"], "guidance must be in [0, 100], got -2.0"),

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,9 @@ def test_shapes_report_fields_grid_and_real_floor(shapes_model, tmp_path):
         assert 0.0 <= m["value"] <= 1.0
         assert set(m["per_category"]) <= {"count", "colour", "shape", "size", "position",
                                           "binding", "background"}  # fmt: skip
+    assert on_disk["guidance_interval"] is None  # guided at every step
+    narrow = evaluate(shapes_model, replace(cfg, guidance_interval=(1.0, 50.0)))
+    assert narrow["guidance_interval"] == [1.0, 50.0]
     grid = Image.open(tmp_path / "grid.png")
     assert grid.size == (4 * 50 + 2, 50 + 2)  # 4 tiles of 48 px with 2 px gaps, one row
     captions = (tmp_path / "grid.txt").read_text().splitlines()
@@ -193,11 +197,13 @@ def test_card_holds_the_figures_and_a_command_that_reproduces_them(fashion_model
     model = tmp_path / "model"
     shutil.copytree(fashion_model, model)
     argv = ["eval", str(model), "--data", "fashion", "--n", "4", "--steps", "2", "--card"]
+    argv += ["--guidance-interval", "1,50"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     card = json.loads((model / "model_index.json").read_text())["evaluation"]
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert card["fd_fashion"]["value"] == report["metrics"]["fd_fashion"]["value"]
     assert (card["n"], card["steps"], card["sampler"]) == (4, 2, "ddim")
+    assert card["guidance_interval"] == report["guidance_interval"] == [1.0, 50.0]
     again = shlex.split(card["command"])[1:] + ["--out", str(tmp_path / "b")]
     assert main(again) == 0
     rerun = json.loads((tmp_path / "b" / "report.json").read_text())

@@ -97,6 +97,36 @@ def test_cfg_mask_on_one_side_only():
     torch.testing.assert_close(out, u + 2.0 * (c - u))
 
 
+def test_guidance_interval_guides_inside_and_runs_the_conditional_alone_outside():
+    """lo < sigma <= hi: the full CFG call; elsewhere one un-doubled conditional call."""
+    net = ContextNet()
+    x, ctx, neg = torch.randn(2, 1, 2, 2), torch.randn(2, 5, 4), torch.randn(1, 5, 4)
+    guided = CFGDenoiser(net, {"context": neg}, scale=3.0, interval=(0.5, 2.0))
+    full = CFGDenoiser(net, {"context": neg}, scale=3.0)
+    for s, inside in ((0.5, False), (0.51, True), (2.0, True), (2.01, False), (80.0, False)):
+        sigma = torch.full((2,), s)
+        ContextNet.calls = 0
+        out = guided(x, sigma, context=ctx)
+        assert ContextNet.calls == 1
+        want = full(x, sigma, context=ctx) if inside else net(x, sigma, context=ctx)
+        torch.testing.assert_close(out, want)
+        assert not inside or not torch.allclose(out, net(x, sigma, context=ctx))
+
+
+@pytest.mark.parametrize(
+    "interval", [(2.0, 1.0), (-1.0, 2.0), (0.0, float("inf")), (0.0, float("nan")), (1.0,), "a"]
+)
+def test_bad_guidance_interval_names_the_value(interval):
+    with pytest.raises(ValueError, match=r"guidance interval must be two sigmas lo,hi .*got"):
+        CFGDenoiser(MIX, UNCOND, 2.0, interval=interval)
+
+
+def test_guidance_interval_refuses_a_batch_that_straddles_it():
+    guided = CFGDenoiser(MIX, UNCOND, 2.0, interval=(0.5, 2.0))
+    with pytest.raises(ValueError, match="one sigma per call"):
+        guided(torch.zeros(2, 1), torch.tensor([1.0, 3.0]), y=torch.zeros(2))
+
+
 def test_guidance_rescale():
     net = ContextNet()
     x, sigma = torch.randn(2, 1, 4, 4), torch.tensor([1.0, 2.0])

@@ -122,6 +122,8 @@ BAD = [
     ({"prompt": PROMPT, "seed": 1.5}, 400, "seed must be"),
     ({"prompt": PROMPT, "seed": "lucky"}, 400, "seed must be"),
     ({"prompt": PROMPT, "colour": "red"}, 400, "unknown field"),
+    ({"prompt": PROMPT, "guidance_interval": [3, 1]}, 400, "guidance interval must be two"),
+    ({"prompt": PROMPT, "guidance_interval": "fast"}, 400, "guidance interval must be 'all'"),
     ({"negative": "x"}, 400, "missing field 'prompt'"),
     ({"prompt": PROMPT, "n": 2, "format": "png"}, 400, "format"),
     (b"x" * 70000, 413, "max_body"),
@@ -154,6 +156,12 @@ def test_png_format_returns_the_png_with_its_parameters(server):
     image = Image.open(io.BytesIO(png))
     assert image.size == (16, 16)
     assert json.loads(image.text[PNG_KEY]) == json.loads(headers["X-T2I-Params"])
+
+
+def test_guidance_interval_is_taken_and_reported(server):
+    body = {"prompt": PROMPT, "seed": 3, "guidance_interval": [1.0, 50.0]}
+    status, _, answer = server.post("/api/generate", body)
+    assert status == 200 and answer["images"][0]["params"]["guidance_interval"] == [1.0, 50.0]
 
 
 def test_random_seed_is_drawn_and_reported(server):

@@ -32,6 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="ddim, euler, heun, dpmpp_2m, ddpm (model's)")
     p.add_argument("--steps", default=None, help="sampling steps (model's default)")
     p.add_argument("--guidance", default=None, help="classifier-free guidance scale (model's)")
+    p.add_argument(
+        "--guidance-interval",
+        default=None,
+        help="guide only where LO < sigma <= HI ('LO,HI'), or 'all' steps (model's default)",
+    )
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=32, help="images per sampler call")
     p.add_argument("--no-heldout", action="store_true", help="shapes: skip held-out combinations")
@@ -59,6 +64,15 @@ def _one(text: str | None, cast, name: str):
     return values[0] if values else None
 
 
+def _interval(text: str | None) -> tuple[float, ...] | str | None:
+    if text is None or text == "all":
+        return text
+    values = _list(text, float, "guidance-interval")
+    if len(values) != 2:
+        raise ValueError(f"--guidance-interval takes LO,HI (two sigmas) or 'all', got {text!r}")
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
     target = args.target
     if target[0] == "sweep":
@@ -79,6 +93,7 @@ def _eval(model: str, args: argparse.Namespace) -> int:
         sampler=_one(args.sampler, str, "sampler"),
         steps=_one(args.steps, int, "steps"),
         guidance=_one(args.guidance, float, "guidance"),
+        guidance_interval=_interval(args.guidance_interval),
         seed=args.seed,
         batch_size=args.batch_size,
         heldout=not args.no_heldout,

@@ -69,6 +69,7 @@ class EvalConfig:
     sampler: str | None = None  # None: the model's default
     steps: int | None = None
     guidance: float | None = None
+    guidance_interval: tuple[float, float] | str | None = None  # None: the model's; "all"
     seed: int = 0  # image i uses seed + i
     batch_size: int = 32  # images per sampler call (part of what fixes the numbers)
     heldout: bool = True  # shapes: also the held-out combinations prompt set
@@ -161,8 +162,11 @@ def write_card(model: str | Path, report: dict) -> Path:
         f"--steps {r['steps']} --guidance {r['guidance']} --seed {r['seed']} "
         f"--batch-size {r['batch_size']}"
     )
+    interval = r.get("guidance_interval")
+    command += " --guidance-interval " + (",".join(map(str, interval)) if interval else "all")
     card = {"command": command}
-    card.update({k: r[k] for k in ("n", "sampler", "steps", "guidance", "seed")})
+    keys = ("n", "sampler", "steps", "guidance", "guidance_interval", "seed")
+    card.update({k: r.get(k) for k in keys})
     for name, m in report["metrics"].items():
         card[name] = {k: m[k] for k in ("value", "real", "per_category") if k in m}
     index["evaluation"] = card
@@ -444,7 +448,12 @@ def evaluate(
     else:
         pipe = pipeline or Pipeline.from_pretrained(folder)
         params = pipe.params(
-            "", sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed
+            "",
+            sampler=cfg.sampler,
+            steps=cfg.steps,
+            guidance=cfg.guidance,
+            guidance_interval=cfg.guidance_interval,
+            seed=cfg.seed,
         )
         nfe = []
 
@@ -458,7 +467,11 @@ def evaluate(
         suite = SUITES[report["suite"]]
         metrics, extractor, captions, images = suite(cfg, gen, params.width)
         report.update(
-            sampler=params.sampler, steps=params.steps, guidance=params.guidance, nfe=nfe[0]
+            sampler=params.sampler,
+            steps=params.steps,
+            guidance=params.guidance,
+            guidance_interval=params.guidance_interval,
+            nfe=nfe[0],
         )
     report.update(seed=cfg.seed, n=cfg.n, batch_size=cfg.batch_size, extractor=extractor)
     report["metrics"] = metrics
@@ -504,7 +517,10 @@ def format_report(report: dict) -> str:
     head = f"{report['model']} on {report['data']} ({report['suite']}), n = {report['n']}"
     if report["kind"] == "diffusion":
         r = report
-        head += f", {r['sampler']} {r['steps']} steps, guidance {r['guidance']}, NFE {r['nfe']}"
+        head += f", {r['sampler']} {r['steps']} steps, guidance {r['guidance']}"
+        if r.get("guidance_interval"):
+            head += " on sigma in ({}, {}]".format(*r["guidance_interval"])
+        head += f", NFE {r['nfe']}"
     lines = [head, f"extractor: {report['extractor']}"]
     for name, m in report["metrics"].items():
         real = "" if m["real"] is None else f"   (real images: {m['real']})"

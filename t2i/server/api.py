@@ -57,6 +57,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "mask": ((str,), "base64 image of init's size: white = repaint, black = keep"),
     "strength": ((int, float), "img2img: fraction of the steps run from the noised init, [0, 1]"),
     "resample": ((int,), "inpainting: RePaint resampling passes, [1, max_resample]"),
+    "guidance_interval": ((list, str), '[lo, hi]: guide only where lo < sigma <= hi, or "all"'),
 }
 FORMATS = ("json", "png")
 
@@ -193,6 +194,7 @@ def _params(pipe: Pipeline, data: dict, files: dict) -> GenerationParams:
         mask=files.get("mask"),
         strength=data.get("strength"),
         resample=data.get("resample"),
+        guidance_interval=data.get("guidance_interval"),
     )
     if p.init:
         load_image(p.init, (p.width, p.height))
@@ -247,5 +249,5 @@ def openapi(limits: Limits) -> dict:
 
 
 def _json_type(types: tuple[type, ...]) -> str:
-    names = {str: "string", int: "integer", float: "number"}
+    names = {str: "string", int: "integer", float: "number", list: "array"}
     return names[float] if float in types else names[types[0]]

@@ -151,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
                 "sampler": pipe.defaults["name"],
                 "steps": pipe.defaults["steps"],
                 "guidance": pipe.defaults["guidance_scale"],
+                "guidance_interval": pipe.defaults.get("guidance_interval"),
                 "image_size": pipe.image_size,
                 "size_multiple": pipe.factor,
             }
