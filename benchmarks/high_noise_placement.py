@@ -1,0 +1,176 @@
+"""Can the shapes UNet learn where to put an object from the caption alone, at one high noise level?
+
+At sigma 80 the input is almost pure noise, so the x0 prediction must come from the caption: "a
+large red circle in the top left" should give a red disc in the top-left cell. This trains a fresh
+UNet of the shapes architecture (+ position features) only at `--sigma`, on one-object scenes of
+a chosen world, and every `--probe-every` steps checks the x0 predictions of the 9 cell phrases of
+3 objects from one noise: a hit when the cell whose pixels are closest to the object's colour is
+the asked one (chance 1/9).
+
+Worlds: `grammar` (3 backgrounds, stated in about half of the captions, as in the data set),
+`bg-stated` (3 backgrounds, every caption states it), `white`, `grey`, `black` (that background
+only).
+
+    python3 benchmarks/high_noise_placement.py --world white --steps 400
+    python3 benchmarks/high_noise_placement.py --world grammar --steps 1500 --picture x0.png
+    python3 benchmarks/high_noise_placement.py --world white --steps 400 --save white.safetensors
+    python3 benchmarks/high_noise_placement.py --world grammar --init white.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from t2i.data.shapes import BACKGROUNDS, CELL_PHRASES, COLOURS, ShapesConfig, ShapesDataset
+from t2i.denoisers import X0Denoiser
+from t2i.models.unet import UNet, UNetConfig
+from t2i.schedules import DiscreteSchedule
+from t2i.training.data import TextCache
+
+OBJECTS = (
+    ("large red circle", "red"),
+    ("large blue square", "blue"),
+    ("small yellow star", "yellow"),
+)
+WORLDS = ("grammar", "bg-stated", *BACKGROUNDS)
+
+
+def shapes_unet(pooled: bool = False) -> UNet:
+    """The shapes64x architecture (docs/training/README.md) with position features; pooled: the
+    caption's mean token state also added to the time embedding (FiLM of every ResBlock)."""
+    cfg = UNetConfig(
+        pooled_dim=384 if pooled else 0,
+        in_channels=3,
+        channels=(64, 128, 192),
+        layers_per_block=1,
+        attention_levels=(0, 1, 2),
+        head_dim=32,
+        groups=32,
+        patch_size=4,
+        position_features=8,
+        context_dim=384,
+    )
+    return UNet(cfg)
+
+
+def world_data(world: str) -> tuple[ShapesDataset, str]:
+    """(one-object scenes, the background phrase the probe's prompts carry)."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose from {WORLDS}")
+    backgrounds = (world,) if world in BACKGROUNDS else tuple(BACKGROUNDS)
+    data = ShapesDataset(ShapesConfig(max_objects=1, backgrounds=backgrounds), length=20_000)
+    return data, (" on a white background" if world == "bg-stated" else "")
+
+
+def caption(item: dict, world: str) -> str:
+    text = item["caption"]
+    if world == "bg-stated" and "background" not in text:
+        text += f" on a {item['scene'].background} background"
+    return text
+
+
+def text_inputs(text, captions: list[str], pooled: bool) -> dict:
+    context, mask = text(captions)
+    cond = {"context": context, "context_mask": mask}
+    if pooled:
+        m = mask[..., None].float()
+        cond["pooled"] = (context * m).sum(1) / m.sum(1).clamp(min=1)
+    return cond
+
+
+@torch.no_grad()
+def x0_predictions(denoiser, text, sigma: float, suffix: str, pooled: bool) -> list[torch.Tensor]:
+    """Per object: (9, 3, 64, 64) x0 predictions in [0, 255] for the 9 cell phrases, one noise."""
+    noise = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * sigma
+    out = []
+    with torch.autocast("cpu", torch.bfloat16):
+        for obj, _ in OBJECTS:
+            cond = text_inputs(
+                text, [f"a {obj} {p}{suffix}" for p in CELL_PHRASES.values()], pooled
+            )
+            x0 = denoiser(noise.expand(9, -1, -1, -1), torch.full((9,), sigma), **cond)
+            out.append((x0.float().clamp(-1, 1) + 1) * 127.5)
+    return out
+
+
+def hit_rate(predictions: list[torch.Tensor]) -> float:
+    hits = 0
+    for x0, (_, colour) in zip(predictions, OBJECTS):
+        target = torch.tensor(COLOURS[colour], dtype=torch.float32)[None, :, None, None]
+        closeness = -(x0 - target).abs().sum(1)[:, :63, :63]  # (9, 63, 63): 3x3 cells of 21 px
+        per_cell = closeness.reshape(9, 3, 21, 3, 21).mean((2, 4)).reshape(9, 9)
+        hits += int((per_cell.argmax(1) == torch.arange(9)).sum())
+    return hits / (9 * len(OBJECTS))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", default="grammar", choices=WORLDS)
+    ap.add_argument("--sigma", type=float, default=80.0)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--probe-every", type=int, default=50)
+    ap.add_argument("--picture", default=None, help="write the final x0 predictions (PNG)")
+    ap.add_argument("--init", default=None, help="start from these UNet weights (.safetensors)")
+    ap.add_argument("--save", default=None, help="write the final UNet weights (.safetensors)")
+    ap.add_argument(
+        "--freeze-where",
+        action="store_true",
+        help="keep the position path fixed: cross-attention queries/keys and position features",
+    )
+    ap.add_argument("--pooled", action="store_true", help="also FiLM by the mean token state")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    net = shapes_unet(args.pooled)
+    if args.init:
+        net.load_state_dict(load_file(args.init))
+    denoiser = X0Denoiser(net, DiscreteSchedule.preset("ddpm"))
+    sigma = min(args.sigma, float(denoiser.sigmas.max()))
+    text = TextCache.load("minilm", 40)
+    data, suffix = world_data(args.world)
+    where = ("attn2.to_q.", "attn2.to_kv.", "pos_proj.")
+    for name, param in net.named_parameters():
+        param.requires_grad_(not (args.freeze_where and any(w in name for w in where)))
+    trainable = [q for q in net.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(data), generator=g).tolist()
+    start = time.perf_counter()
+    for step in range(args.steps + 1):
+        if step % args.probe_every == 0 or step == args.steps:
+            rate = hit_rate(x0_predictions(denoiser, text, sigma, suffix, args.pooled))
+            line = {"step": step, "hit_rate": round(rate, 3)}
+            print(json.dumps({**line, "s": round(time.perf_counter() - start)}), flush=True)
+        if step == args.steps:
+            break
+        items = [data[order[(step * args.batch + k) % len(data)]] for k in range(args.batch)]
+        x0 = torch.stack([it["image"] for it in items])
+        drop = torch.rand(args.batch, generator=g) < 0.1  # as the recipe: CFG's empty caption
+        captions = ["" if d else caption(it, args.world) for d, it in zip(drop.tolist(), items)]
+        cond = text_inputs(text, captions, args.pooled)
+        noise = torch.randn(x0.shape, generator=g)
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = denoiser.loss(x0, torch.full((args.batch,), sigma), noise, **cond).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if args.save:
+        save_file(net.state_dict(), args.save)
+    if args.picture:
+        rows = [np.concatenate(list(x0.byte().permute(0, 2, 3, 1).numpy()), 1) for x0 in
+                x0_predictions(denoiser, text, sigma, suffix, args.pooled)]  # fmt: skip
+        Image.fromarray(np.concatenate(rows, 0)).save(args.picture)
+
+
+if __name__ == "__main__":
+    main()
