@@ -6,6 +6,8 @@ The bf16 row also gives its accuracy against fp32 on the same seeds: PSNR of the
 Settings are interleaved over the repeats and medians reported (the machine is shared).
 `--interval LO,HI` adds a bf16 row with classifier-free guidance only where LO < sigma <= HI
 (the other steps run the conditional branch alone); its images differ by design, so no PSNR.
+`--unet-batches 1,2,8,16,32` times instead one bare UNet call (bf16 autocast) per batch size: how
+a call's cost splits into a fixed part and a part per image.
 
     python3 benchmarks/bench_generate.py --model shapes          # bundled model or a model folder
     python3 benchmarks/bench_generate.py --model DIR --threads 2 --repeats 5
@@ -30,6 +32,28 @@ def psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(255.0**2 / mse)).item()
 
 
+@torch.no_grad()
+def unet_call_times(pipe, batches: list[int], repeats: int) -> None:
+    """Median ms of one UNet call (bf16 autocast) on the prompt's text states, per batch size."""
+    cond = pipe.encode_text(["a red circle above a blue square"])
+    c = pipe.unet.config
+    side = pipe.image_size // (pipe.autoencoder.config.factor if pipe.autoencoder else 1)
+    print("| batch | ms per UNet call | ms per image |")
+    print("|---|---|---|")
+    for b in batches:
+        x = torch.randn(b, c.in_channels, side, side)
+        t = torch.full((b,), 500.0)
+        context, mask = (v.expand(b, *v.shape[1:]) for v in cond.values())
+        times = []
+        with torch.autocast("cpu", torch.bfloat16):
+            for _ in range(repeats + 2):  # two warm-up calls
+                start = time.perf_counter()
+                pipe.unet(x, t, context, mask)
+                times.append(time.perf_counter() - start)
+        ms = statistics.median(times[2:]) * 1000
+        print(f"| {b} | {ms:.1f} | {ms / b:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="shapes")
@@ -44,8 +68,12 @@ def main() -> None:
         default=[],
         help="'LO,HI' or 'all': add a bf16 row guided only there (repeatable)",
     )
+    ap.add_argument("--unet-batches", default=None, help="time bare UNet calls at these batches")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.unet_batches:
+        batches = [int(b) for b in args.unet_batches.split(",")]
+        return unet_call_times(t2i.load(args.model, bf16=True), batches, args.repeats)
     fp32, bf16 = t2i.load(args.model), t2i.load(args.model, bf16=True)
     batches = [int(b) for b in args.batches.split(",")]
     prompt = "a red circle above a blue square"
