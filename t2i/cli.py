@@ -79,8 +79,9 @@ GENERATE_EXAMPLES = """examples:
 """
 
 
-def _interval(text: str) -> tuple[float, ...] | str:
-    """--guidance-interval LO,HI (sigmas) or 'all'; the pipeline checks and names bad values."""
+def parse_interval(text: str) -> tuple[float, ...] | str:
+    """Command-line 'LO,HI' -> (lo, hi); anything else is returned for the pipeline to accept
+    ('all') or refuse with a message naming it."""
     try:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -109,7 +110,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument(
         "--guidance-interval",
-        type=_interval,
+        type=parse_interval,
         default=None,
         help="guide only where LO < sigma <= HI ('LO,HI'), or 'all' steps (model's default)",
     )

@@ -188,6 +188,9 @@ def test_cli_eval_and_errors(fashion_model, tmp_path, capsys):
     assert main(["eval", str(fashion_model), "--data", "nosuchdata", "--n", "2"]) == 2
     assert "nosuchdata" in capsys.readouterr().err
     assert main([*argv, "--steps", "1,2"]) == 2  # lists are for sweep only
+    capsys.readouterr()
+    assert main([*argv, "--guidance-interval", "5,1"]) == 2
+    assert "guidance interval must be two sigmas lo,hi" in capsys.readouterr().err
     sweep_argv = ["eval", "sweep", str(fashion_model), "--data", "fashion", "--sampler", "eulr"]
     assert main(sweep_argv) == 2
     assert "eulr" in capsys.readouterr().err

@@ -14,6 +14,8 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from t2i.cli import parse_interval
+
     p = subparsers.add_parser(
         "eval",
         help="score a model folder: JSON report + image grid, or a sampler sweep",
@@ -34,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", default=None, help="classifier-free guidance scale (model's)")
     p.add_argument(
         "--guidance-interval",
+        type=parse_interval,
         default=None,
         help="guide only where LO < sigma <= HI ('LO,HI'), or 'all' steps (model's default)",
     )
@@ -64,15 +67,6 @@ def _one(text: str | None, cast, name: str):
     return values[0] if values else None
 
 
-def _interval(text: str | None) -> tuple[float, ...] | str | None:
-    if text is None or text == "all":
-        return text
-    values = _list(text, float, "guidance-interval")
-    if len(values) != 2:
-        raise ValueError(f"--guidance-interval takes LO,HI (two sigmas) or 'all', got {text!r}")
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     target = args.target
     if target[0] == "sweep":
@@ -93,7 +87,7 @@ def _eval(model: str, args: argparse.Namespace) -> int:
         sampler=_one(args.sampler, str, "sampler"),
         steps=_one(args.steps, int, "steps"),
         guidance=_one(args.guidance, float, "guidance"),
-        guidance_interval=_interval(args.guidance_interval),
+        guidance_interval=args.guidance_interval,
         seed=args.seed,
         batch_size=args.batch_size,
         heldout=not args.no_heldout,
