@@ -122,7 +122,7 @@ class CFGDenoiser(_Wrapper):
             return True
         lo, hi = self.interval
         inside = (sigma > lo) & (sigma <= hi)
-        if not (bool(inside.all()) or not bool(inside.any())):
+        if bool(inside.any()) != bool(inside.all()):
             raise ValueError("a guidance interval needs one sigma per call (a sampler step)")
         return bool(inside.all())
 
