@@ -145,3 +145,28 @@ def test_page_inpaints_a_painted_region_of_a_result(url, browser):
 
     same = (pixels(new) == pixels(old)).all(axis=-1).mean()
     assert 0.3 < same < 1.0  # the painted stripe was redrawn, the rest kept exactly
+
+
+def test_page_sends_the_guidance_interval_and_shows_a_bad_one(url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
+    field = browser.find_element(By.ID, "interval")
+    assert field.get_attribute("value") == "all"  # the tiny model has no default interval
+    field.clear()
+    field.send_keys("0.5,3")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.result")) == 1)
+    figure = browser.find_element(By.CSS_SELECTOR, "figure.result")
+    assert json.loads(figure.get_attribute("data-params"))["guidance_interval"] == [0.5, 3.0]
+    assert "sigma in (0.5, 3]" in figure.find_element(By.TAG_NAME, "figcaption").text
+
+    field.clear()
+    field.send_keys("3,0.5")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: "interval" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+    assert "got [3, 0.5]" in browser.find_element(By.ID, "status").text  # the value, named
