@@ -8,8 +8,10 @@ a chosen world, and every `--probe-every` steps checks the x0 predictions of the
 the asked one (chance 1/9).
 
 Worlds: `grammar` (3 backgrounds, stated in about half of the captions, as in the data set),
-`bg-stated` (3 backgrounds, every caption states it), `white`, `grey`, `black` (that background
-only).
+`bg-stated` (3 backgrounds, every caption states it), `white-heavy` (the same with white drawn 3
+times as often as black or grey: a dark blob in the asked cell then lowers the loss on average,
+as it does on white alone), `white`, `grey`, `black` (that background only). Worlds that state
+the background are probed on each of the three (hit rate = their mean).
 
     python3 benchmarks/high_noise_placement.py --world white --steps 400
     python3 benchmarks/high_noise_placement.py --world grammar --steps 1500 --picture x0.png
@@ -39,7 +41,8 @@ OBJECTS = (
     ("large blue square", "blue"),
     ("small yellow star", "yellow"),
 )
-WORLDS = ("grammar", "bg-stated", *BACKGROUNDS)
+WORLDS = ("grammar", "bg-stated", "white-heavy", *BACKGROUNDS)
+STATED = ("bg-stated", "white-heavy")  # worlds whose every caption names its background
 
 
 def shapes_unet(pooled: bool = False) -> UNet:
@@ -60,18 +63,21 @@ def shapes_unet(pooled: bool = False) -> UNet:
     return UNet(cfg)
 
 
-def world_data(world: str) -> tuple[ShapesDataset, str]:
-    """(one-object scenes, the background phrase the probe's prompts carry)."""
+def world_data(world: str) -> tuple[ShapesDataset, list[str]]:
+    """(one-object scenes, the background phrases the probe's prompts carry, one probe each)."""
     if world not in WORLDS:
         raise ValueError(f"unknown world {world!r}; choose from {WORLDS}")
     backgrounds = (world,) if world in BACKGROUNDS else tuple(BACKGROUNDS)
+    if world == "white-heavy":  # 3 : 1 : 1, so a dark blob pays on average (see the docstring)
+        backgrounds = ("white", "white", "white", "black", "grey")
     data = ShapesDataset(ShapesConfig(max_objects=1, backgrounds=backgrounds), length=20_000)
-    return data, (" on a white background" if world == "bg-stated" else "")
+    suffixes = [f" on a {bg} background" for bg in BACKGROUNDS] if world in STATED else [""]
+    return data, suffixes
 
 
 def caption(item: dict, world: str) -> str:
     text = item["caption"]
-    if world == "bg-stated" and "background" not in text:
+    if world in STATED and "background" not in text:
         text += f" on a {item['scene'].background} background"
     return text
 
@@ -137,7 +143,7 @@ def main() -> None:
     denoiser = X0Denoiser(net, DiscreteSchedule.preset("ddpm"))
     sigma = min(args.sigma, float(denoiser.sigmas.max()))
     text = TextCache.load("minilm", 40)
-    data, suffix = world_data(args.world)
+    data, suffixes = world_data(args.world)
     where = ("attn2.to_q.", "attn2.to_kv.", "pos_proj.")
     for name, param in net.named_parameters():
         param.requires_grad_(not (args.freeze_where and any(w in name for w in where)))
@@ -148,8 +154,13 @@ def main() -> None:
     start = time.perf_counter()
     for step in range(args.steps + 1):
         if step % args.probe_every == 0 or step == args.steps:
-            rate = hit_rate(x0_predictions(denoiser, text, sigma, suffix, args.pooled))
-            line = {"step": step, "hit_rate": round(rate, 3)}
+            rates = [
+                hit_rate(x0_predictions(denoiser, text, sigma, suffix, args.pooled))
+                for suffix in suffixes
+            ]
+            line = {"step": step, "hit_rate": round(float(np.mean(rates)), 3)}
+            if len(rates) > 1:  # per stated background, in BACKGROUNDS' order
+                line["per_background"] = [round(r, 3) for r in rates]
             print(json.dumps({**line, "s": round(time.perf_counter() - start)}), flush=True)
         if step == args.steps:
             break
@@ -167,8 +178,9 @@ def main() -> None:
     if args.save:
         save_file(net.state_dict(), args.save)
     if args.picture:
-        rows = [np.concatenate(list(x0.byte().permute(0, 2, 3, 1).numpy()), 1) for x0 in
-                x0_predictions(denoiser, text, sigma, suffix, args.pooled)]  # fmt: skip
+        rows = [np.concatenate(list(x0.byte().permute(0, 2, 3, 1).numpy()), 1)
+                for suffix in suffixes
+                for x0 in x0_predictions(denoiser, text, sigma, suffix, args.pooled)]  # fmt: skip
         Image.fromarray(np.concatenate(rows, 0)).save(args.picture)
 
 
