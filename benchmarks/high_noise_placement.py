@@ -45,10 +45,12 @@ WORLDS = ("grammar", "bg-stated", "white-heavy", *BACKGROUNDS)
 STATED = ("bg-stated", "white-heavy")  # worlds whose every caption names its background
 
 
-def shapes_unet(pooled: bool = False) -> UNet:
+def shapes_unet(pooled: bool = False, bg_input: bool = False, context_layers: int = 0) -> UNet:
     """The shapes64x architecture (docs/training/README.md) with position features; pooled: the
     caption's mean token state also added to the time embedding (FiLM of every ResBlock)."""
     cfg = UNetConfig(
+        cond_channels=3 if bg_input else 0,
+        context_layers=context_layers,
         pooled_dim=384 if pooled else 0,
         in_channels=3,
         channels=(64, 128, 192),
@@ -91,8 +93,16 @@ def text_inputs(text, captions: list[str], pooled: bool) -> dict:
     return cond
 
 
+def background_image(names: list[str]) -> torch.Tensor:
+    """(B, 3, 64, 64) flat images of the named backgrounds in [-1, 1] (`--bg-input`)."""
+    rgb = torch.tensor([BACKGROUNDS[n] for n in names], dtype=torch.float32) / 127.5 - 1
+    return rgb[:, :, None, None].expand(-1, -1, 64, 64)
+
+
 @torch.no_grad()
-def x0_predictions(denoiser, text, sigma: float, suffix: str, pooled: bool) -> list[torch.Tensor]:
+def x0_predictions(
+    denoiser, text, sigma: float, suffix: str, pooled: bool, bg_input=False
+) -> list[torch.Tensor]:
     """Per object: (9, 3, 64, 64) x0 predictions in [0, 255] for the 9 cell phrases, one noise."""
     noise = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * sigma
     out = []
@@ -101,6 +111,8 @@ def x0_predictions(denoiser, text, sigma: float, suffix: str, pooled: bool) -> l
             cond = text_inputs(
                 text, [f"a {obj} {p}{suffix}" for p in CELL_PHRASES.values()], pooled
             )
+            if bg_input:
+                cond["x_cond"] = background_image([suffix.split()[-2]] * 9)
             x0 = denoiser(noise.expand(9, -1, -1, -1), torch.full((9,), sigma), **cond)
             out.append((x0.float().clamp(-1, 1) + 1) * 127.5)
     return out
@@ -133,17 +145,35 @@ def main() -> None:
         help="keep the position path fixed: cross-attention queries/keys and position features",
     )
     ap.add_argument("--pooled", action="store_true", help="also FiLM by the mean token state")
+    ap.add_argument(
+        "--context-layers",
+        type=int,
+        default=0,
+        help="UNetConfig.context_layers: trainable blocks over the frozen token states (each "
+        "token can take in the others, e.g. the background into the position words)",
+    )
+    ap.add_argument(
+        "--bg-input",
+        action="store_true",
+        help="also give the background as a flat image on 3 extra input channels",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = shapes_unet(args.pooled)
+    if args.bg_input and args.world not in STATED:
+        raise SystemExit(f"--bg-input needs a world that states the background: {STATED}")
+    net = shapes_unet(args.pooled, args.bg_input, args.context_layers)
     if args.init:
         net.load_state_dict(load_file(args.init))
     denoiser = X0Denoiser(net, DiscreteSchedule.preset("ddpm"))
     sigma = min(args.sigma, float(denoiser.sigmas.max()))
     text = TextCache.load("minilm", 40)
     data, suffixes = world_data(args.world)
+
+    def predict(suffix: str) -> list[torch.Tensor]:
+        return x0_predictions(denoiser, text, sigma, suffix, args.pooled, args.bg_input)
+
     where = ("attn2.to_q.", "attn2.to_kv.", "pos_proj.")
     for name, param in net.named_parameters():
         param.requires_grad_(not (args.freeze_where and any(w in name for w in where)))
@@ -154,10 +184,7 @@ def main() -> None:
     start = time.perf_counter()
     for step in range(args.steps + 1):
         if step % args.probe_every == 0 or step == args.steps:
-            rates = [
-                hit_rate(x0_predictions(denoiser, text, sigma, suffix, args.pooled))
-                for suffix in suffixes
-            ]
+            rates = [hit_rate(predict(suffix)) for suffix in suffixes]
             line = {"step": step, "hit_rate": round(float(np.mean(rates)), 3)}
             if len(rates) > 1:  # per stated background, in BACKGROUNDS' order
                 line["per_background"] = [round(r, 3) for r in rates]
@@ -169,6 +196,8 @@ def main() -> None:
         drop = torch.rand(args.batch, generator=g) < 0.1  # as the recipe: CFG's empty caption
         captions = ["" if d else caption(it, args.world) for d, it in zip(drop.tolist(), items)]
         cond = text_inputs(text, captions, args.pooled)
+        if args.bg_input:
+            cond["x_cond"] = background_image([it["scene"].background for it in items])
         noise = torch.randn(x0.shape, generator=g)
         with torch.autocast("cpu", torch.bfloat16):
             loss = denoiser.loss(x0, torch.full((args.batch,), sigma), noise, **cond).mean()
@@ -180,7 +209,7 @@ def main() -> None:
     if args.picture:
         rows = [np.concatenate(list(x0.byte().permute(0, 2, 3, 1).numpy()), 1)
                 for suffix in suffixes
-                for x0 in x0_predictions(denoiser, text, sigma, suffix, args.pooled)]  # fmt: skip
+                for x0 in predict(suffix)]  # fmt: skip
         Image.fromarray(np.concatenate(rows, 0)).save(args.picture)
 
 

@@ -165,3 +165,33 @@ def test_position_features_start_as_nothing_then_tell_positions_apart():
     assert torch.allclose(position_features(9, 9, 2)[0, :, 4, 4], centre)  # the centre at any size
     with pytest.raises(ValueError, match="position_features must be >= 0, got -1"):
         UNetConfig.preset("tiny", position_features=-1)
+
+
+def test_context_layers_start_as_identity_then_mix_tokens_and_respect_the_mask():
+    torch.manual_seed(0)
+    plain = UNet(UNetConfig.preset("tiny")).eval()
+    mixed = UNet(UNetConfig.preset("tiny", context_layers=2)).eval()
+    missing, _ = mixed.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("context_blocks.") for k in missing)
+    x, t, ctx = _inputs(plain.config, length=4)
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    with torch.no_grad():
+        assert torch.equal(mixed(x, t, ctx, mask), plain(x, t, ctx, mask))  # zero branches
+        for block in mixed.context_blocks:
+            block.attn1.to_out.weight.normal_()
+            block.ff.proj_out.weight.normal_()
+        ref = mixed(x, t, ctx, mask)
+        assert not torch.allclose(ref, plain(x, t, ctx, mask))
+        garbage = ctx.clone()
+        garbage[1, 2:] = torch.randn(2, ctx.shape[-1]) * 5  # padded tokens of row 1
+        torch.testing.assert_close(mixed(x, t, garbage, mask), ref, atol=1e-5, rtol=1e-5)
+        empty = mixed(x, t, ctx, torch.zeros_like(mask))  # rows with no token at all
+        assert torch.isfinite(empty).all()
+    mixed.train()
+    mixed(x, t, ctx, mask).square().mean().backward()
+    dead = [n for n, p in mixed.context_blocks.named_parameters() if not p.grad.abs().sum() > 0]
+    assert dead == []
+    with pytest.raises(ValueError, match="context_layers must be >= 0"):
+        UNetConfig.preset("tiny", context_layers=-1)
+    with pytest.raises(ValueError, match="needs context_dim > 0"):
+        UNetConfig.preset("tiny", context_layers=1, context_dim=0)

@@ -18,6 +18,7 @@ from t2i.models.layers import (
     Downsample,
     ResBlock,
     SpatialTransformer,
+    TransformerBlock,
     Upsample,
     attention_mask,
     check_groups,
@@ -45,6 +46,8 @@ class UNetConfig:
     #                       then runs at 1/p^2 of the positions, as "simple diffusion"); 1: none
     position_features: int = 0  # >0: add n Fourier features per axis of where each position
     #                               is (a zero-initialised 1x1 conv after the stem); 0: none
+    context_layers: int = 0  # >0: trainable transformer blocks over the (frozen) text states
+    #                          before cross-attention, each zero-initialised (identity at first)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -72,6 +75,16 @@ class UNetConfig:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
         if self.position_features < 0:
             raise ValueError(f"position_features must be >= 0, got {self.position_features}")
+        if self.context_layers < 0 or (self.context_layers and not self.context_dim):
+            raise ValueError(
+                f"context_layers must be >= 0 and needs context_dim > 0, got "
+                f"context_layers={self.context_layers}, context_dim={self.context_dim}"
+            )
+        if self.context_layers and self.context_dim % self.head_dim:
+            raise ValueError(
+                f"head_dim={self.head_dim} must divide context_dim={self.context_dim} "
+                "for context_layers"
+            )
 
     @classmethod
     def preset(cls, name: str, **overrides) -> UNetConfig:
@@ -144,6 +157,18 @@ class UNet(nn.Module):
             self.pos_proj = nn.Conv2d(4 * c.position_features, ch0, 1)
             nn.init.zeros_(self.pos_proj.weight)
             nn.init.zeros_(self.pos_proj.bias)
+
+        # A frozen sentence encoder keeps some words' states local (MiniLM: "top left" barely
+        # takes in the rest of the caption); trainable blocks let each token take in the others
+        # before cross-attention reads them (BENCHMARKS.md "context layers").
+        self.context_blocks = nn.ModuleList(
+            TransformerBlock(c.context_dim, c.context_dim // c.head_dim)
+            for _ in range(c.context_layers)
+        )
+        for block in self.context_blocks:  # zero residual branches: a model without them loads
+            for layer in (block.attn1.to_out, block.ff.proj_out):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
         def res(i: int, o: int) -> ResBlock:
             return ResBlock(i, o, c.groups, c.dropout)
@@ -222,6 +247,8 @@ class UNet(nn.Module):
         if c.context_dim and context is None:
             raise ValueError("this UNet has cross-attention: pass context (B, L, context_dim)")
         mask, keep = attention_mask(context_mask)
+        for block in self.context_blocks:
+            context = block(context, self_mask=mask)
 
         if c.patch_size > 1:
             x = F.pixel_unshuffle(x, c.patch_size)  # (B, C, H, W) -> (B, C p^2, H/p, W/p)
