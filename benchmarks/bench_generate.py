@@ -11,7 +11,8 @@ a call's cost splits into a fixed part and a part per image.
 
     python3 benchmarks/bench_generate.py --model shapes          # bundled model or a model folder
     python3 benchmarks/bench_generate.py --model DIR --threads 2 --repeats 5
-    python3 benchmarks/bench_generate.py --model emoji --guidance 5 --interval all --interval 0.3,5
+    python3 benchmarks/bench_generate.py --model emoji --guidance 5 --interval all \
+        --prompt "fox emoji, 3d style"
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def main() -> None:
         help="'LO,HI' or 'all': add a bf16 row guided only there (repeatable)",
     )
     ap.add_argument("--unet-batches", default=None, help="time bare UNet calls at these batches")
+    ap.add_argument(
+        "--prompt",
+        default="a red circle above a blue square",
+        help="the cost does not depend on it; bf16's PSNR does (a prompt far from the model's "
+        "data gives chaotic unguided steps)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.unet_batches:
@@ -76,7 +83,7 @@ def main() -> None:
         return unet_call_times(t2i.load(args.model, bf16=True), batches, args.repeats)
     fp32, bf16 = t2i.load(args.model), t2i.load(args.model, bf16=True)
     batches = [int(b) for b in args.batches.split(",")]
-    prompt = "a red circle above a blue square"
+    prompt = args.prompt
 
     def params(interval):
         return fp32.params(

@@ -45,11 +45,11 @@ WORLDS = ("grammar", "bg-stated", "white-heavy", *BACKGROUNDS)
 STATED = ("bg-stated", "white-heavy")  # worlds whose every caption names its background
 
 
-def shapes_unet(pooled: bool = False, bg_input: bool = False, context_layers: int = 0) -> UNet:
+def shapes_unet(pooled: bool = False, cond_channels: int = 0, context_layers: int = 0) -> UNet:
     """The shapes64x architecture (docs/training/README.md) with position features; pooled: the
     caption's mean token state also added to the time embedding (FiLM of every ResBlock)."""
     cfg = UNetConfig(
-        cond_channels=3 if bg_input else 0,
+        cond_channels=cond_channels,
         context_layers=context_layers,
         pooled_dim=384 if pooled else 0,
         in_channels=3,
@@ -101,7 +101,7 @@ def background_image(names: list[str]) -> torch.Tensor:
 
 @torch.no_grad()
 def x0_predictions(
-    denoiser, text, sigma: float, suffix: str, pooled: bool, bg_input=False
+    denoiser, text, sigma: float, suffix: str, pooled: bool, extra=None, self_cond=False
 ) -> list[torch.Tensor]:
     """Per object: (9, 3, 64, 64) x0 predictions in [0, 255] for the 9 cell phrases, one noise."""
     noise = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * sigma
@@ -111,9 +111,13 @@ def x0_predictions(
             cond = text_inputs(
                 text, [f"a {obj} {p}{suffix}" for p in CELL_PHRASES.values()], pooled
             )
-            if bg_input:
-                cond["x_cond"] = background_image([suffix.split()[-2]] * 9)
-            x0 = denoiser(noise.expand(9, -1, -1, -1), torch.full((9,), sigma), **cond)
+            if extra is not None:
+                cond["x_cond"] = extra(cond, [suffix.split()[-2]] * 9 if suffix else [])
+            x, sigmas = noise.expand(9, -1, -1, -1), torch.full((9,), sigma)
+            if self_cond:  # a first pass from nothing, then one fed its own estimate
+                cond["x_cond"] = torch.zeros_like(x)
+                cond["x_cond"] = denoiser(x, sigmas, **cond).float()
+            x0 = denoiser(x, sigmas, **cond)
             out.append((x0.float().clamp(-1, 1) + 1) * 127.5)
     return out
 
@@ -157,13 +161,49 @@ def main() -> None:
         action="store_true",
         help="also give the background as a flat image on 3 extra input channels",
     )
+    ap.add_argument(
+        "--pooled-stem",
+        action="store_true",
+        help="add a learned linear map of the mean token state to every position of the input "
+        "(8 extra channels): --bg-input, but from the caption",
+    )
+    ap.add_argument(
+        "--bg-label",
+        action="store_true",
+        help="--pooled-stem's learned map, but from the stated background as a one-hot label",
+    )
+    ap.add_argument(
+        "--self-cond",
+        action="store_true",
+        help="self-conditioning (Chen et al. 2022): the x0 estimate of a first pass is an input "
+        "of the second (3 extra channels; half of the training samples get zeros)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.bg_input and args.world not in STATED:
-        raise SystemExit(f"--bg-input needs a world that states the background: {STATED}")
-    net = shapes_unet(args.pooled, args.bg_input, args.context_layers)
+    if args.bg_input + args.pooled_stem + args.bg_label + args.self_cond > 1:
+        raise SystemExit("--bg-input, --pooled-stem, --bg-label, --self-cond: the extra channels")
+    if (args.bg_input or args.bg_label) and args.world not in STATED:
+        raise SystemExit(f"--bg-input/--bg-label need a world that states the background: {STATED}")
+    cond_channels = 3 if args.bg_input or args.self_cond else 0
+    cond_channels = 8 if args.pooled_stem or args.bg_label else cond_channels
+    net = shapes_unet(args.pooled, cond_channels, args.context_layers)
+    stem = torch.nn.Linear(384, 8) if args.pooled_stem else None
+    label_stem = torch.nn.Linear(len(BACKGROUNDS), 8) if args.bg_label else None
+
+    def extra(cond: dict, backgrounds: list[str]) -> torch.Tensor:
+        """The extra input channels: the stated background, or the caption's learned map."""
+        if label_stem is not None:
+            names = list(BACKGROUNDS)
+            onehot = torch.eye(len(names))[[names.index(b) for b in backgrounds]]
+            return label_stem(onehot)[:, :, None, None].expand(-1, -1, 64, 64)
+        if stem is None:
+            return background_image(backgrounds)
+        m = cond["context_mask"][..., None].float()
+        mean = (cond["context"] * m).sum(1) / m.sum(1).clamp(min=1)
+        return stem(mean)[:, :, None, None].expand(-1, -1, 64, 64)
+
     if args.init:
         net.load_state_dict(load_file(args.init))
     denoiser = X0Denoiser(net, DiscreteSchedule.preset("ddpm"))
@@ -172,12 +212,17 @@ def main() -> None:
     data, suffixes = world_data(args.world)
 
     def predict(suffix: str) -> list[torch.Tensor]:
-        return x0_predictions(denoiser, text, sigma, suffix, args.pooled, args.bg_input)
+        use = args.bg_input or args.pooled_stem or args.bg_label
+        return x0_predictions(
+            denoiser, text, sigma, suffix, args.pooled, extra if use else None, args.self_cond
+        )
 
     where = ("attn2.to_q.", "attn2.to_kv.", "pos_proj.")
     for name, param in net.named_parameters():
         param.requires_grad_(not (args.freeze_where and any(w in name for w in where)))
     trainable = [q for q in net.parameters() if q.requires_grad]
+    for extra_map in (stem, label_stem):
+        trainable += list(extra_map.parameters()) if extra_map is not None else []
     opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data), generator=g).tolist()
@@ -196,9 +241,16 @@ def main() -> None:
         drop = torch.rand(args.batch, generator=g) < 0.1  # as the recipe: CFG's empty caption
         captions = ["" if d else caption(it, args.world) for d, it in zip(drop.tolist(), items)]
         cond = text_inputs(text, captions, args.pooled)
-        if args.bg_input:
-            cond["x_cond"] = background_image([it["scene"].background for it in items])
+        if args.bg_input or args.pooled_stem or args.bg_label:
+            cond["x_cond"] = extra(cond, [it["scene"].background for it in items])
         noise = torch.randn(x0.shape, generator=g)
+        sigmas = torch.full((args.batch,), sigma)
+        if args.self_cond:
+            cond["x_cond"] = torch.zeros_like(x0)
+            use_estimate = (torch.rand(args.batch, generator=g) < 0.5)[:, None, None, None]
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+                estimate = denoiser(x0 + sigma * noise, sigmas, **cond).float()
+            cond["x_cond"] = torch.where(use_estimate, estimate, 0.0)
         with torch.autocast("cpu", torch.bfloat16):
             loss = denoiser.loss(x0, torch.full((args.batch,), sigma), noise, **cond).mean()
         opt.zero_grad()
