@@ -93,6 +93,19 @@ def text_inputs(text, captions: list[str], pooled: bool) -> dict:
     return cond
 
 
+def mean_state(cond: dict) -> torch.Tensor:
+    """(B, D): the mean of the caption's real token states."""
+    m = cond["context_mask"][..., None].float()
+    return (cond["context"] * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def border_colour(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3): the mean colour of each image's outer 2-pixel frame (the background, here)."""
+    frame = torch.ones(images.shape[-2:], dtype=torch.bool)
+    frame[2:-2, 2:-2] = False
+    return images[:, :, frame].mean(-1)
+
+
 def background_image(names: list[str]) -> torch.Tensor:
     """(B, 3, 64, 64) flat images of the named backgrounds in [-1, 1] (`--bg-input`)."""
     rgb = torch.tensor([BACKGROUNDS[n] for n in names], dtype=torch.float32) / 127.5 - 1
@@ -178,31 +191,42 @@ def main() -> None:
         help="self-conditioning (Chen et al. 2022): the x0 estimate of a first pass is an input "
         "of the second (3 extra channels; half of the training samples get zeros)",
     )
+    ap.add_argument(
+        "--summary-stem",
+        action="store_true",
+        help="a small head predicts the image's border colour from the mean token state (an "
+        "extra loss; the target comes from the image), fed in as --bg-input feeds the truth",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.bg_input + args.pooled_stem + args.bg_label + args.self_cond > 1:
+    if args.bg_input + args.pooled_stem + args.bg_label + args.self_cond + args.summary_stem > 1:
         raise SystemExit("--bg-input, --pooled-stem, --bg-label, --self-cond: the extra channels")
     if (args.bg_input or args.bg_label) and args.world not in STATED:
         raise SystemExit(f"--bg-input/--bg-label need a world that states the background: {STATED}")
-    cond_channels = 3 if args.bg_input or args.self_cond else 0
+    cond_channels = 3 if args.bg_input or args.self_cond or args.summary_stem else 0
     cond_channels = 8 if args.pooled_stem or args.bg_label else cond_channels
     net = shapes_unet(args.pooled, cond_channels, args.context_layers)
     stem = torch.nn.Linear(384, 8) if args.pooled_stem else None
     label_stem = torch.nn.Linear(len(BACKGROUNDS), 8) if args.bg_label else None
+    summary = None
+    if args.summary_stem:
+        summary = torch.nn.Sequential(
+            torch.nn.Linear(384, 256), torch.nn.SiLU(), torch.nn.Linear(256, 3)
+        )
 
     def extra(cond: dict, backgrounds: list[str]) -> torch.Tensor:
         """The extra input channels: the stated background, or the caption's learned map."""
+        if summary is not None:
+            return summary(mean_state(cond))[:, :, None, None].expand(-1, -1, 64, 64)
         if label_stem is not None:
             names = list(BACKGROUNDS)
             onehot = torch.eye(len(names))[[names.index(b) for b in backgrounds]]
             return label_stem(onehot)[:, :, None, None].expand(-1, -1, 64, 64)
         if stem is None:
             return background_image(backgrounds)
-        m = cond["context_mask"][..., None].float()
-        mean = (cond["context"] * m).sum(1) / m.sum(1).clamp(min=1)
-        return stem(mean)[:, :, None, None].expand(-1, -1, 64, 64)
+        return stem(mean_state(cond))[:, :, None, None].expand(-1, -1, 64, 64)
 
     if args.init:
         net.load_state_dict(load_file(args.init))
@@ -212,7 +236,7 @@ def main() -> None:
     data, suffixes = world_data(args.world)
 
     def predict(suffix: str) -> list[torch.Tensor]:
-        use = args.bg_input or args.pooled_stem or args.bg_label
+        use = args.bg_input or args.pooled_stem or args.bg_label or args.summary_stem
         return x0_predictions(
             denoiser, text, sigma, suffix, args.pooled, extra if use else None, args.self_cond
         )
@@ -221,7 +245,7 @@ def main() -> None:
     for name, param in net.named_parameters():
         param.requires_grad_(not (args.freeze_where and any(w in name for w in where)))
     trainable = [q for q in net.parameters() if q.requires_grad]
-    for extra_map in (stem, label_stem):
+    for extra_map in (stem, label_stem, summary):
         trainable += list(extra_map.parameters()) if extra_map is not None else []
     opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
@@ -241,7 +265,7 @@ def main() -> None:
         drop = torch.rand(args.batch, generator=g) < 0.1  # as the recipe: CFG's empty caption
         captions = ["" if d else caption(it, args.world) for d, it in zip(drop.tolist(), items)]
         cond = text_inputs(text, captions, args.pooled)
-        if args.bg_input or args.pooled_stem or args.bg_label:
+        if args.bg_input or args.pooled_stem or args.bg_label or args.summary_stem:
             cond["x_cond"] = extra(cond, [it["scene"].background for it in items])
         noise = torch.randn(x0.shape, generator=g)
         sigmas = torch.full((args.batch,), sigma)
@@ -253,6 +277,8 @@ def main() -> None:
             cond["x_cond"] = torch.where(use_estimate, estimate, 0.0)
         with torch.autocast("cpu", torch.bfloat16):
             loss = denoiser.loss(x0, torch.full((args.batch,), sigma), noise, **cond).mean()
+            if summary is not None:  # the head learns the border colour from the caption
+                loss = loss + (cond["x_cond"][:, :, 0, 0] - border_colour(x0)).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
