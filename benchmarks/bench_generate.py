@@ -34,9 +34,9 @@ def psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def unet_call_times(pipe, batches: list[int], repeats: int) -> None:
+def unet_call_times(pipe, prompt: str, batches: list[int], repeats: int) -> None:
     """Median ms of one UNet call (bf16 autocast) on the prompt's text states, per batch size."""
-    cond = pipe.encode_text(["a red circle above a blue square"])
+    cond = pipe.encode_text([prompt])
     c = pipe.unet.config
     side = pipe.image_size // (pipe.autoencoder.config.factor if pipe.autoencoder else 1)
     print("| batch | ms per UNet call | ms per image |")
@@ -80,14 +80,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.unet_batches:
         batches = [int(b) for b in args.unet_batches.split(",")]
-        return unet_call_times(t2i.load(args.model, bf16=True), batches, args.repeats)
+        return unet_call_times(t2i.load(args.model, bf16=True), args.prompt, batches, args.repeats)
     fp32, bf16 = t2i.load(args.model), t2i.load(args.model, bf16=True)
     batches = [int(b) for b in args.batches.split(",")]
-    prompt = args.prompt
 
     def params(interval):
         return fp32.params(
-            prompt, steps=args.steps, guidance=args.guidance, guidance_interval=interval
+            args.prompt, steps=args.steps, guidance=args.guidance, guidance_interval=interval
         )
 
     base = params(None)  # the model's default interval

@@ -88,8 +88,7 @@ def text_inputs(text, captions: list[str], pooled: bool) -> dict:
     context, mask = text(captions)
     cond = {"context": context, "context_mask": mask}
     if pooled:
-        m = mask[..., None].float()
-        cond["pooled"] = (context * m).sum(1) / m.sum(1).clamp(min=1)
+        cond["pooled"] = mean_state(cond)
     return cond
 
 
@@ -202,31 +201,36 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.bg_input + args.pooled_stem + args.bg_label + args.self_cond + args.summary_stem > 1:
-        raise SystemExit("--bg-input, --pooled-stem, --bg-label, --self-cond: the extra channels")
+        raise SystemExit(
+            "--bg-input, --pooled-stem, --bg-label, --self-cond and --summary-stem each use the "
+            "extra input channels: choose one"
+        )
     if (args.bg_input or args.bg_label) and args.world not in STATED:
         raise SystemExit(f"--bg-input/--bg-label need a world that states the background: {STATED}")
     cond_channels = 3 if args.bg_input or args.self_cond or args.summary_stem else 0
     cond_channels = 8 if args.pooled_stem or args.bg_label else cond_channels
     net = shapes_unet(args.pooled, cond_channels, args.context_layers)
-    stem = torch.nn.Linear(384, 8) if args.pooled_stem else None
-    label_stem = torch.nn.Linear(len(BACKGROUNDS), 8) if args.bg_label else None
-    summary = None
-    if args.summary_stem:
-        summary = torch.nn.Sequential(
+    feeds_extra = args.bg_input or args.pooled_stem or args.bg_label or args.summary_stem
+    learned = None  # the trainable map of --pooled-stem, --bg-label or --summary-stem
+    if args.pooled_stem:
+        learned = torch.nn.Linear(384, 8)
+    elif args.bg_label:
+        learned = torch.nn.Linear(len(BACKGROUNDS), 8)
+    elif args.summary_stem:
+        learned = torch.nn.Sequential(
             torch.nn.Linear(384, 256), torch.nn.SiLU(), torch.nn.Linear(256, 3)
         )
 
     def extra(cond: dict, backgrounds: list[str]) -> torch.Tensor:
-        """The extra input channels: the stated background, or the caption's learned map."""
-        if summary is not None:
-            return summary(mean_state(cond))[:, :, None, None].expand(-1, -1, 64, 64)
-        if label_stem is not None:
-            names = list(BACKGROUNDS)
-            onehot = torch.eye(len(names))[[names.index(b) for b in backgrounds]]
-            return label_stem(onehot)[:, :, None, None].expand(-1, -1, 64, 64)
-        if stem is None:
+        """The extra input channels: the stated background, or a learned map of the caption's
+        mean state (of the background's one-hot label with --bg-label)."""
+        if args.bg_input:
             return background_image(backgrounds)
-        return stem(mean_state(cond))[:, :, None, None].expand(-1, -1, 64, 64)
+        source = mean_state(cond)
+        if args.bg_label:
+            names = list(BACKGROUNDS)
+            source = torch.eye(len(names))[[names.index(b) for b in backgrounds]]
+        return learned(source)[:, :, None, None].expand(-1, -1, 64, 64)
 
     if args.init:
         net.load_state_dict(load_file(args.init))
@@ -236,17 +240,14 @@ def main() -> None:
     data, suffixes = world_data(args.world)
 
     def predict(suffix: str) -> list[torch.Tensor]:
-        use = args.bg_input or args.pooled_stem or args.bg_label or args.summary_stem
-        return x0_predictions(
-            denoiser, text, sigma, suffix, args.pooled, extra if use else None, args.self_cond
-        )
+        feed = extra if feeds_extra else None
+        return x0_predictions(denoiser, text, sigma, suffix, args.pooled, feed, args.self_cond)
 
     where = ("attn2.to_q.", "attn2.to_kv.", "pos_proj.")
     for name, param in net.named_parameters():
         param.requires_grad_(not (args.freeze_where and any(w in name for w in where)))
     trainable = [q for q in net.parameters() if q.requires_grad]
-    for extra_map in (stem, label_stem, summary):
-        trainable += list(extra_map.parameters()) if extra_map is not None else []
+    trainable += list(learned.parameters()) if learned is not None else []
     opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data), generator=g).tolist()
@@ -265,7 +266,7 @@ def main() -> None:
         drop = torch.rand(args.batch, generator=g) < 0.1  # as the recipe: CFG's empty caption
         captions = ["" if d else caption(it, args.world) for d, it in zip(drop.tolist(), items)]
         cond = text_inputs(text, captions, args.pooled)
-        if args.bg_input or args.pooled_stem or args.bg_label or args.summary_stem:
+        if feeds_extra:
             cond["x_cond"] = extra(cond, [it["scene"].background for it in items])
         noise = torch.randn(x0.shape, generator=g)
         sigmas = torch.full((args.batch,), sigma)
@@ -276,8 +277,8 @@ def main() -> None:
                 estimate = denoiser(x0 + sigma * noise, sigmas, **cond).float()
             cond["x_cond"] = torch.where(use_estimate, estimate, 0.0)
         with torch.autocast("cpu", torch.bfloat16):
-            loss = denoiser.loss(x0, torch.full((args.batch,), sigma), noise, **cond).mean()
-            if summary is not None:  # the head learns the border colour from the caption
+            loss = denoiser.loss(x0, sigmas, noise, **cond).mean()
+            if args.summary_stem:  # the head learns the border colour from the caption
                 loss = loss + (cond["x_cond"][:, :, 0, 0] - border_colour(x0)).pow(2).mean()
         opt.zero_grad()
         loss.backward()
