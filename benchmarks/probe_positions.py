@@ -5,6 +5,8 @@ For every (object, seed), the 9 prompts "a large red circle in the top left", ".
 phrase puts the object in the asked cell; one that ignores it draws the same picture 9 times.
 Reports the judge's hit rate (object found in the asked cell; chance 1/9 for a random cell) and
 the mean absolute pixel change between the prompts of one seed (0: the phrase changed nothing).
+Models that draw below the judge's 48 px (a cascade's base model, 8x8) are scored by colour: a hit
+when the cell whose mean colour is nearest the object's colour is the asked one.
 
 The text side, `--text`: how much the frozen text encoder's per-token states move when one word
 of a caption changes (colour, shape, size or position), at the changed token and elsewhere; a
@@ -22,8 +24,8 @@ import numpy as np
 import torch
 
 import t2i
-from t2i.data.judge import judge
-from t2i.data.shapes import CELL_PHRASES
+from t2i.data.judge import MIN_SIZE, judge
+from t2i.data.shapes import CELL_PHRASES, COLOURS, GRID
 
 OBJECTS = ("large red circle", "large blue square", "small yellow star")
 
@@ -34,15 +36,29 @@ def probe(model: str, seeds: int, steps: int, guidance: float) -> dict:
     for obj in OBJECTS:
         for seed in range(seeds):
             images = []
-            for phrase in CELL_PHRASES.values():
+            for cell, phrase in CELL_PHRASES.items():
                 prompt = f"a {obj} {phrase}"
                 image = pipe(prompt, steps=steps, guidance=guidance, seed=seed)[0]
-                verdict = judge(image, prompt)
-                hits.append(verdict.by_category().get("position", False))
+                if image.size[0] >= MIN_SIZE:
+                    hit = judge(image, prompt).by_category().get("position", False)
+                else:
+                    hit = nearest_colour_cell(image, obj.split()[1]) == cell
+                hits.append(hit)
                 images.append(np.asarray(image, dtype=np.float32))
             stack = np.stack(images)
             changes.append(float(np.abs(stack - stack.mean(0)).mean()))
     return {"position_hit_rate": float(np.mean(hits)), "pixel_change": float(np.mean(changes))}
+
+
+def nearest_colour_cell(image, colour: str) -> tuple[int, int]:
+    """(row, col) of the grid cell whose mean colour is nearest `colour` (for small images)."""
+    side = image.size[0] * GRID  # nearest-enlarged, every cell is a whole number of pixels
+    a = np.asarray(image.resize((side, side), 0), dtype=np.float32)  # 0: nearest
+    k = side // GRID
+    means = a.reshape(GRID, k, GRID, k, 3).mean(axis=(1, 3))
+    dist = np.linalg.norm(means - np.array(COLOURS[colour], dtype=np.float32), axis=-1)
+    row, col = np.unravel_index(int(dist.argmin()), dist.shape)
+    return int(row), int(col)
 
 
 CAPTION = "a large red circle in the top left"

@@ -40,13 +40,29 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--dtype", default="float16", help="float16 (default), float32 or bfloat16")
     p.add_argument("--data", default=None, help="the run's --data, if the run does not record it")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="the model's default guidance scale (default: the run's --guidance_scale)",
+    )
+    p.add_argument(
+        "--base",
+        default=None,
+        help="an upscaler run (--low_res): the base model folder that draws its small images; "
+        "copied in, the folder is then a cascade",
+    )
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     from t2i.training.export import export_run
 
-    print(export_run(args.run, args.out, args.dtype, args.data))
+    print(
+        export_run(
+            args.run, args.out, args.dtype, args.data, base=args.base, guidance=args.guidance
+        )
+    )
     return 0
 
 

@@ -9,6 +9,12 @@ the image made alone with seed + i. The pieces stay reachable for people who wri
 `pipe.text_encoder`, `pipe.denoiser` (a t2i.denoisers.Denoiser around `pipe.unet`),
 `pipe.autoencoder` (None for pixel models), `pipe.sigmas(steps)` and `t2i.samplers`.
 
+A cascade (t2i/cascade.py) is an upscaler's folder with its base model in a subfolder
+(model_index.json "base"): the base draws the image at `low_res`, the upscaler draws it again at
+full size conditioned on it. Both stages take the prompt, negative prompt and seeds; the sampler,
+steps and guidance given apply to the last stage, the base runs with its own defaults (a stage that
+draws 1 pixel wants guidance 1, one that draws shapes more).
+
 Editing goes through the same loop (t2i/editing.py): `init=` (img2img from `strength`), `mask=`
 (inpainting, white = repaint), `pipe.invert(image)` (DDIM inversion). Prompts take A1111 weights
 `(word:1.3)` and may exceed the text encoder's window (t2i/prompts.py).
@@ -17,8 +23,9 @@ Editing goes through the same loop (t2i/editing.py): `init=` (img2img from `stre
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +33,7 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from t2i.cascade import enlarge, shrink
 from t2i.checkpoint import INDEX_NAME, load_model_folder
 from t2i.denoisers import make_denoiser
 from t2i.editing import (
@@ -155,9 +163,17 @@ def _check_int(name: str, value, low: int, high: int) -> int:
 
 
 class Pipeline:
-    """A loaded model folder: text encoder, denoiser (UNet inside), optional autoencoder."""
+    """A loaded model folder: text encoder, denoiser (UNet inside), optional autoencoder; for a
+    cascade's upscaler also its base model (`pipe.base`, a Pipeline)."""
 
-    def __init__(self, components: dict, index: dict, name: str = "", bf16: bool = False):
+    def __init__(
+        self,
+        components: dict,
+        index: dict,
+        name: str = "",
+        bf16: bool = False,
+        base: Pipeline | None = None,
+    ):
         self.unet = components["unet"]
         # bf16 autocast of the networks: faster on CPUs with AMX/AVX512-BF16; its accuracy
         # against fp32 is measured in BENCHMARKS.md ("Generation time")
@@ -171,20 +187,68 @@ class Pipeline:
         self.defaults = {"name": "ddim", "steps": 20, "guidance_scale": 3.0}
         self.defaults.update(index.get("sampler", {}))
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.base = base
+        self._check_cascade()
 
     @classmethod
     def from_pretrained(cls, model: str | Path, bf16: bool = False) -> Pipeline:
         folder = resolve_model(model)
         components, index = load_model_folder(folder)
-        return cls(components, index, name=str(model), bf16=bf16)
+        base = None
+        if "base" in index:
+            name = index["base"]
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise ValueError(f"{folder}: 'base' must name a subfolder, got {name!r}")
+            base = cls.from_pretrained(folder / name, bf16=bf16)
+        return cls(components, index, name=str(model), bf16=bf16, base=base)
+
+    def _check_cascade(self) -> None:
+        low = self.index.get("low_res")
+        cond = self.unet.config.cond_channels
+        if low is None:
+            if self.base is not None:
+                raise ValueError(f"model {self.name!r} has a base model but is no upscaler")
+            return
+        if not isinstance(low, int) or low <= 0 or self.image_size % low:
+            raise ValueError(f"model {self.name!r}: low_res {low!r} must divide {self.image_size}")
+        if cond != self.unet.config.in_channels:
+            raise ValueError(f"model {self.name!r}: an upscaler needs cond_channels = in_channels")
+        if self.base is not None and (
+            self.base.image_size != low or self.base.unet.config.in_channels != cond
+        ):
+            raise ValueError(
+                f"model {self.name!r}: its base draws {self.base.image_size} px with "
+                f"{self.base.unet.config.in_channels} channels; the upscaler takes {low} px, "
+                f"{cond} channels"
+            )
 
     # ------------------------------------------------------------ pieces
 
     @property
     def factor(self) -> int:
-        """Image sides must be multiples of this: UNet downsamplings x autoencoder factor."""
+        """Image sides must be multiples of this: UNet downsamplings x autoencoder factor (and
+        for a cascade, what its base needs, times the upscaling)."""
         unet = 2 ** (len(self.unet.config.channels) - 1) * self.unet.config.patch_size
-        return unet * (self.autoencoder.config.factor if self.autoencoder is not None else 1)
+        own = unet * (self.autoencoder.config.factor if self.autoencoder is not None else 1)
+        if self.base is None:
+            return own
+        return math.lcm(own, self.scale * self.base.factor)
+
+    @property
+    def scale(self) -> int:
+        """An upscaler's image side over its input's; 1 for a plain model."""
+        low = self.index.get("low_res")
+        return self.image_size // low if low else 1
+
+    @property
+    def stages(self) -> int:
+        """Sampler runs per generation: 1, or 1 + the base's for a cascade."""
+        return 1 + (self.base.stages if self.base is not None else 0)
+
+    @property
+    def base_steps(self) -> int:
+        """Sampler steps a cascade's base stages run before this model's own (0: no base)."""
+        return 0 if self.base is None else self.base.defaults["steps"] + self.base.base_steps
 
     @property
     def image_size(self) -> int:
@@ -320,18 +384,25 @@ class Pipeline:
         noise: torch.Tensor | None = None,
         cond: dict | None = None,
         seeds: list[int] | None = None,
+        low: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(n, C, H, W) images in [-1, 1]; image i from the generator seeded p.seed + i.
 
         With p.init: img2img from p.strength, and with p.mask inpainting (t2i/editing.py).
         `noise` (n, C, h, w) and `cond` (text states of batch n) replace the seeded noise and the
         prompt's states (interpolation passes its own); `seeds` (n,) replace p.seed + i.
+        An upscaler draws from `low` (n, C, H/scale, W/scale), or from its base's images of p.
         """
         self.check(p)
         n = _check_int("n", n, 1, MAX_IMAGES)
         if seeds is not None and len(seeds) != n:
             raise ValueError(f"{len(seeds)} seeds for {n} images")
         cond = cond if cond is not None else self.encode_text([p.prompt] * n)
+        if self.scale > 1:
+            if low is None:
+                low = self.base_images([p] * n, callback, seeds or [p.seed + i for i in range(n)])
+            cond = {**cond, "x_cond": enlarge(self.keep_init(low, p), (p.height, p.width))}
+            callback = _after(callback, self.base_steps)
         seeded, gens = self.noise(p, n, seeds)
         noise = seeded if noise is None else noise
         model, sigmas = self.guided(p), self.sigmas(p.steps, p.sampler)
@@ -362,7 +433,55 @@ class Pipeline:
             raise ValueError("generate_items needs at least one item")
         cond = self.encode_text([p.prompt for p in items])
         seeds = [p.seed for p in items]
-        return self.generate(items[0], len(items), callback, cond=cond, seeds=seeds)
+        low = self.base_images(items, callback, seeds) if self.scale > 1 else None
+        return self.generate(items[0], len(items), callback, cond=cond, seeds=seeds, low=low)
+
+    def base_images(
+        self, items: list[GenerationParams], callback: Callable | None, seeds: list[int]
+    ) -> torch.Tensor:
+        """A cascade's first stage: the base model's images of the items, at its size."""
+        if self.base is None:
+            raise ValueError(
+                f"model {self.name!r} is an upscaler from {self.index['low_res']} px without a "
+                "base model: give its small images (low=) or a cascade folder with 'base'"
+            )
+        if items[0].init and not items[0].mask:
+            # img2img: nothing to draw, keep_init puts the init's own small version here
+            h, w = items[0].height // self.scale, items[0].width // self.scale
+            return torch.zeros(len(items), self.unet.config.in_channels, h, w)
+        small = [replace(self.base_params(p), seed=s) for p, s in zip(items, seeds)]
+        return self.base.generate_items(small, callback)
+
+    def keep_init(self, low: torch.Tensor, p: GenerationParams) -> torch.Tensor:
+        """An edit's small image: the init shrunk, where the mask keeps it (img2img: everywhere);
+        the base draws the rest afresh, and the last stage redraws the whole as usual."""
+        if not p.init:
+            return low
+        size = low.shape[-2:]
+        init = shrink(load_image(p.init, (p.width, p.height), self.unet.config.in_channels), size)
+        if not p.mask:
+            return init.expand_as(low)
+        repaint = shrink(load_mask(p.mask, (p.width, p.height)), size)
+        return repaint * low + (1 - repaint) * init
+
+    def base_params(self, p: GenerationParams) -> GenerationParams:
+        """The base stage's part of a cascade request: p's prompt, negative and seed at the base's
+        size, with the base's own sampler, steps, guidance and interval (edits: keep_init)."""
+        base, k = self.base, self.scale
+        return replace(
+            p,
+            model=base.name,
+            width=p.width // k,
+            height=p.height // k,
+            sampler=base.defaults["name"],
+            steps=base.defaults["steps"],
+            guidance=base.defaults["guidance_scale"],
+            guidance_interval=base._interval(None),
+            init="",  # an edit's init and mask are applied to the base's image (keep_init)
+            mask="",
+            strength=1.0,
+            resample=1,
+        )
 
     @torch.no_grad()
     def invert(
@@ -416,6 +535,13 @@ class Pipeline:
         for i, img in enumerate(images):
             img.info[PNG_KEY] = GenerationParams(**{**asdict(p), "seed": p.seed + i}).to_json()
         return images
+
+
+def _after(callback: Callable | None, done: int) -> Callable | None:
+    """The callback of a later stage: its step numbers continue the earlier stages' (`done`)."""
+    if callback is None or done == 0:
+        return callback
+    return lambda info: callback({**info, "i": info["i"] + done})
 
 
 def load(model: str | Path = "fashion", bf16: bool = False) -> Pipeline:

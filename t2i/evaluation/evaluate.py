@@ -130,9 +130,13 @@ def generate_batched(
     pipe, prompts: list[str], params, batch_size: int, progress: bool = False
 ) -> tuple[torch.Tensor, int]:
     """(N, C, H, W) images in [-1, 1] for N prompts (image i: seed params.seed + i), and the NFE
-    (network evaluations per batch), in batches of batch_size through the pipeline's own path."""
+    (network evaluations per batch, every stage of a cascade counted), in batches of batch_size
+    through the pipeline's own path."""
     calls = []
-    hook = pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    hooks, stage = [], pipe
+    while stage is not None:
+        hooks.append(stage.unet.register_forward_hook(lambda *_: calls.append(1)))
+        stage = stage.base
     out = []
     try:
         starts = range(0, len(prompts), batch_size)
@@ -144,7 +148,8 @@ def generate_batched(
             items = [replace(params, prompt=p, seed=seed + i) for i, p in enumerate(batch)]
             out.append(pipe.generate_items(items))
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     return torch.cat(out), len(calls)
 
 

@@ -106,8 +106,13 @@ def latent_dataset(
     return LatentDataset(latents, captions)
 
 
+def first_items(dataset: Dataset, n: int) -> list[dict]:
+    """The first n items (fewer if the data set is smaller): the sample grids' fixed inputs."""
+    if isinstance(dataset, IterableDataset):
+        return [item for item, _ in zip(dataset, range(n))]
+    return [dataset[i] for i in range(min(n, len(dataset)))]
+
+
 def first_captions(dataset: Dataset, n: int) -> list[str]:
     """The captions of the first n items: fixed prompts for the sample grids."""
-    if isinstance(dataset, IterableDataset):
-        return [item["caption"] for item, _ in zip(dataset, range(n))]
-    return [dataset[i]["caption"] for i in range(min(n, len(dataset)))]
+    return [item["caption"] for item in first_items(dataset, n)]

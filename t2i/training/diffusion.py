@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from t2i.cascade import enlarge, low_res_condition, shrink
 from t2i.checkpoint import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -39,6 +40,7 @@ from t2i.training.data import (
     TextCache,
     component_dir,
     first_captions,
+    first_items,
     latent_dataset,
     load_frozen_autoencoder,
     open_dataset,
@@ -60,6 +62,10 @@ class DiffusionRecipeConfig:
     timesteps: str = "uniform"
     timestep_mean: float = 0.0
     image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
+    # >0: an upscaler (t2i/cascade.py): the UNet also sees the image shrunk to low_res x low_res
+    # and enlarged again, on model.cond_channels = in_channels extra input channels
+    low_res: int = 0
+    low_res_noise: float = 0.0  # conditioning augmentation: noise std ~ U(0, this) on that image
     data_length: int = 100_000  # items drawn from procedural sources (shapes)
     text_encoder: str = "minilm"  # frozen: minilm or a local HF folder; or "trained" (text_model)
     max_tokens: int = 40  # caption tokens (shapes captions reach ~31)
@@ -172,7 +178,36 @@ def check(cfg: DiffusionRecipeConfig) -> None:
         raise ValueError(f"caption_dropout {cfg.caption_dropout} must be in [0, 1)")
     if cfg.text_encoder == TRAINED:
         cfg.text_model.__post_init__()
+    check_low_res(cfg)
     cfg.model.__post_init__()  # overrides may have made the UNet config inconsistent
+
+
+def check_low_res(cfg: DiffusionRecipeConfig) -> None:
+    """An upscaler's settings agree with each other (a plain model has low_res 0)."""
+    if cfg.low_res == 0:
+        if cfg.model.cond_channels:
+            raise ValueError(
+                f"model.cond_channels {cfg.model.cond_channels} needs an input to fill them: "
+                "give --low_res N (an upscaler) or leave cond_channels 0"
+            )
+        return
+    if not 0 < cfg.low_res < cfg.image_size or cfg.image_size % cfg.low_res:
+        raise ValueError(
+            f"low_res {cfg.low_res} must divide image_size {cfg.image_size} and be smaller"
+        )
+    if cfg.model.cond_channels != cfg.model.in_channels:
+        raise ValueError(
+            f"low_res {cfg.low_res}: the UNet sees the small image on cond_channels, so "
+            f"model.cond_channels must be model.in_channels ({cfg.model.in_channels}), "
+            f"got {cfg.model.cond_channels}"
+        )
+    if cfg.low_res_noise < 0:
+        raise ValueError(f"low_res_noise must be >= 0, got {cfg.low_res_noise}")
+    if cfg.sample_prompts:
+        raise ValueError(
+            "an upscaler's sample grid redraws the data's first images from their small "
+            "versions: leave sample_prompts empty"
+        )
 
 
 def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
@@ -181,6 +216,8 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
     dataset, channels = open_dataset(args.data, cfg.image_size, cfg.data_length)
     ae, ae_record = None, None
     if getattr(args, "autoencoder", None):
+        if cfg.low_res:
+            raise ValueError("low_res (an upscaler) works on pixels: drop --autoencoder")
         ae, ae_record = load_frozen_autoencoder(args.autoencoder)
         key = {
             "data": args.data,
@@ -261,13 +298,15 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
     """Start from a trained model folder's UNet (fine-tuning); returns {"path", "digest"}.
 
     The folder's UNet must have this run's architecture; parameters it lacks are allowed only where
-    they start at zero and so change nothing (`model.position_features` added to a trained UNet).
+    they start at zero and so change nothing (`model.position_features` added to a trained UNet),
+    and so are extra input channels (`model.cond_channels` added: an upscaler from a base model).
     """
     weights = component_dir(folder, "unet") / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"--init {folder}: no unet/model.safetensors (a model folder?)")
     state = read_safetensors(weights)
     own = net.state_dict()  # freshly built: parts that start at zero are all zeros here
+    state = widen_conv_in(state, own, net.config)
     shared = state.keys() & own.keys()
     problems = {
         "not in this UNet": sorted(state.keys() - own.keys()),
@@ -282,6 +321,22 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
         )
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     return {"path": str(Path(folder).resolve()), "digest": file_digest(weights)}
+
+
+def widen_conv_in(state: dict, own: dict, config: UNetConfig) -> dict:
+    """A trained UNet's stem with zero weights for this UNet's extra x_cond channels, so the
+    widened UNet computes what the trained one did until training moves them. The UNet
+    concatenates x_cond after x before the patch stem, so the new channels come last."""
+    key = "conv_in.weight"
+    old, new = state.get(key), own[key]
+    if old is None or old.shape == new.shape or config.cond_channels == 0:
+        return state
+    trained_in = config.in_channels * config.patch_size**2
+    if old.shape[1] != trained_in or old.shape[0] != new.shape[0] or old.shape[2:] != new.shape[2:]:
+        return state  # not just the extra channels: reported as a shape mismatch
+    widened = torch.zeros(new.shape, dtype=old.dtype)
+    widened[:, :trained_in] = old
+    return {**state, key: widened}
 
 
 def diffusion_recipe(
@@ -301,6 +356,8 @@ def diffusion_recipe(
     denoiser = make_denoiser(cfg, net)
     draw_sigmas = training_sigmas(cfg, denoiser)
     prompts = list(cfg.sample_prompts) or first_captions(dataset, 8)
+    # an upscaler's grid: the small versions of the first images, then what it draws from them
+    grid_low = first_low_res(dataset, 8, cfg.low_res) if cfg.low_res else None
 
     def collate(items: list[dict]) -> dict:
         x0 = torch.stack([it["latent"] if "latent" in it else it["image"] for it in items])
@@ -313,11 +370,18 @@ def diffusion_recipe(
         context, mask = encode(captions)
         sigma = rng.draw(draw_sigmas)
         noise = rng.randn(*x0.shape[1:])
-        return denoiser.loss(x0, sigma, noise, context=context, context_mask=mask).mean()
+        cond = {"context": context, "context_mask": mask}
+        if cfg.low_res:
+            aug = rng.randn(x0.shape[1], cfg.low_res, cfg.low_res)
+            cond["x_cond"] = low_res_condition(x0, cfg.low_res, aug, rng.rand() * cfg.low_res_noise)
+        return denoiser.loss(x0, sigma, noise, **cond).mean()
 
     def sample(ema: nn.Module) -> np.ndarray:
         ema_net, ema_text = split(ema, text)
-        return image_grid(generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed), cols=4)
+        images = generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed, grid_low)
+        if grid_low is not None:
+            images = torch.cat([enlarge_nearest(grid_low, images.shape[-1]), images])
+        return image_grid(images, cols=4)
 
     def export(ema: nn.Module, folder: Path) -> None:
         ema_net, ema_text = split(ema, text)
@@ -331,8 +395,21 @@ def diffusion_recipe(
     return Recipe("diffusion", model, dataset, collate, loss, sample, export, config)
 
 
-def generate(cfg, net, text, ae, prompts: list[str], seed: int) -> torch.Tensor:
-    """(N, C, H, W) images in [-1, 1]; image i starts from torch.Generator seed `seed + i`."""
+def first_low_res(dataset, n: int, low_res: int) -> torch.Tensor:
+    """(n, C, low_res, low_res): the first n images of the data, shrunk (the grid's inputs)."""
+    images = torch.stack([item["image"] for item in first_items(dataset, n)])
+    return shrink(images, (low_res, low_res))
+
+
+def enlarge_nearest(low: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.interpolate(low, size=(size, size), mode="nearest")
+
+
+def generate(
+    cfg, net, text, ae, prompts: list[str], seed: int, low: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N, C, H, W) images in [-1, 1]; image i starts from torch.Generator seed `seed + i`.
+    low (N, C, h, w): an upscaler's small images, one per prompt."""
     denoiser = make_denoiser(cfg, net)
     context, mask = text(prompts)
     u_ctx, u_mask = text([""])
@@ -342,6 +419,8 @@ def generate(cfg, net, text, ae, prompts: list[str], seed: int) -> torch.Tensor:
     noise = torch.stack([torch.randn(cfg.model.in_channels, size, size, generator=g) for g in gens])
     sigmas = sigmas_for(denoiser, cfg.sample_steps)
     cond = {"context": context, "context_mask": mask}
+    if low is not None:
+        cond["x_cond"] = enlarge(low, (size, size))
     x0 = get_sampler(cfg.sampler)(guided, noise * sigmas[0], sigmas, cond, generator=gens)
     return (ae.from_latent(x0) if ae is not None else x0).clamp(-1, 1)
 
@@ -375,6 +454,7 @@ def export_model(
             "guidance_scale": cfg.guidance_scale,
         },
         "image_size": cfg.image_size,
+        **({"low_res": cfg.low_res} if cfg.low_res else {}),
         "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
     }
     if training:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -80,11 +81,17 @@ def export_run(
     dtype: str = "float16",
     data: str | None = None,
     ema: bool = True,
+    base: str | Path | None = None,
+    guidance: float | None = None,
 ) -> Path:
     """The newest complete checkpoint of a diffusion run -> a model folder at `out`.
 
     data: the run's `--data`, for the data card (runs record it; give it for older runs).
     ema: export the EMA weights (when the run keeps them), else the raw trained weights.
+    base: for an upscaler run, the model folder of its base model, copied into `out/base`: the
+    folder is then a cascade (t2i/cascade.py) that `t2i generate` runs end to end.
+    guidance: the folder's default guidance scale instead of the run's (a cascade's base stages
+    sample with their own default: a 1 px stage wants 1).
     """
     from t2i.training.data import TextCache, load_frozen_autoencoder
     from t2i.training.diffusion import (
@@ -112,6 +119,14 @@ def export_run(
     if not data:
         raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
     cfg = _nested(DiffusionRecipeConfig, recipe, str(found))
+    if guidance is not None:
+        if not 0 <= guidance <= 100:
+            raise ValueError(f"--guidance must be in [0, 100], got {guidance}")
+        cfg.guidance_scale = guidance
+    if base is not None and not cfg.low_res:
+        raise ValueError(f"--base {base}: {run_dir} is not an upscaler run (it has no low_res)")
+    if base is not None and not (Path(base) / INDEX_NAME).is_file():
+        raise FileNotFoundError(f"--base {base}: not a model folder (no {INDEX_NAME})")
     model = net = UNet(cfg.model)
     text = None
     if cfg.text_encoder == TRAINED:  # the text encoder trained with the UNet is in the checkpoint
@@ -126,4 +141,20 @@ def export_run(
         ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
     card = training_card(run_dir, meta)
     export_model(cfg, net, text, ae, out, data, DTYPES[dtype], card, ae_record)
+    if base is not None:
+        add_base(out, Path(base))
     return out
+
+
+def add_base(folder: Path, base: Path) -> None:
+    """Copy the base model into the upscaler's folder and name it there; the folder is checked
+    by loading it, so a base of the wrong size or channels fails here, not at generation."""
+    from t2i.pipeline import Pipeline
+
+    target = folder / "base"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(base, target)
+    index_path = folder / INDEX_NAME
+    atomic_write_json(index_path, {**json.loads(index_path.read_text()), "base": "base"})
+    Pipeline.from_pretrained(folder)

@@ -1,0 +1,100 @@
+"""Which stage of a shapes cascade fails? Each stage given the true image of the stage before.
+
+On the prompts of `t2i eval --data shapes` (the fixed set, the same seeds), the shapes judge's
+compositional accuracy of the cascade's 64x64 images when the last stage draws from
+- "true 8 px": the real scene shrunk to the last stage's input (the base stages replaced by truth:
+  the last stage's ceiling),
+- "true 1 px": a three-stage cascade's middle stage given the real scene's mean colour,
+- "cascade": every stage generated, as `t2i generate` runs it.
+
+    python3 benchmarks/cascade_stages.py CASCADE --n 50
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from t2i.cascade import shrink
+from t2i.data.judge import judge
+from t2i.data.shapes import (
+    ShapesConfig,
+    make_caption,
+    pil_to_tensor,
+    render_scene,
+    sample_scene,
+    scene_rng,
+)
+from t2i.evaluation.metrics import compositional_accuracy
+from t2i.pipeline import Pipeline
+
+SEED, SPLIT = 1234, "test"  # shapes_eval_prompts: the fixed prompt set of `t2i eval`
+
+
+def eval_scenes(n: int) -> tuple[list[str], torch.Tensor]:
+    """The fixed prompts and their real scenes (N, 3, 64, 64) in [-1, 1]."""
+    config, prompts, images = ShapesConfig(seed=SEED), [], []
+    for i in range(n):
+        rng = scene_rng(SEED, SPLIT, i)
+        scene = sample_scene(rng, config, SPLIT)
+        prompts.append(make_caption(scene, rng))
+        images.append(pil_to_tensor(render_scene(scene, 64)))
+    return prompts, torch.stack(images)
+
+
+def small_images(pipe: Pipeline, prompts: list[str], seeds: list[int], mean=None):
+    """The last stage's input drawn by its base; `mean` (B, 3, 1, 1) replaces the base's base."""
+    base = pipe.base
+    guidance = base.defaults["guidance_scale"]
+    items = [base.params(p, seed=s, guidance=guidance) for p, s in zip(prompts, seeds)]
+    if mean is None:
+        return base.generate_items(items)
+    cond = base.encode_text(prompts)
+    return base.generate(items[0], len(items), cond=cond, seeds=seeds, low=mean)
+
+
+def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int) -> dict:
+    images = []
+    for k in range(0, len(prompts), batch):
+        part, seeds = prompts[k : k + batch], list(range(k, k + len(prompts[k : k + batch])))
+        if source == "true 8 px":
+            low = shrink(reals[k : k + batch], (pipe.image_size // pipe.scale,) * 2)
+        elif source == "true 1 px":
+            low = small_images(pipe, part, seeds, shrink(reals[k : k + batch], (1, 1)))
+        else:
+            low = small_images(pipe, part, seeds)
+        p = pipe.params(part[0])
+        cond = pipe.encode_text(part)
+        images.append(pipe.generate(p, len(part), cond=cond, seeds=seeds, low=low))
+    verdicts = [judge(im, p) for im, p in zip(torch.cat(images), prompts)]
+    return compositional_accuracy(verdicts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cascade", help="a cascade model folder")
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (t2i eval runs fp32)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = Pipeline.from_pretrained(args.cascade, bf16=args.bf16)
+    if pipe.base is None:
+        raise SystemExit(f"{args.cascade} is not a cascade")
+    prompts, reals = eval_scenes(args.n)
+    sources = ["true 8 px"] + (["true 1 px"] if pipe.base.base is not None else []) + ["cascade"]
+    cats = ("count", "colour", "shape", "binding", "size", "position", "background")
+    dtype = "bf16" if args.bf16 else "fp32"
+    print(f"{args.cascade}: n = {args.n} fixed prompts, seed i for prompt i, {dtype}, defaults")
+    print("| last stage draws from | all facts | " + " | ".join(cats) + " |")
+    print("|---" * (len(cats) + 2) + "|")
+    for source in sources:
+        acc = accuracy(pipe, prompts, reals, source, args.batch_size)
+        row = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in cats)
+        print(f"| {source} | {acc['overall']:.2f} | {row} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
