@@ -5,9 +5,12 @@ compositional accuracy of the cascade's 64x64 images when the last stage draws f
 - "true 8 px": the real scene shrunk to the last stage's input (the base stages replaced by truth:
   the last stage's ceiling),
 - "true 1 px": a three-stage cascade's middle stage given the real scene's mean colour,
-- "cascade": every stage generated, as `t2i generate` runs it.
+- "cascade": every stage generated, as `t2i generate` runs it; with `--base-guidance` and
+  `--last-guidance` lists, once per pair (a base stage samples with its own default guidance, the
+  last with the one asked for: this measures the defaults a cascade's cards should carry).
 
     python3 benchmarks/cascade_stages.py CASCADE --n 50
+    python3 benchmarks/cascade_stages.py CASCADE --n 50 --no-truth --base-guidance 1.5,5,8
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from t2i.pipeline import Pipeline
 SEED, SPLIT = 1234, "test"  # shapes_eval_prompts: the fixed prompt set of `t2i eval`
 
 
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
 def eval_scenes(n: int) -> tuple[list[str], torch.Tensor]:
     """The fixed prompts and their real scenes (N, 3, 64, 64) in [-1, 1]."""
     config, prompts, images = ShapesConfig(seed=SEED), [], []
@@ -54,7 +61,7 @@ def small_images(pipe: Pipeline, prompts: list[str], seeds: list[int], mean=None
     return base.generate(items[0], len(items), cond=cond, seeds=seeds, low=mean)
 
 
-def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int) -> dict:
+def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int, guidance=None) -> dict:
     images = []
     for k in range(0, len(prompts), batch):
         part, seeds = prompts[k : k + batch], list(range(k, k + len(prompts[k : k + batch])))
@@ -64,7 +71,7 @@ def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int) -> dict:
             low = small_images(pipe, part, seeds, shrink(reals[k : k + batch], (1, 1)))
         else:
             low = small_images(pipe, part, seeds)
-        p = pipe.params(part[0])
+        p = pipe.params(part[0], guidance=guidance)
         cond = pipe.encode_text(part)
         images.append(pipe.generate(p, len(part), cond=cond, seeds=seeds, low=low))
     verdicts = [judge(im, p) for im, p in zip(torch.cat(images), prompts)]
@@ -78,22 +85,32 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=25)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (t2i eval runs fp32)")
+    ap.add_argument("--no-truth", action="store_true", help="only the generated cascade's rows")
+    ap.add_argument("--base-guidance", type=floats, default=[None], help="e.g. 1.5,3,5")
+    ap.add_argument("--last-guidance", type=floats, default=[None], help="e.g. 2,3")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.cascade, bf16=args.bf16)
     if pipe.base is None:
         raise SystemExit(f"{args.cascade} is not a cascade")
     prompts, reals = eval_scenes(args.n)
-    sources = ["true 8 px"] + (["true 1 px"] if pipe.base.base is not None else []) + ["cascade"]
+    truths = [] if args.no_truth else ["true 8 px"] + (["true 1 px"] if pipe.base.base else [])
+    rows = [(source, None, None) for source in truths]
+    rows += [("cascade", b, g) for b in args.base_guidance for g in args.last_guidance]
     cats = ("count", "colour", "shape", "binding", "size", "position", "background")
     dtype = "bf16" if args.bf16 else "fp32"
-    print(f"{args.cascade}: n = {args.n} fixed prompts, seed i for prompt i, {dtype}, defaults")
-    print("| last stage draws from | all facts | " + " | ".join(cats) + " |")
-    print("|---" * (len(cats) + 2) + "|")
-    for source in sources:
-        acc = accuracy(pipe, prompts, reals, source, args.batch_size)
+    print(f"{args.cascade}: n = {args.n} fixed prompts, seed i for prompt i, {dtype}")
+    head = ["last stage draws from", "guidance (base / last)", "all facts", *cats]
+    print("| " + " | ".join(head) + " |")
+    print("|---" * (len(cats) + 3) + "|")
+    default = pipe.base.defaults["guidance_scale"]
+    for source, base_guidance, guidance in rows:
+        pipe.base.defaults["guidance_scale"] = default if base_guidance is None else base_guidance
+        acc = accuracy(pipe, prompts, reals, source, args.batch_size, guidance)
+        last = guidance or pipe.defaults["guidance_scale"]
+        used = f"{pipe.base.defaults['guidance_scale']} / {last}"
         row = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in cats)
-        print(f"| {source} | {acc['overall']:.2f} | {row} |", flush=True)
+        print(f"| {source} | {used} | {acc['overall']:.2f} | {row} |", flush=True)
 
 
 if __name__ == "__main__":
