@@ -355,9 +355,12 @@ def diffusion_recipe(
     net, encode = split(model, text)
     denoiser = make_denoiser(cfg, net)
     draw_sigmas = training_sigmas(cfg, denoiser)
-    prompts = list(cfg.sample_prompts) or first_captions(dataset, 8)
-    # an upscaler's grid: the small versions of the first images, then what it draws from them
-    grid_low = first_low_res(dataset, 8, cfg.low_res) if cfg.low_res else None
+    prompts, grid_low = list(cfg.sample_prompts) or None, None
+    if cfg.low_res:  # an upscaler's grid: the first images shrunk, then what it draws from them
+        firsts = first_items(dataset, 8)
+        prompts = [item["caption"] for item in firsts]
+        grid_low = shrink(torch.stack([item["image"] for item in firsts]), (cfg.low_res,) * 2)
+    prompts = prompts or first_captions(dataset, 8)
 
     def collate(items: list[dict]) -> dict:
         x0 = torch.stack([it["latent"] if "latent" in it else it["image"] for it in items])
@@ -393,12 +396,6 @@ def diffusion_recipe(
     if init_record is not None:  # a fine-tuning run: what it started from
         config["init"] = init_record
     return Recipe("diffusion", model, dataset, collate, loss, sample, export, config)
-
-
-def first_low_res(dataset, n: int, low_res: int) -> torch.Tensor:
-    """(n, C, low_res, low_res): the first n images of the data, shrunk (the grid's inputs)."""
-    images = torch.stack([item["image"] for item in first_items(dataset, n)])
-    return shrink(images, (low_res, low_res))
 
 
 def enlarge_nearest(low: torch.Tensor, size: int) -> torch.Tensor:
