@@ -81,10 +81,7 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     p = pipe.params(kw.pop("prompt"), **kw)
     seeds = [p.seed + i for i in range(args.n)]
     paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling
-    steps = int(p.strength * p.steps) * p.resample if p.init else p.steps  # model calls
-    with tqdm(
-        total=steps + pipe.base_steps, disable=args.quiet, desc="sampling", unit="step"
-    ) as bar:
+    with tqdm(total=pipe.total_steps(p), disable=args.quiet, desc="sampling", unit="step") as bar:
         images = pipe.generate(p, args.n, callback=lambda info: bar.update(1))
     for image, seed, path in zip(to_pil(images), seeds, paths):
         save_png(image, path, GenerationParams(**{**asdict(p), "seed": seed}))

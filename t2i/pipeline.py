@@ -240,15 +240,19 @@ class Pipeline:
         low = self.index.get("low_res")
         return self.image_size // low if low else 1
 
-    @property
-    def stages(self) -> int:
-        """Sampler runs per generation: 1, or 1 + the base's for a cascade."""
-        return 1 + (self.base.stages if self.base is not None else 0)
+    def base_runs(self, p: GenerationParams) -> bool:
+        """Whether generating p runs the base stages (img2img starts from the init's own small
+        version instead; inpainting has the base draw the masked part)."""
+        return self.base is not None and not (p.init and not p.mask)
 
-    @property
-    def base_steps(self) -> int:
-        """Sampler steps a cascade's base stages run before this model's own (0: no base)."""
-        return 0 if self.base is None else self.base.defaults["steps"] + self.base.base_steps
+    def base_steps(self, p: GenerationParams) -> int:
+        """Sampler steps a cascade's base stages run for p before this model's own (0: none)."""
+        return self.base.total_steps(self.base_params(p)) if self.base_runs(p) else 0
+
+    def total_steps(self, p: GenerationParams) -> int:
+        """Progress callbacks generating p makes: sampler steps over every stage that runs."""
+        own = int(p.strength * p.steps) * p.resample if p.init else p.steps
+        return own + self.base_steps(p)
 
     @property
     def image_size(self) -> int:
@@ -402,7 +406,7 @@ class Pipeline:
             if low is None:
                 low = self.base_images([p] * n, callback, seeds or [p.seed + i for i in range(n)])
             cond = {**cond, "x_cond": enlarge(self.keep_init(low, p), (p.height, p.width))}
-            callback = _after(callback, self.base_steps)
+            callback = _after(callback, self.base_steps(p))
         seeded, gens = self.noise(p, n, seeds)
         noise = seeded if noise is None else noise
         model, sigmas = self.guided(p), self.sigmas(p.steps, p.sampler)
@@ -445,7 +449,7 @@ class Pipeline:
                 f"model {self.name!r} is an upscaler from {self.index['low_res']} px without a "
                 "base model: give its small images (low=) or a cascade folder with 'base'"
             )
-        if items[0].init and not items[0].mask:
+        if not self.base_runs(items[0]):
             # img2img: nothing to draw, keep_init puts the init's own small version here
             h, w = items[0].height // self.scale, items[0].width // self.scale
             return torch.zeros(len(items), self.unet.config.in_channels, h, w)

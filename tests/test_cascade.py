@@ -66,7 +66,7 @@ def test_widened_stem_computes_what_the_trained_unet_did(patch):
 
 def test_cascade_generates_from_its_base_and_batch_equals_single(cascade, tmp_path):
     pipe = Pipeline.from_pretrained(cascade)
-    assert pipe.base is not None and pipe.scale == 2 and pipe.stages == 2
+    assert pipe.base is not None and pipe.scale == 2 and pipe.base.base is None
     p = pipe.params("a red circle", steps=2, seed=3)
     batch = pipe.generate(p, 2)
     assert batch.shape == (2, 3, 16, 16)
@@ -89,7 +89,7 @@ def test_the_settings_given_apply_to_the_last_stage_the_base_keeps_its_own(casca
     base = pipe.base.defaults
     assert base["guidance_scale"] == 1.5  # as exported (--guidance)
     assert (small.steps, small.guidance) == (base["steps"], 1.5) != (7, 5.0)
-    assert pipe.base_steps == base["steps"]
+    assert pipe.base_steps(p) == base["steps"] and pipe.total_steps(p) == 7 + base["steps"]
 
 
 def test_cli_generates_a_cascade_png_that_reproduces_itself(cascade, tmp_path):
@@ -159,7 +159,8 @@ def test_eval_counts_the_network_calls_of_every_stage(cascade):
     params = pipe.params("", steps=3, sampler="ddim")
     images, calls = generate_batched(pipe, ["a red circle", "a blue square"], params, 2)
     assert images.shape == (2, 3, 16, 16)
-    assert calls == 3 + pipe.base_steps  # ddim: one (guided, batched) call per step and stage
+    # ddim: one (guided, batched) call per step and stage
+    assert calls == 3 + pipe.base_steps(params)
 
 
 def test_img2img_and_inpainting_run_through_both_stages(cascade, tmp_path):
@@ -171,8 +172,16 @@ def test_img2img_and_inpainting_run_through_both_stages(cascade, tmp_path):
     m.paste(255, (0, 0, 8, 8))
     m.save(mask)
     pipe = Pipeline.from_pretrained(cascade)
-    edited = pipe("a blue square", steps=2, init=init, strength=0.5)[0]
-    painted = np.asarray(pipe("a blue square", steps=2, init=init, mask=mask)[0], dtype=int)
+    steps = []
+    edited = pipe("a blue square", steps=4, init=init, strength=0.5, callback=steps.append)[0]
+    # img2img starts from the init's small version: the base does not run, the bar counts 2 steps
+    p = pipe.params("a blue square", steps=4, init=init, strength=0.5)
+    assert len(steps) == pipe.total_steps(p) == 2 and steps[-1]["i"] == 1
+    steps.clear()
+    painted = pipe("a blue square", steps=2, init=init, mask=mask, callback=steps.append)[0]
+    p = pipe.params("a blue square", steps=2, init=init, mask=mask)
+    assert len(steps) == pipe.total_steps(p) == 2 + pipe.base.defaults["steps"]
+    painted = np.asarray(painted, dtype=int)
     assert edited.size == (16, 16)
     # inpainting keeps the unmasked part of the init in the last stage's output
     assert np.abs(painted[8:, 8:] - [200, 30, 30]).max() <= 2

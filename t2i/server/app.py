@@ -72,13 +72,13 @@ def make_server(pipes: dict[str, Pipeline], config: ServerConfig | None = None) 
     return T2IServer(pipes, config or ServerConfig())
 
 
-def job_json(job: Job, queue: JobQueue, base_steps: int = 0) -> dict:
+def job_json(job: Job, queue: JobQueue, pipe: Pipeline) -> dict:
     """A job's state; `steps` counts every sampler step (a cascade's base stages run first)."""
     out = {
         "id": job.id,
         "status": job.status,
         "step": job.step,
-        "steps": job.params.steps + base_steps,
+        "steps": pipe.total_steps(job.params),
         "queue_position": queue.position(job),
     }
     if job.error:
@@ -193,13 +193,13 @@ class Handler(BaseHTTPRequestHandler):
             params, png = job.images[0]
             self._send(200, png, "image/png", {"X-T2I-Params": params.to_json()})
         else:
-            self._json(200, job_json(job, queue, self.server.pipes[job.model].base_steps))
+            self._json(200, job_json(job, queue, self.server.pipes[job.model]))
 
     def _job(self, job_id: str) -> None:
         job = self.server.queue.get(job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id!r} (finished jobs are kept for a while only)")
-        self._json(200, job_json(job, self.server.queue, self.server.pipes[job.model].base_steps))
+        self._json(200, job_json(job, self.server.queue, self.server.pipes[job.model]))
 
     # ------------------------------------------------------------ responses
 
