@@ -2,8 +2,8 @@
 
 On the prompts of `t2i eval --data shapes` (the fixed set, the same seeds), the shapes judge's
 compositional accuracy of the cascade's 64x64 images when the last stage draws from
-- "true 8 px": the real scene shrunk to the last stage's input (the base stages replaced by truth:
-  the last stage's ceiling),
+- "true N px": the real scene shrunk to the last stage's input (N: 8 or 16; the base stages
+  replaced by truth: the last stage's ceiling),
 - "true 1 px": a three-stage cascade's middle stage given the real scene's mean colour,
 - "cascade": every stage generated, as `t2i generate` runs it; with `--base-guidance` and
   `--last-guidance` lists, once per pair (a base stage samples with its own default guidance, the
@@ -11,6 +11,11 @@ compositional accuracy of the cascade's 64x64 images when the last stage draws f
 
     python3 benchmarks/cascade_stages.py CASCADE --n 50
     python3 benchmarks/cascade_stages.py CASCADE --n 50 --no-truth --base-guidance 1.5,5,8
+    python3 benchmarks/cascade_stages.py CASCADE --n 0 --grid small.png  # what the base draws
+
+`--grid` writes the first 24 prompts' small images, enlarged: odd rows the real scene shrunk to
+the last stage's input, even rows the base's drawing of it (from the true mean colour in a
+three-stage cascade); the prompts are printed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from PIL import Image
 
 from t2i.cascade import shrink
 from t2i.data.judge import judge
@@ -30,7 +36,7 @@ from t2i.data.shapes import (
     scene_rng,
 )
 from t2i.evaluation.metrics import compositional_accuracy
-from t2i.pipeline import Pipeline
+from t2i.pipeline import Pipeline, to_pil
 
 SEED, SPLIT = 1234, "test"  # shapes_eval_prompts: the fixed prompt set of `t2i eval`
 
@@ -65,7 +71,7 @@ def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int, guidance=N
     images = []
     for k in range(0, len(prompts), batch):
         part, seeds = prompts[k : k + batch], list(range(k, k + len(prompts[k : k + batch])))
-        if source == "true 8 px":
+        if source == "true small":
             low = shrink(reals[k : k + batch], (pipe.image_size // pipe.scale,) * 2)
         elif source == "true 1 px":
             low = small_images(pipe, part, seeds, shrink(reals[k : k + batch], (1, 1)))
@@ -78,6 +84,24 @@ def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int, guidance=N
     return compositional_accuracy(verdicts)
 
 
+def write_grid(pipe: Pipeline, path: str, n: int = 24, cols: int = 8) -> None:
+    """Real small scenes above the base's drawings of them (module docstring)."""
+    prompts, reals = eval_scenes(n)
+    side = pipe.image_size // pipe.scale
+    truth = shrink(reals, (side, side))
+    mean = shrink(reals, (1, 1)) if pipe.base.base else None
+    drawn = small_images(pipe, prompts, list(range(n)), mean)
+    cell = 66  # 64 px and a 2 px gap
+    grid = Image.new("RGB", (cols * cell, 2 * (-(-n // cols)) * cell), "white")
+    for i, (t, d) in enumerate(zip(to_pil(truth), to_pil(drawn))):
+        row, col = divmod(i, cols)
+        for k, im in enumerate((t, d)):
+            grid.paste(im.resize((64, 64), Image.NEAREST), (col * cell, (2 * row + k) * cell))
+    grid.save(path)
+    for i, p in enumerate(prompts):
+        print(f"{i}: {p}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cascade", help="a cascade model folder")
@@ -88,13 +112,18 @@ def main() -> None:
     ap.add_argument("--no-truth", action="store_true", help="only the generated cascade's rows")
     ap.add_argument("--base-guidance", type=floats, default=[None], help="e.g. 1.5,3,5")
     ap.add_argument("--last-guidance", type=floats, default=[None], help="e.g. 2,3")
+    ap.add_argument("--grid", help="write the base's small images of 24 prompts to this PNG")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.cascade, bf16=args.bf16)
     if pipe.base is None:
         raise SystemExit(f"{args.cascade} is not a cascade")
+    if args.grid:
+        write_grid(pipe, args.grid)
+    if args.n == 0:
+        return
     prompts, reals = eval_scenes(args.n)
-    truths = [] if args.no_truth else ["true 8 px"] + (["true 1 px"] if pipe.base.base else [])
+    truths = [] if args.no_truth else ["true small"] + (["true 1 px"] if pipe.base.base else [])
     rows = [(source, None, None) for source in truths]
     rows += [("cascade", b, g) for b in args.base_guidance for g in args.last_guidance]
     cats = ("count", "colour", "shape", "binding", "size", "position", "background")
@@ -110,7 +139,8 @@ def main() -> None:
         last = guidance or pipe.defaults["guidance_scale"]
         used = f"{pipe.base.defaults['guidance_scale']} / {last}"
         row = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in cats)
-        print(f"| {source} | {used} | {acc['overall']:.2f} | {row} |", flush=True)
+        label = f"true {pipe.image_size // pipe.scale} px" if source == "true small" else source
+        print(f"| {label} | {used} | {acc['overall']:.2f} | {row} |", flush=True)
 
 
 if __name__ == "__main__":
