@@ -45,18 +45,16 @@ def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def eval_scenes(n: int, counts: list[int] | None = None) -> tuple[list[str], torch.Tensor]:
-    """The fixed prompts and their real scenes (N, 3, 64, 64) in [-1, 1]; each scene's number of
-    objects is appended to `counts` if given."""
-    config, prompts, images = ShapesConfig(seed=SEED), [], []
+def eval_scenes(n: int) -> tuple[list[str], torch.Tensor, list[int]]:
+    """The fixed prompts, their real scenes (N, 3, 64, 64) in [-1, 1] and their object counts."""
+    config, prompts, images, counts = ShapesConfig(seed=SEED), [], [], []
     for i in range(n):
         rng = scene_rng(SEED, SPLIT, i)
         scene = sample_scene(rng, config, SPLIT)
         prompts.append(make_caption(scene, rng))
         images.append(pil_to_tensor(render_scene(scene, 64)))
-        if counts is not None:
-            counts.append(len(scene.objects))
-    return prompts, torch.stack(images)
+        counts.append(len(scene.objects))
+    return prompts, torch.stack(images), counts
 
 
 def small_images(pipe: Pipeline, prompts: list[str], seeds: list[int], mean=None):
@@ -98,7 +96,7 @@ def by_objects(verdicts: list, counts: list[int]) -> str:
 
 def write_grid(pipe: Pipeline, path: str, n: int = 24, cols: int = 8) -> None:
     """Real small scenes above the base's drawings of them (module docstring)."""
-    prompts, reals = eval_scenes(n)
+    prompts, reals, _ = eval_scenes(n)
     side = pipe.image_size // pipe.scale
     truth = shrink(reals, (side, side))
     mean = shrink(reals, (1, 1)) if pipe.base.base else None
@@ -134,8 +132,7 @@ def main() -> None:
         write_grid(pipe, args.grid)
     if args.n == 0:
         return
-    counts: list[int] = []
-    prompts, reals = eval_scenes(args.n, counts)
+    prompts, reals, counts = eval_scenes(args.n)
     sizes = " / ".join(f"{counts.count(k)}" for k in sorted(set(counts)))
     truths = [] if args.no_truth else ["true small"] + (["true 1 px"] if pipe.base.base else [])
     rows = [(source, None, None) for source in truths]
