@@ -182,6 +182,7 @@ def preset_table() -> None:
     from t2i.models.autoencoder import AE_PRESETS, VQ_PRESETS, AutoencoderKL, AutoencoderVQ
     from t2i.models.clip import CLIP, CLIP_PRESETS
     from t2i.models.text_encoder import TEXT_PRESETS, TextTransformer
+    from t2i.models.token_transformer import TOKEN_PRESETS, TokenTransformer
 
     print("| network | preset | input | params (M) | GFLOP / image (forward) |")
     print("|---|---|---|---|---|")
@@ -222,6 +223,16 @@ def preset_table() -> None:
             "16 tokens",
             m,
             lambda m=m: m(torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.bool)),
+        )
+    for name, c in TOKEN_PRESETS.items():
+        m = TokenTransformer(c)
+        codes, ctx = torch.zeros(1, c.length, dtype=torch.long), torch.randn(1, 16, c.context_dim)
+        row(
+            "TokenTransformer (teacher-forced)",
+            name,
+            f"{c.grid}x{c.grid} codes of {c.codebook_size}, 16 tokens",
+            m,
+            lambda m=m, codes=codes, ctx=ctx: m(codes, ctx),
         )
     for name, c in CLIP_PRESETS.items():
         m = CLIP(c)

@@ -29,6 +29,7 @@ from t2i.models.text_encoder import (
     TextTransformer,
     TextTransformerConfig,
 )
+from t2i.models.token_transformer import TokenTransformer, TokenTransformerConfig
 from t2i.models.unet import UNet, UNetConfig
 
 # The one table from a config.json "type" to classes (no other string-to-class lookup).
@@ -39,6 +40,7 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "text_transformer": (TextTransformer, TextTransformerConfig),
     "pretrained_text_encoder": (PretrainedTextEncoder, PretrainedTextEncoderConfig),
     "clip": (CLIP, CLIPConfig),
+    "token_transformer": (TokenTransformer, TokenTransformerConfig),
 }
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model_index.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

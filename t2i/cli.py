@@ -36,7 +36,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "  t2i generate 'a red circle' --model my-shapes-model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", help="run directory of `t2i train diffusion`")
+    p.add_argument(
+        "run", help="run directory of `t2i train` (diffusion, autoregressive or autoencoder)"
+    )
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--dtype", default="float16", help="float16 (default), float32 or bfloat16")
     p.add_argument("--data", default=None, help="the run's --data, if the run does not record it")

@@ -71,6 +71,11 @@ def interpolate(
 
     images: two image files to invert and use as the end points' noise instead of the seeds.
     """
+    if not hasattr(pipe, "unet"):
+        raise ValueError(
+            f"model {pipe.name!r} is autoregressive: interpolation walks a diffusion model's "
+            "noise and text states, which it does not have"
+        )
     ts = frame_times(frames)
     prompt_b = p.prompt if prompt_b is None else prompt_b
     if images is not None:

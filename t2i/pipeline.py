@@ -9,6 +9,9 @@ the image made alone with seed + i. The pieces stay reachable for people who wri
 `pipe.text_encoder`, `pipe.denoiser` (a t2i.denoisers.Denoiser around `pipe.unet`),
 `pipe.autoencoder` (None for pixel models), `pipe.sigmas(steps)` and `t2i.samplers`.
 
+An autoregressive model's folder (model_index.json "family": "autoregressive") loads as a
+`t2i.token_pipeline.TokenPipeline`, which answers the same calls.
+
 A cascade (t2i/cascade.py) is an upscaler's folder with its base model in a subfolder
 (model_index.json "base"): the base draws the image at `low_res`, the upscaler draws it again at
 full size conditioned on it. Both stages take the prompt, negative prompt and seeds; the sampler,
@@ -194,6 +197,10 @@ class Pipeline:
     def from_pretrained(cls, model: str | Path, bf16: bool = False) -> Pipeline:
         folder = resolve_model(model)
         components, index = load_model_folder(folder)
+        if index.get("family") == "autoregressive":
+            from t2i.token_pipeline import TokenPipeline
+
+            return TokenPipeline(components, index, name=str(model), bf16=bf16)
         base = None
         if "base" in index:
             name = index["base"]
@@ -359,7 +366,7 @@ class Pipeline:
             raise ValueError(f"prompt must be a string, got {type(p.prompt).__name__}")
         for text in (p.prompt, p.negative):  # brackets balance: fail before any work
             parse_prompt(text)
-        get_sampler(p.sampler)
+        self.check_sampler(p.sampler)
         _check_int("steps", p.steps, 1, 1000)
         _check_int("seed", p.seed, 0, 2**63 - 1)
         if isinstance(p.guidance, bool) or not isinstance(p.guidance, (int, float)):
@@ -378,6 +385,9 @@ class Pipeline:
         check_interval(p.guidance_interval)
         if p.mask and not p.init:
             raise ValueError("a mask needs the image it applies to: give init (--init) as well")
+
+    def check_sampler(self, name: str) -> None:
+        get_sampler(name)
 
     @torch.no_grad()
     def generate(

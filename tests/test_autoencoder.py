@@ -112,3 +112,31 @@ def test_config_errors():
         AutoencoderConfig(latent_scale=[1.0, 2.0])
     with pytest.raises(ValueError, match="reconstruction"):
         AutoencoderLossConfig(reconstruction="l3")
+
+
+def test_vq_picks_codes_in_fp32_under_bf16_autocast():
+    """Nearest codes in bf16 pick another code for close pairs; the quantizer works in fp32."""
+    torch.manual_seed(0)
+    ae = AutoencoderVQ(VQConfig.preset("tiny")).eval()
+    ae.quantizer.codebook.copy_(torch.randn_like(ae.quantizer.codebook) * 0.05 + 3.0)
+    z = ae.quantizer.codebook[torch.randint(0, 64, (2 * 8 * 8,))].view(2, 8, 8, 8)
+    z = z.permute(0, 3, 1, 2) + 0.01 * torch.randn(2, 8, 8, 8)
+    _, _, exact = ae.quantizer(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, _, under_autocast = ae.quantizer(z)
+    assert torch.equal(exact, under_autocast)
+
+
+def test_vq_restarts_unused_codes_on_data():
+    """A codebook initialised far from the data is pulled onto it: after a few updates most codes
+    are chosen, not the one or two nearest the data."""
+    torch.manual_seed(0)
+    q = AutoencoderVQ(VQConfig.preset("tiny")).quantizer.train()
+    q.initialised.fill_(True)  # skip the data init: start from a collapsed codebook
+    q.codebook.copy_(torch.randn_like(q.codebook) * 0.01 + 10.0)
+    q.embed_sum.copy_(q.codebook)
+    for step in range(30):
+        z = torch.randn(4, 8, 8, 8, generator=torch.Generator().manual_seed(step))
+        with torch.enable_grad():
+            _, _, codes = q(z)
+    assert code_usage(codes, 64)["used"] > 0.5

@@ -131,3 +131,12 @@ def test_relations_and_cells_are_checked(renders):
     assert judge(img, cap.format(rel)).ok
     v = judge(img, cap.format(wrong))
     assert not v.ok and not v.by_category()["position"] and v.by_category()["binding"]
+
+
+def test_a_speck_too_small_for_a_blurred_template_does_not_crash():
+    """A few-px object (as a half-trained model draws) is judged, not a crash: its blurred
+    templates vanish, which once raised deep inside numpy."""
+    img = np.full((64, 64, 3), 255, dtype=np.uint8)
+    img[10:15, 10:13] = COLOURS["red"]  # 15 px: above the judge's minimum area, 5 px tall
+    verdict = judge(img, "a red circle")
+    assert not verdict.ok and len(verdict.detections) == 1

@@ -62,12 +62,27 @@ def kill_while_writing(args: list[str], step: int, run: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+def train_tiny_vq(tmp_path: Path) -> Path:
+    run = tmp_path / "vq"
+    run_cli("autoencoder", "--data", "shapes", *TINY, "--preset", "tiny_vq", "--out", str(run))
+    return run / "model"
+
+
 @pytest.mark.parametrize(
     "recipe,extra",
-    [("diffusion", []), ("diffusion", TRAINED_TEXT), ("autoencoder", [])],
-    ids=["diffusion", "diffusion-trained-text", "autoencoder"],
+    [
+        ("diffusion", []),
+        ("diffusion", TRAINED_TEXT),
+        ("autoencoder", []),
+        ("autoencoder", ["--preset", "tiny_vq"]),
+        ("autoregressive", []),
+    ],
+    ids=["diffusion", "diffusion-trained-text", "autoencoder", "vq", "autoregressive"],
 )
 def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
+    if recipe == "autoregressive":  # codes of a VQ autoencoder, cached once for both runs
+        extra = ["--autoencoder", str(train_tiny_vq(tmp_path))]
+        extra += ["--cache_dir", str(tmp_path / "cache")]
     args = [recipe, "--data", "shapes", *TINY, *extra, "--loop.steps", "6"]
     args += ["--loop.ckpt_every", "3"]
     run_cli(*args, "--out", str(tmp_path / "straight"))
@@ -82,14 +97,22 @@ def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
     assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    subs = ["unet"] if recipe == "diffusion" else ["autoencoder"]
-    if extra:
+    subs = {"diffusion": ["unet"], "autoregressive": ["transformer", "text_encoder"]}
+    subs = subs.get(recipe, ["autoencoder"])
+    if extra == TRAINED_TEXT:
         assert any(k.startswith("ema.text.") for k in a)  # the encoder trains and resumes too
         subs.append("text_encoder")
     for sub in subs:
         wa = load_file(tmp_path / "straight" / "model" / sub / "model.safetensors")
         wb = load_file(killed / "model" / sub / "model.safetensors")
         assert all(torch.equal(wa[k], wb[k]) for k in wa), sub
+    if recipe == "autoregressive":  # `t2i export` of the run gives a model that generates
+        import t2i
+
+        assert t2i_main(["export", str(killed), "--out", str(tmp_path / "exported")]) == 0
+        pipe = t2i.load(tmp_path / "exported")
+        assert pipe.index["training"]["steps"] == 6 and pipe.index["autoencoder"]["training"]
+        assert pipe("a red circle")[0].size == (16, 16)
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")

@@ -99,8 +99,11 @@ def _template(shape: str, side: int, blur: float) -> np.ndarray:
 
 
 def _normalise(mask: np.ndarray) -> np.ndarray:
-    """Crop a boolean mask to its bbox and resize to TEMPLATE x TEMPLATE."""
+    """Crop a boolean mask to its bbox and resize to TEMPLATE x TEMPLATE (empty stays empty: a
+    template a few px wide can blur away entirely)."""
     ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return np.zeros((TEMPLATE, TEMPLATE), dtype=bool)
     crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8) * 255
     small = Image.fromarray(crop).resize((TEMPLATE, TEMPLATE), Image.BILINEAR)
     return np.asarray(small) > 127

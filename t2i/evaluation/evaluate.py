@@ -108,13 +108,15 @@ def check_config(cfg: EvalConfig) -> None:
 
 
 def model_kind(folder: str | Path) -> str:
-    """'diffusion' (a UNet inside) or 'autoencoder' (an autoencoder alone)."""
+    """'diffusion' (a UNet inside), 'autoregressive' (a token transformer) or 'autoencoder'."""
     from t2i.pipeline import resolve_model
 
     path = resolve_model(folder)
     components = json.loads((path / INDEX_NAME).read_text()).get("components", {})
     if "unet" in components:
         return "diffusion"
+    if "transformer" in components:
+        return "autoregressive"
     if "autoencoder" in components:
         return "autoencoder"
     raise ValueError(
@@ -134,7 +136,7 @@ def generate_batched(
     through the pipeline's own path."""
     calls = []
     hooks, stage = [], pipe
-    while stage is not None:
+    while stage is not None and hasattr(stage, "unet"):  # an autoregressive model: one per code
         hooks.append(stage.unet.register_forward_hook(lambda *_: calls.append(1)))
         stage = stage.base
     out = []
@@ -147,6 +149,8 @@ def generate_batched(
             seed = params.seed + start
             items = [replace(params, prompt=p, seed=seed + i) for i, p in enumerate(batch)]
             out.append(pipe.generate_items(items))
+            if not hooks:
+                calls.extend([1] * pipe.total_steps(params))
     finally:
         for hook in hooks:
             hook.remove()

@@ -88,6 +88,10 @@ VQ_PRESETS: dict[str, VQConfig] = {
         channels=(16, 32), latent_channels=8, groups=8, mid_attention=False, codebook_size=64
     ),
     "f4": VQConfig(channels=(64, 128, 128), latent_channels=32, codebook_size=1024),
+    # flat-coloured 64x64 scenes -> 16x16 codes; small codes (16 dims) keep the codebook in use
+    "shapes": VQConfig(
+        channels=(32, 64, 128), latent_channels=16, groups=8, mid_attention=False, codebook_size=512
+    ),
     "f8": VQConfig(channels=(64, 128, 256, 256), latent_channels=32, codebook_size=1024),
 }
 
@@ -250,39 +254,73 @@ class AutoencoderKL(_LatentScaling):
 class VectorQuantizer(nn.Module):
     """Nearest-code quantisation with an EMA-updated codebook (VQ-VAE, appendix A.1).
 
-    Buffers are part of the state dict, so a saved model resumes its codebook statistics.
+    Two guards against unused codes (codebook collapse): the first training batch sets the
+    codebook to encoder outputs, and a code chosen less than `restart_below` times per batch (EMA
+    count) is moved to the batch vector farthest from every code (deterministic, so a resumed run
+    repeats it; a k-means++-like step, as Jukebox restarts dead codes). Buffers are part of
+    the state dict, so a saved model resumes its codebook statistics.
     """
 
-    def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, beta: float = 0.25):
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        decay: float = 0.99,
+        beta: float = 0.25,
+        restart_below: float = 1.0,
+    ):
         super().__init__()
-        self.decay, self.beta, self.eps = decay, beta, 1e-5
+        self.decay, self.beta, self.eps, self.restart_below = decay, beta, 1e-5, restart_below
         embed = torch.randn(codebook_size, dim) * 0.1
         self.register_buffer("codebook", embed)
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("embed_sum", embed.clone())
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (B, D, h, w) -> z_q (straight-through), commitment loss, codes (B, h, w)."""
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
-        dist = (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2 * flat @ self.codebook.t()
-            + (self.codebook.pow(2).sum(1)[None])
-        )
-        codes = dist.argmin(1)
-        if self.training:
-            self._ema_update(flat.detach(), codes)
+        learning = self.training and torch.is_grad_enabled()  # sample grids must not move codes
+        # fp32 even under bf16 autocast: bf16 distances picked another code for 13% of vectors
+        # (a half-trained shapes VQ), which blurred the codes' colours into one mean colour
+        with torch.autocast(z.device.type, enabled=False):
+            if learning and not bool(self.initialised):
+                self._init_from(flat.detach())
+            dist = self._distances(flat)
+            codes = dist.argmin(1)
+            if learning:
+                self._ema_update(flat.detach(), codes, dist.detach().min(1).values)
         z_q = self.codebook[codes].view(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
         loss = self.beta * F.mse_loss(z, z_q.detach())  # codebook moves by EMA, not by gradient
         z_q = z + (z_q - z).detach()
         return z_q, loss, codes.view(b, h, w)
 
+    def _distances(self, flat: torch.Tensor) -> torch.Tensor:
+        c = self.codebook
+        return flat.pow(2).sum(1, keepdim=True) - 2 * flat @ c.t() + c.pow(2).sum(1)[None]
+
     @torch.no_grad()
-    def _ema_update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+    def _init_from(self, flat: torch.Tensor) -> None:
+        """Codes = evenly spaced vectors of the first batch (repeated if the batch is smaller)."""
+        k = self.codebook.shape[0]
+        idx = torch.arange(k) * len(flat) // k if len(flat) >= k else torch.arange(k) % len(flat)
+        self.codebook.copy_(flat[idx])
+        self.embed_sum.copy_(flat[idx])
+        self.cluster_size.fill_(1.0)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, codes: torch.Tensor, nearest: torch.Tensor) -> None:
         onehot = F.one_hot(codes, self.codebook.shape[0]).type(flat.dtype)
         self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
         self.embed_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        dead = (self.cluster_size < self.restart_below).nonzero().flatten()
+        if len(dead):
+            far = nearest.topk(min(len(dead), len(flat))).indices
+            dead = dead[: len(far)]
+            self.embed_sum[dead] = flat[far]
+            self.cluster_size[dead] = 1.0
         n = self.cluster_size.sum()
         size = (self.cluster_size + self.eps) / (n + len(self.cluster_size) * self.eps) * n
         self.codebook.copy_(self.embed_sum / size[:, None])

@@ -1,4 +1,4 @@
-"""`t2i train autoencoder|diffusion|clip`: parse, build the recipe, run the loop, say where it went.
+"""`t2i train RECIPE` (autoencoder, diffusion, autoregressive, clip): parse, build, run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
 `--loop.steps 2000`); an unknown key is an error that lists the valid keys, before any work.
@@ -10,14 +10,15 @@ import argparse
 import os
 import sys
 
-RECIPES = ("autoencoder", "diffusion", "clip")
+RECIPES = ("autoencoder", "diffusion", "autoregressive", "clip")
 
 
 def recipe_module(name: str):
     """The recipe module (CONFIG_PRESETS, preset(name), build(cfg, args)); imported when used."""
-    from t2i.training import autoencoder, clip, diffusion
+    from t2i.training import autoencoder, autoregressive, clip, diffusion
 
-    return {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}[name]
+    modules = {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}
+    return {**modules, "autoregressive": autoregressive}[name]
 
 
 EXAMPLES = """examples:
@@ -25,6 +26,8 @@ EXAMPLES = """examples:
   t2i train diffusion --data shapes --out runs/shapes --resume
   t2i train diffusion --data shapes --out runs/tuned --preset shapes --init runs/shapes/model
   t2i train autoencoder --data fashion --out runs/ae --loop.steps 2000 --optim.lr 1e-3
+  t2i train autoencoder --data shapes --out runs/vq --preset shapes_vq
+  t2i train autoregressive --data shapes --out runs/ar --preset shapes --autoencoder runs/vq/model
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
 
@@ -41,7 +44,7 @@ class _OverridesParser(argparse.ArgumentParser):
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train the autoencoder, the diffusion model or CLIP",
+        help="train the autoencoder, the diffusion model, the autoregressive model or CLIP",
         description=__doc__,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -67,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if name == "diffusion":
             p.add_argument("--autoencoder", help="trained autoencoder folder: train in its latents")
             p.add_argument("--init", help="model folder whose UNet to start from (fine-tuning)")
+        if name == "autoregressive":
+            p.add_argument("--autoencoder", required=True, help="trained VQ autoencoder folder")
         p.set_defaults(func=run)
 
 

@@ -95,14 +95,15 @@ def load_frozen_autoencoder(folder: str | Path, digest: str | None = None):
 
 
 def latent_dataset(
-    dataset: Dataset, ae: torch.nn.Module, key: dict, cache_dir: str, progress: bool = True
+    dataset: Dataset, encode_fn, key: dict, cache_dir: str, progress: bool = True
 ) -> Dataset:
-    """Items {"latent", "caption"}: the data set encoded once by `ae` (cached on disk)."""
+    """Items {"latent", "caption"}: the data set encoded once by `encode_fn` (images -> latents,
+    e.g. an autoencoder's to_latent), cached on disk under `key`."""
     from t2i.data.cache import LatentDataset, cached_latents
 
     if isinstance(dataset, IterableDataset):
         raise ValueError("latent training needs a fixed data set (not shards): latents are cached")
-    latents, captions = cached_latents(dataset, ae.to_latent, key, cache_dir, progress=progress)
+    latents, captions = cached_latents(dataset, encode_fn, key, cache_dir, progress=progress)
     return LatentDataset(latents, captions)
 
 

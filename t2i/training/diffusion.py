@@ -226,7 +226,7 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
             "autoencoder": ae_record["digest"],
         }
         progress = not getattr(args, "no_progress", False)
-        dataset = latent_dataset(dataset, ae, key, cfg.cache_dir, progress)
+        dataset = latent_dataset(dataset, ae.to_latent, key, cfg.cache_dir, progress)
         channels = ae.config.latent_channels
     init = getattr(args, "init", None)
     text = None if cfg.text_encoder == TRAINED else TextCache.load(cfg.text_encoder, cfg.max_tokens)
@@ -454,14 +454,18 @@ def export_model(
         **({"low_res": cfg.low_res} if cfg.low_res else {}),
         "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
     }
-    if training:
-        index["training"] = training
+    save_model_folder(folder, components, {**index, **run_facts(training, ae_record)}, dtype)
+
+
+def run_facts(training: dict | None, ae_record: dict | None) -> dict:
+    """The data card's training facts and its autoencoder's own card, where known."""
+    facts = {"training": training} if training else {}
     if ae_record is not None:
-        index["autoencoder"] = _autoencoder_card(Path(ae_record["path"]))
-    save_model_folder(folder, components, index, dtype)
+        facts["autoencoder"] = autoencoder_card(Path(ae_record["path"]))
+    return facts
 
 
-def _autoencoder_card(folder: Path) -> dict:
+def autoencoder_card(folder: Path) -> dict:
     """The autoencoder folder's own data and training facts: part of what the model cost."""
     index_path = folder / INDEX_NAME
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}

@@ -1,4 +1,5 @@
-"""Export a diffusion run's newest checkpoint (EMA weights) as a model folder, with a data card.
+"""Export a diffusion or autoregressive run's newest checkpoint (EMA weights) as a model folder,
+with a data card.
 
     t2i export runs/shapes --out my-model            # fp16 weights, any step of a run
 
@@ -16,14 +17,17 @@ from pathlib import Path
 import torch
 
 from t2i.checkpoint import DTYPES, INDEX_NAME, atomic_write_json
+from t2i.models.autoencoder import AutoencoderConfig, AutoencoderLossConfig, VQConfig
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
+from t2i.models.token_transformer import TokenTransformer, TokenTransformerConfig
 from t2i.models.unet import UNet, UNetConfig
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig
 
 
-def _nested(cls, data: dict, source: str):
-    """A dataclass (with dataclass fields) from its asdict(); unknown keys are errors."""
+def _nested(cls, data: dict, source: str, model_cls=UNetConfig):
+    """A dataclass (with dataclass fields) from its asdict(); unknown keys are errors.
+    model_cls: the class of its "model" field (the recipe's network config)."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -31,10 +35,11 @@ def _nested(cls, data: dict, source: str):
     kw = {}
     for key, value in data.items():
         sub = {
-            "model": UNetConfig,
+            "model": model_cls,
             "text_model": TextTransformerConfig,
             "loop": LoopConfig,
             "optim": OptimConfig,
+            "loss": AutoencoderLossConfig,
         }.get(key)
         kw[key] = _nested(sub, value, source) if sub and isinstance(value, dict) else value
     return cls(**kw)
@@ -109,8 +114,19 @@ def export_run(
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}")
     tensors, meta = state.load_checkpoint(found)
+    if meta.get("recipe") == "autoencoder":
+        if base is not None or guidance is not None:
+            raise ValueError("--base and --guidance apply to diffusion runs only")
+        return _export_autoencoder(run_dir, out, found, tensors, meta, dtype, data, ema)
+    if meta.get("recipe") == "autoregressive":
+        if base is not None or guidance is not None:
+            raise ValueError("--base and --guidance apply to diffusion runs only")
+        return _export_autoregressive(run_dir, out, found, tensors, meta, dtype, data, ema)
     if meta.get("recipe") != "diffusion":
-        raise ValueError(f"{found}: recipe {meta.get('recipe')!r}; export handles 'diffusion'")
+        raise ValueError(
+            f"{found}: recipe {meta.get('recipe')!r}; export handles 'diffusion', "
+            "'autoregressive' and 'autoencoder'"
+        )
     recipe = dict(meta["config"]["recipe"])
     recipe.pop("recipe", None)
     data = recipe.pop("data", None) or data
@@ -158,3 +174,53 @@ def add_base(folder: Path, base: Path) -> None:
     index_path = folder / INDEX_NAME
     atomic_write_json(index_path, {**json.loads(index_path.read_text()), "base": "base"})
     Pipeline.from_pretrained(folder)
+
+
+def _export_autoregressive(run_dir, out, found, tensors, meta, dtype, data, ema) -> Path:
+    """An autoregressive run's checkpoint -> transformer/, text_encoder/ and its VQ autoencoder."""
+    from t2i.training.autoregressive import (
+        TRAINED,
+        AutoregressiveRecipeConfig,
+        TextAndTokens,
+        export_model,
+    )
+    from t2i.training.data import TextCache, load_frozen_autoencoder
+
+    recipe = dict(meta["config"]["recipe"])
+    data = recipe.pop("data", None) or data
+    ae_record = recipe.pop("autoencoder")
+    cfg = _nested(AutoregressiveRecipeConfig, recipe, str(found), TokenTransformerConfig)
+    model, cache = TokenTransformer(cfg.model), None
+    if cfg.text_encoder == TRAINED:
+        model = TextAndTokens(model, TextTransformer(cfg.text_model))
+    else:
+        cache = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
+    card = training_card(run_dir, meta)
+    export_model(cfg, model.eval(), cache, ae, out, data, DTYPES[dtype], card, ae_record)
+    return out
+
+
+def _export_autoencoder(run_dir, out, found, tensors, meta, dtype, data, ema) -> Path:
+    """An autoencoder run's checkpoint -> autoencoder/ (KL or VQ), latent stats from its data."""
+    from t2i.training.autoencoder import AutoencoderRecipeConfig, AutoencoderWithLoss, export_model
+    from t2i.training.data import open_dataset
+
+    recipe = dict(meta["config"]["recipe"])
+    data = recipe.pop("data", None) or data
+    if not data:
+        raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
+    vq = "codebook_size" in recipe["model"]
+    cfg = _nested(
+        AutoencoderRecipeConfig, recipe, str(found), VQConfig if vq else AutoencoderConfig
+    )
+    model = AutoencoderWithLoss(cfg)
+    prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    dataset, _ = open_dataset(data, cfg.image_size, cfg.stats_images)
+    card = training_card(run_dir, meta)
+    export_model(cfg, model.ae, dataset, out, data, DTYPES[dtype], card)
+    return out
