@@ -135,6 +135,23 @@ def test_autoencoder_folder_gets_reconstruction_metrics(tmp_path):
     assert m["fd_fashion"]["value"] > 0
 
 
+def test_vq_autoencoder_on_shapes_is_judged_and_an_autoregressive_model_evaluates(tmp_path):
+    from tiny_models import write_tiny_autoregressive_model
+
+    from t2i.models.autoencoder import AutoencoderVQ, VQConfig
+
+    torch.manual_seed(0)
+    save_model_folder(tmp_path / "vq", {"autoencoder": AutoencoderVQ(VQConfig.preset("tiny"))})
+    report = evaluate(tmp_path / "vq", EvalConfig(data="shapes", n=4, grid=0))
+    judged = report["metrics"]["compositional_accuracy_reconstruction"]
+    assert judged["value"] == 0.0 and judged["real"] == 1.0  # untrained vs the scenes themselves
+    ar = write_tiny_autoregressive_model(tmp_path / "ar", image_size=48)
+    report = evaluate(ar, EvalConfig(data="shapes", n=2, heldout=False, grid=0, batch_size=2))
+    assert report["kind"] == "autoregressive" and report["sampler"] == "autoregressive"
+    assert report["nfe"] == 24 * 24  # one transformer step per code
+    assert 0.0 <= report["metrics"]["compositional_accuracy_fixed"]["value"] <= 1.0
+
+
 @needs_fashion
 def test_sweep_writes_table_json_and_plot(fashion_model, tmp_path):
     cfg = SweepConfig(data="fashion", samplers=("ddim", "heun"), steps=(1, 3), n=4, batch_size=4)

@@ -47,22 +47,26 @@ def write_tiny_model(
     return folder
 
 
-def write_tiny_autoregressive_model(folder: Path, *, guidance: float = 2.0, top_k: int = 8) -> Path:
-    """A model folder with a tiny token transformer over an 8x8 grid of a tiny VQ autoencoder's
-    64 codes (16 px images), and a tiny text transformer; seeded weights."""
+def write_tiny_autoregressive_model(
+    folder: Path, *, guidance: float = 2.0, top_k: int = 8, image_size: int = 16
+) -> Path:
+    """A model folder with a tiny token transformer over the (image_size / 2)^2 grid of a tiny VQ
+    autoencoder's 64 codes, and a tiny text transformer; seeded weights."""
     from t2i.models.autoencoder import AutoencoderVQ, VQConfig
     from t2i.models.token_transformer import TokenTransformer, TokenTransformerConfig
 
     torch.manual_seed(0)
     components = {
-        "transformer": TokenTransformer(TokenTransformerConfig.preset("tiny")),
+        "transformer": TokenTransformer(
+            TokenTransformerConfig.preset("tiny", grid=image_size // 2)
+        ),
         "text_encoder": TextTransformer(TextTransformerConfig.preset("tiny", vocab=VOCAB)),
         "autoencoder": AutoencoderVQ(VQConfig.preset("tiny")),
     }
     index = {
         "family": "autoregressive",
         "sampler": {"guidance_scale": guidance, "temperature": 1.0, "top_k": top_k},
-        "image_size": 16,
+        "image_size": image_size,
     }
     save_model_folder(folder, components, index)
     return folder

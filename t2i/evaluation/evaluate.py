@@ -411,6 +411,18 @@ def _autoencoder_eval(folder: Path, cfg: EvalConfig) -> tuple[dict, str, list, t
     ).clamp(-1, 1)
     metrics = {"psnr": _metric(psnr(recon, real)), "ssim": _metric(ssim(recon, real))}
     extractor = "none (no feature extractor for this data)"
+    if suite_for(cfg.data) == "shapes":  # the judge: does a reconstruction keep every fact?
+        from t2i.data import load_dataset
+        from t2i.data.judge import judge
+
+        ds = load_dataset(cfg.data, split="test", length=cfg.n, seed=cfg.seed)
+        captions = [ds[i]["caption"] for i in range(cfg.n)]
+        acc, floor_acc = (
+            compositional_accuracy([judge(x, c) for x, c in zip(images, captions)])["overall"]
+            for images in (recon, real)
+        )
+        metrics["compositional_accuracy_reconstruction"] = _metric(acc, floor_acc)
+        extractor = "shapes judge (exact, t2i.data.judge)"
     if floor is not None and cfg.n >= 2:
         if suite_for(cfg.data) == "fashion":
             from t2i.evaluation.classifier import load_classifier
@@ -524,7 +536,7 @@ def image_grid(images: torch.Tensor, cols: int = 8, pad: int = 2) -> Image.Image
 def format_report(report: dict) -> str:
     """Human-readable lines: each metric beside its real-image figure."""
     head = f"{report['model']} on {report['data']} ({report['suite']}), n = {report['n']}"
-    if report["kind"] == "diffusion":
+    if report["kind"] in ("diffusion", "autoregressive"):
         r = report
         head += f", {r['sampler']} {r['steps']} steps, guidance {r['guidance']}"
         if r.get("guidance_interval"):
