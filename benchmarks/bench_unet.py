@@ -228,7 +228,7 @@ def preset_table() -> None:
         m = TokenTransformer(c)
         codes, ctx = torch.zeros(1, c.length, dtype=torch.long), torch.randn(1, 16, c.context_dim)
         row(
-            "TokenTransformer (teacher-forced)",
+            "TokenTransformer (teacher-forced, all codes)",
             name,
             f"{c.grid}x{c.grid} codes of {c.codebook_size}, 16 tokens",
             m,
