@@ -51,7 +51,7 @@ from t2i.editing import (
 )
 from t2i.guidance import CFGDenoiser, check_interval
 from t2i.prompts import encode_prompt, parse_prompt
-from t2i.samplers import get_sampler, sigmas_for
+from t2i.samplers import SAMPLERS, get_sampler, sigmas_for
 from t2i.schedules import DiscreteSchedule
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -385,6 +385,11 @@ class Pipeline:
         check_interval(p.guidance_interval)
         if p.mask and not p.init:
             raise ValueError("a mask needs the image it applies to: give init (--init) as well")
+
+    @property
+    def samplers(self) -> list[str]:
+        """The sampler names this model takes."""
+        return sorted(SAMPLERS)
 
     def check_sampler(self, name: str) -> None:
         get_sampler(name)

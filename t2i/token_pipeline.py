@@ -56,6 +56,10 @@ class TokenPipeline(Pipeline):
     def total_steps(self, p: GenerationParams) -> int:
         return self.tokens  # one callback per code
 
+    @property
+    def samplers(self) -> list[str]:
+        return [SAMPLER]
+
     def check_sampler(self, name: str) -> None:
         if name != SAMPLER:
             raise ValueError(

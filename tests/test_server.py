@@ -310,3 +310,26 @@ def test_bad_edit_requests_are_4xx(server, extra, message):
     status, _, answer = server.post("/api/generate", body)
     assert (status, message in answer["error"]) == (400, True), answer
     assert list(server.server.upload_dir.iterdir()) == []
+
+
+def test_an_autoregressive_model_is_served_with_its_own_sampler(tmp_path):
+    from tiny_models import write_tiny_autoregressive_model
+
+    pipes = {"ar": load(write_tiny_autoregressive_model(tmp_path / "ar"))}
+    running = Running(pipes, max_queue=4, max_batch=4)
+    try:
+        (model,) = json.loads(running.request("GET", "/api/models")[2])["models"]
+        assert (model["samplers"], model["sampler"], model["steps"]) == (
+            ["autoregressive"],
+            "autoregressive",
+            64,
+        )
+        request = {"prompt": PROMPT, "model": "ar", "n": 2, "seed": 0}
+        status, _, body = running.post("/api/generate", request)
+        assert status == 200 and [decode(im)[0].seed for im in body["images"]] == [0, 1]
+        status, _, body = running.post(
+            "/api/generate", {"prompt": PROMPT, "model": "ar", "sampler": "ddim"}
+        )
+        assert status == 400 and "the only sampler is 'autoregressive'" in body["error"]
+    finally:
+        running.close()

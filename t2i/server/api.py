@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from t2i.editing import load_image, load_mask
 from t2i.pipeline import GenerationParams, Pipeline
 from t2i.samplers import SAMPLERS
+from t2i.token_pipeline import SAMPLER as AUTOREGRESSIVE
 
 
 class ApiError(Exception):
@@ -166,7 +167,8 @@ def parse_generate(
     try:
         p = _params(pipes[model], data, files)
         _limit("side", max(p.width, p.height), limits.max_side)
-        _limit("steps", p.steps, limits.max_steps)
+        if p.sampler != AUTOREGRESSIVE:  # its steps are its code count, set by the model served
+            _limit("steps", p.steps, limits.max_steps)
     except (ValueError, ApiError) as err:
         for path in files.values():
             path.unlink(missing_ok=True)

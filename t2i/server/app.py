@@ -150,6 +150,7 @@ class Handler(BaseHTTPRequestHandler):
             {
                 "name": name,
                 "sampler": pipe.defaults["name"],
+                "samplers": pipe.samplers,  # an autoregressive model has its own one
                 "steps": pipe.defaults["steps"],
                 "guidance": pipe.defaults["guidance_scale"],
                 "guidance_interval": pipe.defaults.get("guidance_interval"),
