@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from t2i.models.token_transformer import pick, sample_codes
-from t2i.pipeline import GenerationParams, Pipeline, _check_int
+from t2i.models.token_transformer import check_sampling, sample_codes
+from t2i.pipeline import MAX_IMAGES, GenerationParams, Pipeline, _check_int
 
 SAMPLER = "autoregressive"  # the one "sampler": codes in raster order, temperature and top-k
 
@@ -39,7 +39,7 @@ class TokenPipeline(Pipeline):
                 f"model {name!r}: image_size {self.image_size} through the autoencoder is a "
                 f"{grid}x{grid} code grid; the transformer draws {self.transformer.config.grid}"
             )
-        pick(torch.zeros(1, 2), self.temperature, self.top_k, [None])  # fails on bad defaults
+        check_sampling(self.temperature, self.top_k)
 
     @property
     def tokens(self) -> int:
@@ -99,7 +99,7 @@ class TokenPipeline(Pipeline):
         """(n, C, H, W) images in [-1, 1]; image i draws with the generator seeded p.seed + i
         (or seeds[i]); classifier-free guidance away from p.negative."""
         self.check(p)
-        n = _check_int("n", n, 1, 64)
+        n = _check_int("n", n, 1, MAX_IMAGES)
         if noise is not None or low is not None:
             raise ValueError("an autoregressive model takes no noise or low-resolution input")
         seeds = [p.seed + i for i in range(n)] if seeds is None else seeds

@@ -99,3 +99,8 @@ def test_bad_config_and_codes_fail_clearly():
     model, (ctx, mask) = _model(), _context()
     with pytest.raises(ValueError, match=r"expected \(B, 64\)"):
         model(torch.zeros(2, 10, dtype=torch.long), ctx, mask)
+    gens = [torch.Generator() for _ in range(2)]
+    with pytest.raises(ValueError, match="temperature must be a number >= 0"):
+        sample_codes(model, ctx, mask, None, 1.0, gens, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_k must be an integer >= 0"):
+        sample_codes(model, ctx, mask, None, 1.0, gens, top_k=2.5)

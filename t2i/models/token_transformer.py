@@ -131,6 +131,13 @@ class TokenTransformer(nn.Module):
         return self.head(self.norm(x))[:, 0]
 
 
+def check_sampling(temperature: float, top_k: int) -> None:
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0: every code), got {top_k!r}")
+
+
 def pick(logits: torch.Tensor, temperature: float, top_k: int, generators) -> torch.Tensor:
     """A code per row from logits (B, V): top-k filtered, tempered, drawn with row i's generator
     (so image i of a batch equals drawing it alone with its own seed); temperature 0 is argmax."""
@@ -158,6 +165,7 @@ def sample_codes(
 ) -> torch.Tensor:
     """Codes (B, grid, grid) drawn in raster order; `uncond` = the empty caption's (context, mask)
     for classifier-free guidance: logits = u + guidance * (c - u) (guidance 1 skips it)."""
+    check_sampling(temperature, top_k)
     b, c = context.shape[0], model.config
     if uncond is not None and guidance != 1.0:
         u_ctx, u_mask = uncond

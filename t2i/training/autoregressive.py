@@ -22,7 +22,12 @@ from torch import nn
 from t2i.checkpoint import save_model_folder
 from t2i.models.autoencoder import AutoencoderVQ
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
-from t2i.models.token_transformer import TokenTransformer, TokenTransformerConfig, sample_codes
+from t2i.models.token_transformer import (
+    TokenTransformer,
+    TokenTransformerConfig,
+    check_sampling,
+    sample_codes,
+)
 from t2i.training.config import LoopConfig, OptimConfig, native_bf16
 from t2i.training.data import (
     TextCache,
@@ -135,6 +140,7 @@ def build(cfg: AutoregressiveRecipeConfig, args: argparse.Namespace) -> Recipe:
         )
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ValueError(f"caption_dropout {cfg.caption_dropout} must be in [0, 1)")
+    check_sampling(cfg.temperature, cfg.top_k)
     dataset, _ = open_dataset(args.data, cfg.image_size, cfg.data_length)
     key = {"data": args.data, "image_size": cfg.image_size, "length": cfg.data_length}
     codes = latent_dataset(
