@@ -36,10 +36,8 @@ from t2i.training.data import (
     load_frozen_autoencoder,
     open_dataset,
 )
-from t2i.training.diffusion import run_facts
+from t2i.training.diffusion import TRAINED, TrainedText, run_facts
 from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
-
-TRAINED = "trained"
 
 
 @dataclass
@@ -109,16 +107,9 @@ class TextAndTokens(nn.Module):
         self.tokens, self.text = tokens, text
 
 
-def text_fn(model: nn.Module, cache: TextCache | None):
+def text_fn(model: nn.Module, cache: TextCache | None) -> TextCache | TrainedText:
     """captions -> (context, mask): through the trained encoder, or the frozen one's cache."""
-    if cache is not None:
-        return cache
-
-    def encode(captions: list[str]):
-        emb = model.text.encode(captions)
-        return emb.context, emb.mask
-
-    return encode
+    return cache if cache is not None else TrainedText(model.text)
 
 
 def tokens_of(model: nn.Module) -> TokenTransformer:
