@@ -75,7 +75,7 @@ def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int, guidance=N
     for k in range(0, len(prompts), batch):
         part, seeds = prompts[k : k + batch], list(range(k, k + len(prompts[k : k + batch])))
         if source == "true small":
-            low = shrink(reals[k : k + batch], (pipe.image_size // pipe.scale,) * 2)
+            low = shrink(reals[k : k + batch], (pipe.index["low_res"],) * 2)
         elif source == "true 1 px":
             low = small_images(pipe, part, seeds, shrink(reals[k : k + batch], (1, 1)))
         else:
@@ -97,7 +97,7 @@ def by_objects(verdicts: list, counts: list[int]) -> str:
 def write_grid(pipe: Pipeline, path: str, n: int = 24, cols: int = 8) -> None:
     """Real small scenes above the base's drawings of them (module docstring)."""
     prompts, reals, _ = eval_scenes(n)
-    side = pipe.image_size // pipe.scale
+    side = pipe.index["low_res"]
     truth = shrink(reals, (side, side))
     mean = shrink(reals, (1, 1)) if pipe.base.base else None
     drawn = small_images(pipe, prompts, list(range(n)), mean)
@@ -152,7 +152,7 @@ def main() -> None:
         last = guidance or pipe.defaults["guidance_scale"]
         used = f"{pipe.base.defaults['guidance_scale']} / {last}"
         row = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in cats)
-        label = f"true {pipe.image_size // pipe.scale} px" if source == "true small" else source
+        label = f"true {pipe.index['low_res']} px" if source == "true small" else source
         objects = by_objects(verdicts, counts)
         print(f"| {label} | {used} | {acc['overall']:.2f} | {objects} | {row} |", flush=True)
 

@@ -27,12 +27,12 @@ def enlarge(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def low_res_condition(
-    images: torch.Tensor, low_res: int, noise: torch.Tensor | None = None, scale=None
+    low: torch.Tensor, size: tuple[int, int], noise: torch.Tensor | None = None, scale=None
 ) -> torch.Tensor:
-    """The upscaler's training input of `images` (B, C, H, W): shrunk to low_res x low_res, with
-    optional Gaussian noise (`noise` of the small shape times per-image `scale` (B,): conditioning
-    augmentation, so the upscaler learns not to copy a base model's errors), then enlarged."""
-    low = shrink(images, (low_res, low_res))
+    """The upscaler's training input from the images' small versions `low` (B, C, h, w): optional
+    Gaussian noise (`noise` of the small shape times per-image `scale` (B,): conditioning
+    augmentation, so the upscaler learns not to copy a base model's errors), enlarged to `size`
+    (the upscaler's pixels, or its latent grid for a latent upscaler)."""
     if noise is not None:
         low = low + noise * scale.view(-1, 1, 1, 1)
-    return enlarge(low, images.shape[-2:])
+    return enlarge(low, size)

@@ -80,7 +80,7 @@ def interpolate(
     prompt_b = p.prompt if prompt_b is None else prompt_b
     if images is not None:
         size = (p.width, p.height)
-        channels = pipe.unet.config.in_channels
+        channels = pipe.image_channels
         x = torch.cat([load_image(path, size, channels) for path in images])
         noise_a = pipe.invert(x[:1], p.prompt, p.steps)
         noise_b = pipe.invert(x[1:], prompt_b, p.steps)

@@ -29,6 +29,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -216,16 +217,21 @@ class Pipeline:
             if self.base is not None:
                 raise ValueError(f"model {self.name!r} has a base model but is no upscaler")
             return
-        if not isinstance(low, int) or low <= 0 or self.image_size % low:
-            raise ValueError(f"model {self.name!r}: low_res {low!r} must divide {self.image_size}")
-        if cond != self.unet.config.in_channels:
-            raise ValueError(f"model {self.name!r}: an upscaler needs cond_channels = in_channels")
+        if isinstance(low, bool) or not isinstance(low, int) or not 0 < low < self.image_size:
+            raise ValueError(
+                f"model {self.name!r}: low_res {low!r} must be an integer in [1, {self.image_size})"
+            )
+        if cond != self.image_channels:
+            raise ValueError(
+                f"model {self.name!r}: an upscaler sees its small image on cond_channels, so it "
+                f"needs cond_channels = {self.image_channels} (the image's), got {cond}"
+            )
         if self.base is not None and (
-            self.base.image_size != low or self.base.unet.config.in_channels != cond
+            self.base.image_size != low or self.base.image_channels != cond
         ):
             raise ValueError(
                 f"model {self.name!r}: its base draws {self.base.image_size} px with "
-                f"{self.base.unet.config.in_channels} channels; the upscaler takes {low} px, "
+                f"{self.base.image_channels} channels; the upscaler takes {low} px, "
                 f"{cond} channels"
             )
 
@@ -237,15 +243,32 @@ class Pipeline:
         for a cascade, what its base needs, times the upscaling)."""
         unet = 2 ** (len(self.unet.config.channels) - 1) * self.unet.config.patch_size
         own = unet * (self.autoencoder.config.factor if self.autoencoder is not None else 1)
-        if self.base is None:
+        if not self.is_upscaler:
             return own
-        return math.lcm(own, self.scale * self.base.factor)
+        # the small image's side (side / scale) must be a whole multiple of the base's factor
+        base = self.base.factor if self.base is not None else 1
+        return math.lcm(own, (self.scale * base).numerator)
 
     @property
-    def scale(self) -> int:
-        """An upscaler's image side over its input's; 1 for a plain model."""
+    def is_upscaler(self) -> bool:
+        return bool(self.index.get("low_res"))
+
+    @property
+    def scale(self) -> Fraction:
+        """An upscaler's image side over its input's (64/3 from a 3 px base); 1 otherwise."""
         low = self.index.get("low_res")
-        return self.image_size // low if low else 1
+        return Fraction(self.image_size, low) if low else Fraction(1)
+
+    def low_size(self, height: int, width: int) -> tuple[int, int]:
+        """The small image's (height, width) for an image of height x width (exact: see factor)."""
+        return int(height / self.scale), int(width / self.scale)
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the images this model draws (a latent model's autoencoder decodes them)."""
+        if self.autoencoder is not None:
+            return self.autoencoder.config.in_channels
+        return self.unet.config.in_channels
 
     def base_runs(self, p: GenerationParams) -> bool:
         """Whether generating p runs the base stages (img2img starts from the init's own small
@@ -417,10 +440,11 @@ class Pipeline:
         if seeds is not None and len(seeds) != n:
             raise ValueError(f"{len(seeds)} seeds for {n} images")
         cond = cond if cond is not None else self.encode_text([p.prompt] * n)
-        if self.scale > 1:
+        if self.is_upscaler:
             if low is None:
                 low = self.base_images([p] * n, callback, seeds or [p.seed + i for i in range(n)])
-            cond = {**cond, "x_cond": enlarge(self.keep_init(low, p), (p.height, p.width))}
+            grid = (p.height // self.latent_factor, p.width // self.latent_factor)
+            cond = {**cond, "x_cond": enlarge(self.keep_init(low, p), grid)}
             callback = _after(callback, self.base_steps(p))
         seeded, gens = self.noise(p, n, seeds)
         noise = seeded if noise is None else noise
@@ -428,7 +452,7 @@ class Pipeline:
         if not p.init:
             x = noise * sigmas[0]
         else:
-            image = load_image(p.init, (p.width, p.height), self.unet.config.in_channels)
+            image = load_image(p.init, (p.width, p.height), self.image_channels)
             x_init = self.encode_image(image).expand_as(noise)
             if p.mask:
                 mask = mask_to_latent(load_mask(p.mask, (p.width, p.height)), self.latent_factor)
@@ -452,7 +476,7 @@ class Pipeline:
             raise ValueError("generate_items needs at least one item")
         cond = self.encode_text([p.prompt for p in items])
         seeds = [p.seed for p in items]
-        low = self.base_images(items, callback, seeds) if self.scale > 1 else None
+        low = self.base_images(items, callback, seeds) if self.is_upscaler else None
         return self.generate(items[0], len(items), callback, cond=cond, seeds=seeds, low=low)
 
     def base_images(
@@ -466,8 +490,8 @@ class Pipeline:
             )
         if not self.base_runs(items[0]):
             # img2img: nothing to draw, keep_init puts the init's own small version here
-            h, w = items[0].height // self.scale, items[0].width // self.scale
-            return torch.zeros(len(items), self.unet.config.in_channels, h, w)
+            h, w = self.low_size(items[0].height, items[0].width)
+            return torch.zeros(len(items), self.image_channels, h, w)
         small = [replace(self.base_params(p), seed=s) for p, s in zip(items, seeds)]
         return self.base.generate_items(small, callback)
 
@@ -477,7 +501,7 @@ class Pipeline:
         if not p.init:
             return low
         size = low.shape[-2:]
-        init = shrink(load_image(p.init, (p.width, p.height), self.unet.config.in_channels), size)
+        init = shrink(load_image(p.init, (p.width, p.height), self.image_channels), size)
         if not p.mask:
             return init.expand_as(low)
         repaint = shrink(load_mask(p.mask, (p.width, p.height)), size)
@@ -486,12 +510,13 @@ class Pipeline:
     def base_params(self, p: GenerationParams) -> GenerationParams:
         """The base stage's part of a cascade request: p's prompt, negative and seed at the base's
         size, with the base's own sampler, steps, guidance and interval (edits: keep_init)."""
-        base, k = self.base, self.scale
+        base = self.base
+        height, width = self.low_size(p.height, p.width)
         return replace(
             p,
             model=base.name,
-            width=p.width // k,
-            height=p.height // k,
+            width=width,
+            height=height,
             sampler=base.defaults["name"],
             steps=base.defaults["steps"],
             guidance=base.defaults["guidance_scale"],

@@ -4,6 +4,7 @@ run end to end by the pipeline (t2i/cascade.py)."""
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -37,12 +38,12 @@ def test_small_image_is_the_box_average_and_noise_scale_zero_changes_nothing():
     images = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
     low = shrink(images, (8, 8))
     assert torch.allclose(low[0, 1, 2, 3], images[0, 1, 4:6, 6:8].mean())
-    cond = low_res_condition(images, 8)
+    cond = low_res_condition(low, (16, 16))
     assert cond.shape == images.shape
     assert torch.allclose(cond, enlarge(low, (16, 16)))
     noise = torch.randn(2, 3, 8, 8)
-    same = low_res_condition(images, 8, noise, torch.zeros(2))
-    noisy = low_res_condition(images, 8, noise, torch.tensor([0.0, 1.0]))
+    same = low_res_condition(low, (16, 16), noise, torch.zeros(2))
+    noisy = low_res_condition(low, (16, 16), noise, torch.tensor([0.0, 1.0]))
     assert torch.equal(same, cond)
     assert torch.equal(noisy[0], cond[0]) and not torch.allclose(noisy[1], cond[1])
 
@@ -105,8 +106,8 @@ def test_cli_generates_a_cascade_png_that_reproduces_itself(cascade, tmp_path):
 
 def test_upscaler_bad_settings_are_refused_with_what_is_allowed(tmp_path, capsys):
     cases = {
-        ("--low_res", "5", "--model.cond_channels", "3"): "must divide image_size 16",
-        ("--low_res", "8"): "model.cond_channels must be model.in_channels (3), got 0",
+        ("--low_res", "16", "--model.cond_channels", "3"): "must be in [1, image_size 16)",
+        ("--low_res", "8"): "model.cond_channels must be the data's image channels (3), got 0",
         ("--model.cond_channels", "3"): "give --low_res N",
         ("--low_res", "8", "--model.cond_channels", "3", "--low_res_noise", "-1"): ">= 0",
     }
@@ -185,3 +186,36 @@ def test_img2img_and_inpainting_run_through_both_stages(cascade, tmp_path):
     assert edited.size == (16, 16)
     # inpainting keeps the unmasked part of the init in the last stage's output
     assert np.abs(painted[8:, 8:] - [200, 30, 30]).max() <= 2
+
+
+def test_a_latent_upscaler_from_a_grid_sized_base(tmp_path, capsys):
+    """A 3 px base trained on the data shrunk from 16 px (data_size), under an upscaler in an
+    autoencoder's latent space whose small image (3 px) does not divide its 16 px: the cascade
+    draws 16 px images from the base's 3 px ones, and refuses sizes the two cannot share."""
+    ae_run, base_run, up_run = tmp_path / "ae", tmp_path / "base_run", tmp_path / "up_run"
+    ae = ["train", "autoencoder", "--data", "shapes", "--preset", "tiny", "--no-progress"]
+    assert main([*ae, "--loop.steps", "2", "--loop.sample_every", "0", "--out", str(ae_run)]) == 0
+    grid = ["--model.channels", "16", "--model.attention_levels", "0"]
+    assert (
+        main([*TRAIN, *grid, "--image_size", "3", "--data_size", "16", "--out", str(base_run)]) == 0
+    )
+    latent = ["--autoencoder", str(ae_run / "model"), "--model.in_channels", "4"]
+    latent += ["--low_res", "3", "--model.cond_channels", "3", "--cache_dir", str(tmp_path / "c")]
+    assert main([*TRAIN, *latent, "--out", str(up_run)]) == 0
+    base, out = tmp_path / "base", tmp_path / "cascade"
+    assert main(["export", str(base_run), "--out", str(base)]) == 0
+    assert main(["export", str(up_run), "--out", str(out), "--base", str(base)]) == 0
+
+    pipe = Pipeline.from_pretrained(out)
+    assert pipe.scale == Fraction(16, 3) and pipe.factor == 16 and pipe.image_channels == 3
+    p = pipe.params("a red circle", steps=2, seed=1)
+    assert pipe.generate(p, 1).shape == (1, 3, 16, 16)
+    low = pipe.base.generate(pipe.base_params(p), 1)
+    assert low.shape == (1, 3, 3, 3)
+    torch.testing.assert_close(pipe.generate(p, 1, low=low), pipe.generate(p, 1), atol=2e-4, rtol=0)
+    assert main(["generate", "x", "--model", str(out), "--size", "24x24", "--quiet"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    # the base learnt the upscaler's own small images: the data shrunk by area, not re-rendered
+    bad = [*TRAIN, "--image_size", "3", "--data_size", "3", "--out", str(tmp_path / "x")]
+    assert main(bad) == 2
+    assert "data_size 3 must be larger than image_size 3" in capsys.readouterr().err

@@ -152,15 +152,20 @@ def _decode_captions(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 class LatentDataset(Dataset):
-    """Items {"latent": (C, h, w), "caption": str} from cached latents."""
+    """Items {"latent": (C, h, w), "caption": str} from cached latents; with `low` (a latent
+    upscaler's small images, one per latent) also {"low": (C', h', w')}."""
 
-    def __init__(self, latents: torch.Tensor, captions: list[str]):
-        if len(latents) != len(captions):
-            raise ValueError(f"{len(latents)} latents but {len(captions)} captions")
-        self.latents, self.captions = latents, captions
+    def __init__(self, latents: torch.Tensor, captions: list[str], low: torch.Tensor | None = None):
+        if len(latents) != len(captions) or (low is not None and len(low) != len(latents)):
+            lows = "" if low is None else f", {len(low)} small images"
+            raise ValueError(f"{len(latents)} latents but {len(captions)} captions{lows}")
+        self.latents, self.captions, self.low = latents, captions, low
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def __getitem__(self, index: int) -> dict:
-        return {"latent": self.latents[index], "caption": self.captions[index]}
+        item = {"latent": self.latents[index], "caption": self.captions[index]}
+        if self.low is not None:
+            item["low"] = self.low[index]
+        return item

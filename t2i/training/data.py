@@ -95,16 +95,32 @@ def load_frozen_autoencoder(folder: str | Path, digest: str | None = None):
 
 
 def latent_dataset(
-    dataset: Dataset, encode_fn, key: dict, cache_dir: str, progress: bool = True
+    dataset: Dataset,
+    encode_fn,
+    key: dict,
+    cache_dir: str,
+    progress: bool = True,
+    low_res: int = 0,
 ) -> Dataset:
     """Items {"latent", "caption"}: the data set encoded once by `encode_fn` (images -> latents,
-    e.g. an autoencoder's to_latent), cached on disk under `key`."""
+    e.g. an autoencoder's to_latent), cached on disk under `key`. low_res > 0 (a latent upscaler):
+    items also hold "low", the image shrunk to low_res x low_res pixels, cached the same way."""
+    from t2i.cascade import shrink
     from t2i.data.cache import LatentDataset, cached_latents
 
     if isinstance(dataset, IterableDataset):
         raise ValueError("latent training needs a fixed data set (not shards): latents are cached")
     latents, captions = cached_latents(dataset, encode_fn, key, cache_dir, progress=progress)
-    return LatentDataset(latents, captions)
+    low = None
+    if low_res:
+        low, _ = cached_latents(
+            dataset,
+            lambda images: shrink(images, (low_res, low_res)),
+            {**key, "low_res": low_res},
+            cache_dir,
+            progress=progress,
+        )
+    return LatentDataset(latents, captions, low)
 
 
 def first_items(dataset: Dataset, n: int) -> list[dict]:

@@ -62,6 +62,9 @@ class DiffusionRecipeConfig:
     timesteps: str = "uniform"
     timestep_mean: float = 0.0
     image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
+    # >0: read the data at data_size px and shrink it (area) to image_size: a cascade's base then
+    # learns the very small images its upscaler is trained on (t2i/cascade.py), not a re-render
+    data_size: int = 0
     # >0: an upscaler (t2i/cascade.py): the UNet also sees the image shrunk to low_res x low_res
     # and enlarged again, on model.cond_channels = in_channels extra input channels
     low_res: int = 0
@@ -179,6 +182,11 @@ def check(cfg: DiffusionRecipeConfig) -> None:
     if cfg.text_encoder == TRAINED:
         cfg.text_model.__post_init__()
     check_low_res(cfg)
+    if cfg.data_size and cfg.data_size <= cfg.image_size:
+        raise ValueError(
+            f"data_size {cfg.data_size} must be larger than image_size {cfg.image_size} "
+            "(the data is shrunk to image_size), or 0"
+        )
     cfg.model.__post_init__()  # overrides may have made the UNet config inconsistent
 
 
@@ -191,16 +199,8 @@ def check_low_res(cfg: DiffusionRecipeConfig) -> None:
                 "give --low_res N (an upscaler) or leave cond_channels 0"
             )
         return
-    if not 0 < cfg.low_res < cfg.image_size or cfg.image_size % cfg.low_res:
-        raise ValueError(
-            f"low_res {cfg.low_res} must divide image_size {cfg.image_size} and be smaller"
-        )
-    if cfg.model.cond_channels != cfg.model.in_channels:
-        raise ValueError(
-            f"low_res {cfg.low_res}: the UNet sees the small image on cond_channels, so "
-            f"model.cond_channels must be model.in_channels ({cfg.model.in_channels}), "
-            f"got {cfg.model.cond_channels}"
-        )
+    if not 0 < cfg.low_res < cfg.image_size:
+        raise ValueError(f"low_res {cfg.low_res} must be in [1, image_size {cfg.image_size})")
     if cfg.low_res_noise < 0:
         raise ValueError(f"low_res_noise must be >= 0, got {cfg.low_res_noise}")
     if cfg.sample_prompts:
@@ -210,14 +210,25 @@ def check_low_res(cfg: DiffusionRecipeConfig) -> None:
         )
 
 
+def check_cond_channels(cfg: DiffusionRecipeConfig, image_channels: int) -> None:
+    """An upscaler sees its small *image* (pixels, also for a latent upscaler) on cond_channels."""
+    if cfg.low_res and cfg.model.cond_channels != image_channels:
+        raise ValueError(
+            f"low_res {cfg.low_res}: the UNet sees the small image on cond_channels, so "
+            f"model.cond_channels must be the data's image channels ({image_channels}), "
+            f"got {cfg.model.cond_channels}"
+        )
+
+
 def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
     """Everything is checked and loaded here, before the first step."""
     check(cfg)
-    dataset, channels = open_dataset(args.data, cfg.image_size, cfg.data_length)
+    dataset, channels = open_dataset(args.data, cfg.data_size or cfg.image_size, cfg.data_length)
+    check_cond_channels(cfg, channels)
     ae, ae_record = None, None
     if getattr(args, "autoencoder", None):
-        if cfg.low_res:
-            raise ValueError("low_res (an upscaler) works on pixels: drop --autoencoder")
+        if cfg.data_size:
+            raise ValueError("data_size shrinks pixels: drop --autoencoder or data_size")
         ae, ae_record = load_frozen_autoencoder(args.autoencoder)
         key = {
             "data": args.data,
@@ -226,7 +237,9 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
             "autoencoder": ae_record["digest"],
         }
         progress = not getattr(args, "no_progress", False)
-        dataset = latent_dataset(dataset, ae.to_latent, key, cfg.cache_dir, progress)
+        dataset = latent_dataset(
+            dataset, ae.to_latent, key, cfg.cache_dir, progress, low_res=cfg.low_res
+        )
         channels = ae.config.latent_channels
     init = getattr(args, "init", None)
     text = None if cfg.text_encoder == TRAINED else TextCache.load(cfg.text_encoder, cfg.max_tokens)
@@ -359,12 +372,20 @@ def diffusion_recipe(
     if cfg.low_res:  # an upscaler's grid: the first images shrunk, then what it draws from them
         firsts = first_items(dataset, 8)
         prompts = [item["caption"] for item in firsts]
-        grid_low = shrink(torch.stack([item["image"] for item in firsts]), (cfg.low_res,) * 2)
+        grid_low = torch.stack([small_image(item, cfg.low_res) for item in firsts])
     prompts = prompts or first_captions(dataset, 8)
 
     def collate(items: list[dict]) -> dict:
         x0 = torch.stack([it["latent"] if "latent" in it else it["image"] for it in items])
-        return {"x0": x0.contiguous(memory_format=fmt), "captions": [it["caption"] for it in items]}
+        if cfg.data_size:
+            x0 = shrink(x0, (cfg.image_size, cfg.image_size))
+        batch = {
+            "x0": x0.contiguous(memory_format=fmt),
+            "captions": [it["caption"] for it in items],
+        }
+        if cfg.low_res:
+            batch["low"] = torch.stack([small_image(it, cfg.low_res) for it in items])
+        return batch
 
     def loss(batch: dict, rng: StepRNG) -> torch.Tensor:
         x0 = batch["x0"]
@@ -375,8 +396,10 @@ def diffusion_recipe(
         noise = rng.randn(*x0.shape[1:])
         cond = {"context": context, "context_mask": mask}
         if cfg.low_res:
-            aug = rng.randn(x0.shape[1], cfg.low_res, cfg.low_res)
-            cond["x_cond"] = low_res_condition(x0, cfg.low_res, aug, rng.rand() * cfg.low_res_noise)
+            low = batch["low"]
+            aug = rng.randn(*low.shape[1:])
+            scale = rng.rand() * cfg.low_res_noise
+            cond["x_cond"] = low_res_condition(low, x0.shape[-2:], aug, scale)
         return denoiser.loss(x0, sigma, noise, **cond).mean()
 
     def sample(ema: nn.Module) -> np.ndarray:
@@ -396,6 +419,13 @@ def diffusion_recipe(
     if init_record is not None:  # a fine-tuning run: what it started from
         config["init"] = init_record
     return Recipe("diffusion", model, dataset, collate, loss, sample, export, config)
+
+
+def small_image(item: dict, low_res: int) -> torch.Tensor:
+    """An item's image shrunk to low_res x low_res (a latent data set caches it as "low")."""
+    if "low" in item:
+        return item["low"]
+    return shrink(item["image"][None], (low_res, low_res))[0]
 
 
 def enlarge_nearest(low: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,0 +1,73 @@
+"""How well does a shapes cascade's grid-sized first stage lay the scene out? Judged on its own.
+
+A base model that draws the scene at 3x3 px (one pixel per cell of the shapes grid) is judged by
+t2i.data.cell_judge on the prompts of `t2i eval --data shapes` (the fixed set, seed i for prompt
+i): count, colour, size, position and background (shapes are not visible at 3x3), overall and by
+number of objects, once per guidance scale asked. The first row judges the real scenes shrunk to
+3x3 (the judge is exact on them: 1.00).
+
+    python3 benchmarks/layout_stage.py MODEL --n 100 --guidance 1,3,5
+
+MODEL: a 3 px model folder, or a cascade whose base is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from cascade_stages import by_objects, eval_scenes, floats
+
+from t2i.cascade import shrink
+from t2i.data.cell_judge import CELL_CATEGORIES, judge_cells
+from t2i.data.shapes import GRID
+from t2i.evaluation.metrics import compositional_accuracy
+from t2i.pipeline import Pipeline
+
+
+def layouts(pipe: Pipeline, prompts: list[str], guidance: float, steps, batch: int):
+    """The model's GRID x GRID images of the prompts, prompt i from seed i."""
+    out = []
+    for k in range(0, len(prompts), batch):
+        items = [
+            pipe.params(p, seed=k + j, guidance=guidance, steps=steps)
+            for j, p in enumerate(prompts[k : k + batch])
+        ]
+        out.append(pipe.generate_items(items))
+    return torch.cat(out)
+
+
+def row(label: str, images: torch.Tensor, prompts: list[str], counts: list[int]) -> str:
+    verdicts = [judge_cells(im, p) for im, p in zip(images, prompts)]
+    acc = compositional_accuracy(verdicts)
+    cats = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in CELL_CATEGORIES)
+    return f"| {label} | {acc['overall']:.2f} | {by_objects(verdicts, counts)} | {cats} |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="a 3 px model folder, or a cascade whose base is one")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--guidance", type=floats, default=[3.0])
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = Pipeline.from_pretrained(args.model)
+    pipe = pipe.base if pipe.base is not None else pipe
+    if pipe.image_size != GRID:
+        raise SystemExit(f"{args.model}: draws {pipe.image_size} px, the cell judge reads {GRID}")
+    prompts, reals, counts = eval_scenes(args.n)
+    print(f"{args.model}: n = {args.n} fixed prompts, seed i for prompt i, fp32")
+    print("| layouts | all facts | by objects | " + " | ".join(CELL_CATEGORIES) + " |")
+    print("|---" * (len(CELL_CATEGORIES) + 3) + "|")
+    print(row("real scenes shrunk", shrink(reals, (GRID, GRID)), prompts, counts), flush=True)
+    for g in args.guidance:
+        images = layouts(pipe, prompts, g, args.steps, args.batch_size)
+        label = f"guidance {g}, {pipe.defaults['name']} {args.steps or pipe.defaults['steps']}"
+        print(row(label, images, prompts, counts), flush=True)
+
+
+if __name__ == "__main__":
+    main()
