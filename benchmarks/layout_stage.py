@@ -8,7 +8,8 @@ number of objects, once per guidance scale asked. The first row judges the real 
 
     python3 benchmarks/layout_stage.py MODEL --n 100 --guidance 1,3,5
 
-MODEL: a 3 px model folder, or a cascade whose base is one.
+MODEL: a 3 px model folder, or a cascade with one among its stages. A layout stage that is
+itself an upscaler (from the image's mean colour, 1 px) is also judged from the real mean colour.
 """
 
 from __future__ import annotations
@@ -25,15 +26,22 @@ from t2i.evaluation.metrics import compositional_accuracy
 from t2i.pipeline import Pipeline
 
 
-def layouts(pipe: Pipeline, prompts: list[str], guidance: float, steps, batch: int):
-    """The model's GRID x GRID images of the prompts, prompt i from seed i."""
+def layouts(pipe: Pipeline, prompts: list[str], guidance: float, steps, batch: int, low=None):
+    """The model's GRID x GRID images of the prompts, prompt i from seed i; `low` (N, 3, h, w):
+    the small images its own base would draw (a layout stage that is itself an upscaler)."""
     out = []
     for k in range(0, len(prompts), batch):
+        part = prompts[k : k + batch]
         items = [
-            pipe.params(p, seed=k + j, guidance=guidance, steps=steps)
-            for j, p in enumerate(prompts[k : k + batch])
+            pipe.params(p, seed=k + j, guidance=guidance, steps=steps) for j, p in enumerate(part)
         ]
-        out.append(pipe.generate_items(items))
+        if low is None:
+            out.append(pipe.generate_items(items))
+        else:
+            cond, seeds = pipe.encode_text(part), [it.seed for it in items]
+            out.append(
+                pipe.generate(items[0], len(part), cond=cond, seeds=seeds, low=low[k : k + batch])
+            )
     return torch.cat(out)
 
 
@@ -55,7 +63,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.model)
-    pipe = pipe.base if pipe.base is not None else pipe
+    while pipe.image_size != GRID and pipe.base is not None:
+        pipe = pipe.base
     if pipe.image_size != GRID:
         raise SystemExit(f"{args.model}: draws {pipe.image_size} px, the cell judge reads {GRID}")
     prompts, reals, counts = eval_scenes(args.n)
@@ -63,9 +72,15 @@ def main() -> None:
     print("| layouts | all facts | by objects | " + " | ".join(CELL_CATEGORIES) + " |")
     print("|---" * (len(CELL_CATEGORIES) + 3) + "|")
     print(row("real scenes shrunk", shrink(reals, (GRID, GRID)), prompts, counts), flush=True)
+    sampler = f"{pipe.defaults['name']} {args.steps or pipe.defaults['steps']}"
     for g in args.guidance:
+        if pipe.base is not None:  # drawn from the real scene's own small image (its ceiling)
+            low = shrink(reals, (pipe.index["low_res"],) * 2)
+            images = layouts(pipe, prompts, g, args.steps, args.batch_size, low)
+            label = f"guidance {g}, {sampler}, from the true {low.shape[-1]} px"
+            print(row(label, images, prompts, counts), flush=True)
         images = layouts(pipe, prompts, g, args.steps, args.batch_size)
-        label = f"guidance {g}, {pipe.defaults['name']} {args.steps or pipe.defaults['steps']}"
+        label = f"guidance {g}, {sampler}" + (", every stage generated" if pipe.base else "")
         print(row(label, images, prompts, counts), flush=True)
 
 
