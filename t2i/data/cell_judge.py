@@ -17,7 +17,7 @@ import itertools
 import numpy as np
 
 from t2i.cascade import shrink
-from t2i.data.judge import Detection, Verdict, _relation_holds, to_rgb_array
+from t2i.data.judge import Detection, Verdict, relation_facts, to_rgb_array
 from t2i.data.shapes import (
     BACKGROUNDS,
     COLOURS,
@@ -121,14 +121,7 @@ def _placement_facts(spec: Spec, match: tuple) -> list[tuple[str, str, bool]]:
         if o.cell is not None:
             holds = d is not None and d.cell == o.cell
             facts.append(("position", f"the {o.colour} {o.shape} in cell {o.cell}", holds))
-    for a, rel, b in spec.relations:
-        da, db = match[a], match[b]
-        holds = da is not None and db is not None and _relation_holds(da.cell, rel, db.cell)
-        oa, ob = spec.objects[a], spec.objects[b]
-        facts.append(
-            ("position", f"the {oa.colour} {oa.shape} {rel} the {ob.colour} {ob.shape}", holds)
-        )
-    return facts
+    return facts + relation_facts(spec, [d.cell if d is not None else None for d in match])
 
 
 __all__ = ["CELL_CATEGORIES", "SHAPES", "coverage", "detect_cells", "judge_cells", "size_of"]

@@ -230,12 +230,7 @@ def judge(image, target: str | Scene | Spec, config: JudgeConfig | None = None) 
         if o.cell is not None:
             holds = match is not None and match.cell == o.cell
             facts.append(("position", f"the {o.colour} {o.shape} in cell {o.cell}", holds))
-    for a, rel, b in spec.relations:
-        da, db = bound[a], bound[b]
-        holds = da is not None and db is not None and _relation_holds(da.cell, rel, db.cell)
-        oa, ob = spec.objects[a], spec.objects[b]
-        desc = f"the {oa.colour} {oa.shape} {rel} the {ob.colour} {ob.shape}"
-        facts.append(("position", desc, holds))
+    facts += relation_facts(spec, [d.cell if d is not None else None for d in bound])
     if spec.background is not None:
         facts.append(("background", f"a {spec.background} background", bg == spec.background))
     return Verdict(facts, dets, bg)
@@ -247,6 +242,19 @@ def _bind(o, dets: list[Detection]) -> Detection | None:
     if not cands:
         return None
     return max(cands, key=lambda d: (d.size == o.size, d.cell == o.cell, d.area))
+
+
+def relation_facts(spec: Spec, cells: list) -> list[tuple[str, str, bool]]:
+    """The spec's relation facts, object i found in cells[i] (None: not found)."""
+    facts = []
+    for a, rel, b in spec.relations:
+        ca, cb = cells[a], cells[b]
+        holds = ca is not None and cb is not None and _relation_holds(ca, rel, cb)
+        oa, ob = spec.objects[a], spec.objects[b]
+        facts.append(
+            ("position", f"the {oa.colour} {oa.shape} {rel} the {ob.colour} {ob.shape}", holds)
+        )
+    return facts
 
 
 def _relation_holds(a: tuple[int, int], rel: str, b: tuple[int, int]) -> bool:
