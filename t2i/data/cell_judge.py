@@ -22,7 +22,6 @@ from t2i.data.shapes import (
     BACKGROUNDS,
     COLOURS,
     GRID,
-    SHAPES,
     SIZES,
     Obj,
     Scene,
@@ -57,13 +56,13 @@ def detect_cells(image) -> tuple[list[Detection], str]:
         )
     bg = min(BACKGROUNDS, key=lambda b: np.median(np.linalg.norm(rgb - BACKGROUNDS[b], axis=-1)))
     b = np.array(BACKGROUNDS[bg], dtype=np.float64)
+    v = _RGB - b  # each named colour's direction from the background
     dets = []
     for row in range(GRID):
         for col in range(GRID):
             p = rgb[row, col] - b
             if np.linalg.norm(p) < EMPTY_DIST:
                 continue
-            v = _RGB - b
             alpha = np.clip(v @ p / (v * v).sum(-1), 0, 1)
             resid = np.linalg.norm(p - alpha[:, None] * v, axis=-1)
             k = int(resid.argmin())
@@ -122,6 +121,3 @@ def _placement_facts(spec: Spec, match: tuple) -> list[tuple[str, str, bool]]:
             holds = d is not None and d.cell == o.cell
             facts.append(("position", f"the {o.colour} {o.shape} in cell {o.cell}", holds))
     return facts + relation_facts(spec, [d.cell if d is not None else None for d in match])
-
-
-__all__ = ["CELL_CATEGORIES", "SHAPES", "coverage", "detect_cells", "judge_cells", "size_of"]

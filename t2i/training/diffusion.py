@@ -66,7 +66,8 @@ class DiffusionRecipeConfig:
     # learns the very small images its upscaler is trained on (t2i/cascade.py), not a re-render
     data_size: int = 0
     # >0: an upscaler (t2i/cascade.py): the UNet also sees the image shrunk to low_res x low_res
-    # and enlarged again, on model.cond_channels = in_channels extra input channels
+    # and enlarged again to its own grid, on model.cond_channels = the image's channels (3 for
+    # RGB, also in latent space)
     low_res: int = 0
     low_res_noise: float = 0.0  # conditioning augmentation: noise std ~ U(0, this) on that image
     data_length: int = 100_000  # items drawn from procedural sources (shapes)
