@@ -38,7 +38,7 @@ def unet_call_times(pipe, prompt: str, batches: list[int], repeats: int) -> None
     """Median ms of one UNet call (bf16 autocast) on the prompt's text states, per batch size."""
     cond = pipe.encode_text([prompt])
     c = pipe.unet.config
-    side = pipe.image_size // (pipe.autoencoder.config.factor if pipe.autoencoder else 1)
+    side = pipe.latent_size(pipe.image_size, pipe.image_size)[0]
     print("| batch | ms per UNet call | ms per image |")
     print("|---|---|---|")
     for b in batches:

@@ -179,14 +179,21 @@ def make_denoiser(
     parameterisation: str,
     schedule: DiscreteSchedule | None = None,
     min_snr_gamma: float | None = None,
+    sigma_data: float = 0.5,
+    p_mean: float = -1.2,
 ) -> Denoiser:
-    """Wrap `net` in the named parameterisation; eps/v/x0 need the discrete training schedule."""
+    """Wrap `net` in the named parameterisation; eps/v/x0 need the discrete training schedule,
+    edm the data's std (`sigma_data`: 0.5 for images in [-1, 1], 1 for latents scaled to unit std)
+    and the centre of its training log-sigmas (`p_mean`; only training reads it).
+    """
     if parameterisation not in PARAMETERISATIONS:
         raise ValueError(
             f"unknown parameterisation {parameterisation!r}; choose from {list(PARAMETERISATIONS)}"
         )
     if parameterisation == "edm":
-        return EDMDenoiser(net, min_snr_gamma=min_snr_gamma)
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        return EDMDenoiser(net, sigma_data, p_mean=p_mean, min_snr_gamma=min_snr_gamma)
     if schedule is None:
         raise ValueError(f"parameterisation {parameterisation!r} needs a DiscreteSchedule")
     return PARAMETERISATIONS[parameterisation](net, schedule, min_snr_gamma=min_snr_gamma)

@@ -67,9 +67,9 @@ def load_mask(path: str | Path | Image.Image, size: tuple[int, int]) -> torch.Te
     return torch.from_numpy((a >= 0.5).astype(np.float32))[None, None]
 
 
-def mask_to_latent(mask: torch.Tensor, factor: int) -> torch.Tensor:
-    """(B, 1, H, W) -> (B, 1, H/f, W/f): a latent pixel is repainted if any of its pixels is."""
-    return torch.nn.functional.max_pool2d(mask, factor) if factor > 1 else mask
+def mask_to_latent(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, 1, h, w): a latent pixel is repainted if any pixel of its share is."""
+    return torch.nn.functional.adaptive_max_pool2d(mask, grid) if mask.shape[-2:] != grid else mask
 
 
 def check_strength(strength) -> float:

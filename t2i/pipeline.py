@@ -187,12 +187,16 @@ class Pipeline:
         self.index, self.name = index, name
         schedule = index.get("schedule")
         schedule = DiscreteSchedule.from_dict(schedule) if schedule else None
-        self.denoiser = make_denoiser(self.unet, index["parameterisation"], schedule).eval()
+        self.denoiser = make_denoiser(
+            self.unet, index["parameterisation"], schedule, sigma_data=index.get("sigma_data", 0.5)
+        ).eval()
         self.defaults = {"name": "ddim", "steps": 20, "guidance_scale": 3.0}
         self.defaults.update(index.get("sampler", {}))
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.base = base
         self._check_cascade()
+        if self.autoencoder is not None:
+            self.autoencoder.config.check_network_factor(self.unet.config.factor)
 
     @classmethod
     def from_pretrained(cls, model: str | Path, bf16: bool = False) -> Pipeline:
@@ -241,7 +245,7 @@ class Pipeline:
     def factor(self) -> int:
         """Image sides must be multiples of this: UNet downsamplings x autoencoder factor (and
         for a cascade, what its base needs, times the upscaling)."""
-        unet = 2 ** (len(self.unet.config.channels) - 1) * self.unet.config.patch_size
+        unet = self.unet.config.factor
         own = unet * (self.autoencoder.config.factor if self.autoencoder is not None else 1)
         if not self.is_upscaler:
             return own
@@ -306,9 +310,13 @@ class Pipeline:
         """The (steps + 1,) noise levels of a run; the index may name a schedule per model."""
         return sigmas_for(self.denoiser, steps, self.index.get("sigma_schedule", "auto"))
 
-    @property
-    def latent_factor(self) -> int:
-        return self.autoencoder.config.factor if self.autoencoder is not None else 1
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """The sampler's grid for an image of height x width (the image's own without an
+        autoencoder)."""
+        if self.autoencoder is None:
+            return height, width
+        side = self.autoencoder.config.latent_side
+        return side(height), side(width)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [-1, 1] -> what the sampler works on (the identity for pixel models)."""
@@ -337,8 +345,7 @@ class Pipeline:
         self, p: GenerationParams, n: int, seeds: list[int] | None = None
     ) -> tuple[torch.Tensor, list[torch.Generator]]:
         """(n, C, h, w) unit noise and the per-image generators, seeded p.seed + i (or seeds[i])."""
-        f = self.latent_factor
-        shape = (self.unet.config.in_channels, p.height // f, p.width // f)
+        shape = (self.unet.config.in_channels, *self.latent_size(p.height, p.width))
         seeds = [p.seed + i for i in range(n)] if seeds is None else seeds
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         return torch.stack([torch.randn(shape, generator=g) for g in gens]), gens
@@ -403,6 +410,7 @@ class Pipeline:
                     f"image size {p.width}x{p.height}: each side must be a multiple of "
                     f"{self.factor} for this model"
                 )
+        self.latent_size(p.height, p.width)  # a grid autoencoder also has a least side
         check_strength(p.strength)
         _check_int("resample", p.resample, 1, 20)
         check_interval(p.guidance_interval)
@@ -443,7 +451,7 @@ class Pipeline:
         if self.is_upscaler:
             if low is None:
                 low = self.base_images([p] * n, callback, seeds or [p.seed + i for i in range(n)])
-            grid = (p.height // self.latent_factor, p.width // self.latent_factor)
+            grid = self.latent_size(p.height, p.width)
             cond = {**cond, "x_cond": enlarge(self.keep_init(low, p), grid)}
             callback = _after(callback, self.base_steps(p))
         seeded, gens = self.noise(p, n, seeds)
@@ -455,7 +463,8 @@ class Pipeline:
             image = load_image(p.init, (p.width, p.height), self.image_channels)
             x_init = self.encode_image(image).expand_as(noise)
             if p.mask:
-                mask = mask_to_latent(load_mask(p.mask, (p.width, p.height)), self.latent_factor)
+                mask = load_mask(p.mask, (p.width, p.height))
+                mask = mask_to_latent(mask, self.latent_size(p.height, p.width))
                 model = InpaintDenoiser(model, x_init, mask, noise)
             sigmas = strength_sigmas(sigmas, p.strength)
             if len(sigmas) == 1:  # strength 0: nothing to sample

@@ -33,7 +33,7 @@ class TokenPipeline(Pipeline):
         self.top_k = int(sampler.pop("top_k", 0))
         self.defaults = {"name": SAMPLER, "steps": self.tokens, "guidance_scale": 3.0, **sampler}
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        grid = self.image_size // self.autoencoder.config.factor
+        grid = self.autoencoder.config.latent_side(self.image_size)
         if grid != self.transformer.config.grid:
             raise ValueError(
                 f"model {name!r}: image_size {self.image_size} through the autoencoder is a "

@@ -140,3 +140,32 @@ def test_vq_restarts_unused_codes_on_data():
         with torch.enable_grad():
             _, _, codes = q(z)
     assert code_usage(codes, 64)["used"] > 0.5
+
+
+def test_a_resampling_autoencoder_gives_one_latent_per_cell_of_a_3x3_grid():
+    # 16 px read at 12 px, 3 levels (12 -> 6 -> 3): each level's grid lines up with the cells
+    c = AutoencoderConfig.preset("tiny", channels=(16, 16, 32), resample=0.75)
+    ae = AutoencoderKL(c)
+    x = _batch(2, 16)
+    z = ae.encode(x).mode()
+    assert c.factor == 16 and z.shape == (2, 4, 3, 3) and ae.decode(z).shape == x.shape
+    assert [c.latent_side(s) for s in (16, 32, 64)] == [3, 6, 12]
+    for side in (8, 24):
+        with pytest.raises(ValueError, match=f"image side {side}: .*multiples of 16"):
+            c.latent_side(side)
+    c.check_network_factor(1)
+    with pytest.raises(ValueError, match="does not downsample; this one does by 2"):
+        c.check_network_factor(2)
+    with pytest.raises(ValueError, match="resample must be in \\(0, 4\\], got 0"):
+        AutoencoderConfig.preset("tiny", resample=0)
+    plain = AutoencoderConfig.preset("tiny")
+    assert plain.latent_side(16) == 8 and plain.factor == 2
+    plain.check_network_factor(4)  # plain latents: any factor that divides them
+
+
+def test_a_resampling_autoencoder_trains_and_loss_falls():
+    torch.manual_seed(0)
+    ae = AutoencoderKL(AutoencoderConfig.preset("tiny", channels=(16, 16, 32), resample=0.75))
+    loss_fn = AutoencoderLoss(AutoencoderLossConfig(kl_weight=1e-3, disc_start=10**9))
+    losses, _ = _train(ae, loss_fn, _batch(), 40)
+    assert losses[-1] < 0.5 * losses[0]

@@ -30,3 +30,33 @@ def test_unknown_timesteps_and_edm_with_a_timestep_option_are_refused():
     cfg.timesteps, cfg.parameterisation = "logit_normal", "edm"
     with pytest.raises(ValueError, match="edm draws its own sigmas"):
         diffusion.check(cfg)
+
+
+def test_edm_sigma_data_reaches_the_denoiser_and_the_model_folder(tmp_path):
+    import json
+
+    from t2i.pipeline import Pipeline
+    from tests.tiny_models import write_tiny_model
+
+    cfg = diffusion.preset("tiny")
+    cfg.parameterisation, cfg.sigma_data = "edm", 1.0
+    denoiser = diffusion.make_denoiser(cfg, lambda x, t, **_: torch.zeros_like(x))
+    x, sigma = torch.ones(1, 3, 4, 4), torch.tensor([1.0])
+    # a network that says 0 leaves c_skip * x = sd^2 / (sigma^2 + sd^2) * x: 1/2 at sd = sigma = 1
+    torch.testing.assert_close(denoiser(x, sigma), 0.5 * x)
+    cfg.p_mean = 0.5  # training noise levels centred on sigma e^0.5
+    drawn = diffusion.make_denoiser(cfg, None).training_sigmas(
+        4000, torch.Generator().manual_seed(0)
+    )
+    assert abs(drawn.log().median().item() - 0.5) < 0.1
+    cfg.sigma_data = 0.0
+    with pytest.raises(ValueError, match="sigma_data must be > 0, got 0.0"):
+        diffusion.check(cfg)
+
+    folder = write_tiny_model(tmp_path / "m", parameterisation="edm")
+    assert (
+        Pipeline.from_pretrained(folder).denoiser.sigma_data == 0.5
+    )  # folders from before: the default
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "sigma_data": 1.0}))
+    assert Pipeline.from_pretrained(folder).denoiser.sigma_data == 1.0

@@ -211,3 +211,22 @@ def test_cli_img2img_and_inpainting(pipe, init_png, mask_png, tmp_path, capsys):
     assert "unbalanced '(' at position 2" in capsys.readouterr().err
     assert main(["generate", PROMPT, "--negative", "blue]", *bad_prompt[2:]]) == 2
     assert "unbalanced ']' at position 4" in capsys.readouterr().err
+
+
+def test_a_grid_latent_model_generates_and_inpaints_on_its_3x3_latents(tmp_path_factory, init_png):
+    grid = load(write_tiny_model(tmp_path_factory.mktemp("grid"), steps=3, grid=True, vocab=VOCAB))
+    assert grid.factor == 16 and grid.latent_size(16, 16) == (3, 3)
+    assert grid.generate(grid.params(PROMPT, steps=2)).shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="image size 24x16: each side must be a multiple of 16"):
+        grid.params(PROMPT, size=(24, 16))
+    a = np.zeros((16, 16), dtype=np.uint8)
+    a[:, :5] = 255  # the left 5 columns lie in the first latent column's share only
+    mask = tmp_path_factory.mktemp("m") / "left.png"
+    Image.fromarray(a).save(mask)
+    steps = []
+    grid.generate(grid.params(PROMPT, steps=3, init=init_png, mask=mask), callback=steps.append)
+    with torch.no_grad():
+        z = grid.autoencoder.to_latent(load_image(init_png))
+    final = steps[-1]["x"]
+    torch.testing.assert_close(final[..., 1:], z[..., 1:], atol=1e-5, rtol=0)
+    assert (final[..., :1] - z[..., :1]).abs().mean() > 0.1

@@ -25,17 +25,21 @@ def write_tiny_model(
     image_size: int = 16,
     in_channels: int = 3,
     latent: bool = False,
+    grid: bool = False,
     vocab: list[str] = VOCAB,
 ) -> Path:
     """A model folder with a tiny UNet and text transformer (seeded: the same weights every time);
-    latent=True adds a tiny KL autoencoder with 3 latent channels."""
+    latent=True adds a tiny KL autoencoder with 3 latent channels, grid=True a resampling one
+    (16 px read at 12 -> 3x3 latents) under a UNet of one level."""
     torch.manual_seed(0)
     text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
-    components = {"unet": UNet(UNetConfig.preset("tiny", in_channels=in_channels))}
+    one_level = {"channels": (16,), "attention_levels": (0,)} if grid else {}
+    resampled = {"channels": (16, 16, 32), "resample": 0.75} if grid else {}
+    components = {"unet": UNet(UNetConfig.preset("tiny", in_channels=in_channels, **one_level))}
     components["text_encoder"] = text  # created first: the seeded weights stay as they were
-    if latent:
+    if latent or grid:
         components["autoencoder"] = AutoencoderKL(
-            AutoencoderConfig.preset("tiny", latent_channels=in_channels)
+            AutoencoderConfig.preset("tiny", latent_channels=in_channels, **resampled)
         )
     index = {
         "parameterisation": parameterisation,

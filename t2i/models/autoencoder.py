@@ -23,6 +23,7 @@ Latents for diffusion: `z = ae.to_latent(x)` ((mode - shift) * scale, per channe
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
@@ -40,6 +41,10 @@ class AutoencoderConfig:
     latent_channels: int = 4
     groups: int = 32  # GroupNorm groups
     mid_attention: bool = True  # self-attention at the lowest resolution
+    # != 1: the encoder reads the image resized by this and the decoder draws at that size and
+    # resizes back, so every level's grid can line up with a grid in the data: 0.75 turns 64 px
+    # scenes on a 3x3 grid into 48 px, whose cells are 16 px, 8, 4, 2 and 1 latent (3x3) down
+    resample: float = 1.0
     latent_scale: list[float] | None = None  # per channel, from data (latent_stats); None: 1
     latent_shift: list[float] | None = None  # per channel; None: 0
 
@@ -52,14 +57,40 @@ class AutoencoderConfig:
             raise ValueError(f"channels must be positive, got {self.channels}")
         for ch in self.channels:
             check_groups(ch, self.groups, f"{type(self).__name__}.channels")
+        if not 0 < self.resample <= 4:
+            raise ValueError(f"resample must be in (0, 4], got {self.resample}")
         for name in ("latent_scale", "latent_shift"):
             v = getattr(self, name)
             if v is not None and len(v) != self.latent_channels:
                 raise ValueError(f"{name} has {len(v)} values, expected {self.latent_channels}")
 
     @property
+    def scale(self) -> Fraction:
+        """Latent positions per image pixel: resample / 2^(levels - 1)."""
+        return Fraction(self.resample).limit_denominator(64) / 2 ** (len(self.channels) - 1)
+
+    @property
     def factor(self) -> int:
-        return 2 ** (len(self.channels) - 1)
+        """Image sides must be multiples of this (64 for 3x3 latents at 64 px)."""
+        return (1 / self.scale).numerator
+
+    def latent_side(self, side: int) -> int:
+        """Latent positions along an image side of `side` pixels."""
+        if side % self.factor:
+            raise ValueError(
+                f"image side {side}: this autoencoder takes multiples of {self.factor}"
+            )
+        return int(side * self.scale)
+
+    def check_network_factor(self, factor: int) -> None:
+        """A network that downsamples its input by `factor` must fit this autoencoder's latents:
+        resampled latents (3x3 at 64 px) may have no common divisor but 1."""
+        if self.resample != 1 and factor > 1:
+            raise ValueError(
+                f"a resampling autoencoder's latents (3x3 at 64 px with resample 0.75) take a "
+                f"network that does not downsample; this one does by {factor} (give the UNet one "
+                "level, patch size 1)"
+            )
 
     @classmethod
     def preset(cls, name: str, **overrides):
@@ -117,8 +148,15 @@ def _mid(ch: int, c: AutoencoderConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased when shrinking (an area filter: no aliasing of thin edges); in fp32,
+    which the antialiased kernel needs on CPU."""
+    y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return y.to(x.dtype)
+
+
 class Encoder(nn.Module):
-    """x (B, C, H, W) -> (B, out_ch, H/f, W/f)."""
+    """x (B, C, H, W) -> (B, out_ch, h, w), h = latent_side(H)."""
 
     def __init__(self, c: AutoencoderConfig, out_ch: int):
         super().__init__()
@@ -133,13 +171,16 @@ class Encoder(nn.Module):
         layers += [_mid(prev, c), nn.GroupNorm(c.groups, prev, eps=1e-6), nn.SiLU()]
         layers.append(nn.Conv2d(prev, out_ch, 3, padding=1))
         self.net = nn.Sequential(*layers)
+        self.resample = c.resample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample != 1:
+            x = resize(x, (round(x.shape[-2] * self.resample), round(x.shape[-1] * self.resample)))
         return self.net(x)
 
 
 class Decoder(nn.Module):
-    """z (B, latent, h, w) -> (B, C, h*f, w*f)."""
+    """z (B, latent, h, w) -> (B, C, H, W), the inverse of Encoder's sizes."""
 
     def __init__(self, c: AutoencoderConfig):
         super().__init__()
@@ -153,12 +194,19 @@ class Decoder(nn.Module):
                 prev = ch
             if level > 0:
                 layers.append(Upsample(ch))
-        layers += [nn.GroupNorm(c.groups, prev, eps=1e-6), nn.SiLU()]
-        self.net = nn.Sequential(*layers)
+        head = [nn.GroupNorm(c.groups, prev, eps=1e-6), nn.SiLU()]
+        self.scale, self.refine = c.scale, None
+        if c.resample != 1:  # one more block at the image's own size sharpens what resize blurred
+            self.refine = nn.Sequential(ResBlock(prev, prev, c.groups), *head)
+        self.net = nn.Sequential(*layers, *([] if self.refine else head))
         self.conv_out = nn.Conv2d(prev, c.in_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(self.net(z))
+        h = self.net(z)
+        if self.refine is not None:
+            size = (int(z.shape[-2] / self.scale), int(z.shape[-1] / self.scale))
+            h = self.refine(resize(h, size))
+        return self.conv_out(h)
 
 
 class DiagonalGaussian:

@@ -54,6 +54,11 @@ class UNetConfig:
         self.attention_levels = tuple(self.attention_levels)
         self.validate()
 
+    @property
+    def factor(self) -> int:
+        """How much the network downsamples: input sides must be multiples of this."""
+        return 2 ** (len(self.channels) - 1) * self.patch_size
+
     def validate(self) -> None:
         if not self.channels or min(self.channels) <= 0:
             raise ValueError(f"channels must be positive, got {self.channels}")

@@ -123,7 +123,7 @@ def build(cfg: AutoregressiveRecipeConfig, args: argparse.Namespace) -> Recipe:
     ae, ae_record = load_frozen_autoencoder(args.autoencoder)
     if not isinstance(ae, AutoencoderVQ):
         raise ValueError(f"--autoencoder {args.autoencoder}: a VQ autoencoder is needed, not KL")
-    grid = cfg.image_size // ae.config.factor
+    grid = ae.config.latent_side(cfg.image_size)
     if (cfg.model.grid, cfg.model.codebook_size) != (grid, ae.config.codebook_size):
         raise ValueError(
             f"model.grid {cfg.model.grid} / model.codebook_size {cfg.model.codebook_size} must be "

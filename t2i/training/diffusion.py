@@ -29,7 +29,8 @@ from t2i.checkpoint import (
     save_model_folder,
 )
 from t2i.data.cache import file_digest
-from t2i.denoisers import EDMDenoiser, EpsDenoiser, VDenoiser, X0Denoiser
+from t2i.denoisers import PARAMETERISATIONS
+from t2i.denoisers import make_denoiser as wrap_network
 from t2i.guidance import CFGDenoiser
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
 from t2i.models.unet import UNet, UNetConfig
@@ -48,13 +49,16 @@ from t2i.training.data import (
 from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
 
 TRAINED = "trained"  # --text_encoder value: a TextTransformer trained with the UNet
-PARAMETERISATIONS = {"eps": EpsDenoiser, "v": VDenoiser, "x0": X0Denoiser, "edm": EDMDenoiser}
 
 
 @dataclass
 class DiffusionRecipeConfig:
     model: UNetConfig = field(default_factory=lambda: UNetConfig.preset("small"))
     parameterisation: str = "eps"  # eps | v | x0 | edm
+    sigma_data: float = 0.5  # edm: the data's std (0.5 for pixels; 1 for latents of unit std)
+    # edm: training log sigma ~ N(p_mean, 1.2^2); a data std twice EDM's 0.5 puts the same noise
+    # levels at -1.2 + ln 2 = -0.5
+    p_mean: float = -1.2
     schedule: str = "ddpm"  # DiscreteSchedule preset for eps/v/x0 (ddpm, sd, cosine)
     min_snr_gamma: float = 0.0  # 0: plain loss; 5: min-SNR weighting (Hang et al. 2023)
     # which timesteps training draws: "uniform" (DDPM) or "logit_normal": t/T = sigmoid(N(mean,
@@ -142,11 +146,10 @@ def preset(name: str) -> DiffusionRecipeConfig:
 
 
 def make_denoiser(cfg: DiffusionRecipeConfig, net: nn.Module) -> nn.Module:
-    gamma = cfg.min_snr_gamma or None
-    if cfg.parameterisation == "edm":
-        return EDMDenoiser(net, min_snr_gamma=gamma)
-    schedule = DiscreteSchedule.preset(cfg.schedule)
-    return PARAMETERISATIONS[cfg.parameterisation](net, schedule, min_snr_gamma=gamma)
+    schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
+    return wrap_network(
+        net, cfg.parameterisation, schedule, cfg.min_snr_gamma or None, cfg.sigma_data, cfg.p_mean
+    )
 
 
 TIMESTEPS = ("uniform", "logit_normal")
@@ -173,6 +176,8 @@ def check(cfg: DiffusionRecipeConfig) -> None:
         )
     if cfg.parameterisation != "edm":
         DiscreteSchedule.preset(cfg.schedule)
+    if not cfg.sigma_data > 0:
+        raise ValueError(f"sigma_data must be > 0, got {cfg.sigma_data}")
     if cfg.timesteps not in TIMESTEPS:
         raise ValueError(f"unknown timesteps {cfg.timesteps!r}; choose from {list(TIMESTEPS)}")
     if cfg.timesteps != "uniform" and cfg.parameterisation == "edm":
@@ -231,6 +236,8 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
         if cfg.data_size:
             raise ValueError("data_size shrinks pixels: drop --autoencoder or data_size")
         ae, ae_record = load_frozen_autoencoder(args.autoencoder)
+        ae.config.latent_side(cfg.image_size)  # the data's size fits it
+        ae.config.check_network_factor(cfg.model.factor)
         key = {
             "data": args.data,
             "image_size": cfg.image_size,
@@ -442,7 +449,7 @@ def generate(
     context, mask = text(prompts)
     u_ctx, u_mask = text([""])
     guided = CFGDenoiser(denoiser, {"context": u_ctx, "context_mask": u_mask}, cfg.guidance_scale)
-    size = cfg.image_size // (ae.config.factor if ae is not None else 1)
+    size = ae.config.latent_side(cfg.image_size) if ae is not None else cfg.image_size
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
     noise = torch.stack([torch.randn(cfg.model.in_channels, size, size, generator=g) for g in gens])
     sigmas = sigmas_for(denoiser, cfg.sample_steps)
@@ -475,6 +482,7 @@ def export_model(
     schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
     index = {
         "parameterisation": cfg.parameterisation,
+        **({"sigma_data": cfg.sigma_data} if cfg.parameterisation == "edm" else {}),
         "schedule": schedule.to_dict() if schedule else None,
         "sampler": {
             "name": cfg.sampler,

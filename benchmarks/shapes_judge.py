@@ -1,0 +1,75 @@
+"""A one-stage shapes model judged on the fixed prompts of `t2i eval`, by objects and by fact.
+
+Rows: the model at each guidance asked for (seed i for prompt i, the model's own sampler and
+steps), and, for a latent model, its autoencoder's reconstructions of the real scenes behind the
+same prompts (the ceiling of anything drawn through it).
+
+    python3 benchmarks/shapes_judge.py MODEL --n 100 --guidance 1.5,3,5 --bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from cascade_stages import by_objects, eval_scenes, floats
+
+from t2i.data.judge import judge
+from t2i.evaluation.metrics import compositional_accuracy
+from t2i.pipeline import Pipeline
+
+CATEGORIES = ("count", "colour", "shape", "binding", "size", "position", "background")
+
+
+def generated(pipe: Pipeline, prompts: list[str], guidance: float, batch: int) -> torch.Tensor:
+    images = []
+    for k in range(0, len(prompts), batch):
+        part = prompts[k : k + batch]
+        items = [pipe.params(p, seed=k + i, guidance=guidance) for i, p in enumerate(part)]
+        images.append(pipe.generate_items(items))
+    return torch.cat(images)
+
+
+def reconstructed(pipe: Pipeline, reals: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return pipe.decode(pipe.encode_image(reals))
+
+
+def row(label: str, images: torch.Tensor, prompts: list[str], counts: list[int]) -> str:
+    verdicts = [judge(im, p) for im, p in zip(images, prompts)]
+    acc = compositional_accuracy(verdicts)
+    cats = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in CATEGORIES)
+    return f"| {label} | {acc['overall']:.2f} | {by_objects(verdicts, counts)} | {cats} |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="a shapes model folder (not a cascade)")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--guidance", type=floats, default=[None], help="e.g. 1.5,3,5")
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (t2i eval runs fp32)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = Pipeline.from_pretrained(args.model, bf16=args.bf16)
+    if pipe.base is not None:
+        raise SystemExit(f"{args.model} is a cascade: use benchmarks/cascade_stages.py")
+    prompts, reals, counts = eval_scenes(args.n)
+    sizes = " / ".join(str(counts.count(k)) for k in sorted(set(counts)))
+    print(
+        f"{args.model}: n = {args.n} fixed prompts (scenes of 1 / 2 / 3 objects: {sizes}), "
+        f"seed i for prompt i, {'bf16' if args.bf16 else 'fp32'}"
+    )
+    print("| images | all facts | by objects | " + " | ".join(CATEGORIES) + " |")
+    print("|---" * (len(CATEGORIES) + 3) + "|")
+    if pipe.autoencoder is not None:
+        print(row("autoencoder reconstructions", reconstructed(pipe, reals), prompts, counts))
+    for g in args.guidance:
+        g = pipe.defaults["guidance_scale"] if g is None else g
+        images = generated(pipe, prompts, g, args.batch_size)
+        print(row(f"generated, guidance {g}", images, prompts, counts), flush=True)
+
+
+if __name__ == "__main__":
+    main()
