@@ -249,3 +249,22 @@ def test_fine_tuning_starts_from_the_model_folder_and_checks_it_fits(tmp_path, c
     assert t2i_main([*argv, "--init", str(base / "model"), "--model.channels", "16,48"]) == 2
     err = capsys.readouterr().err
     assert "does not fit this run's model config" in err and "of another shape" in err, err
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_so_the_latents(tmp_path):
+    from t2i.checkpoint import load_model_folder
+
+    common = ["--data", "shapes", *TINY, "--loop.steps", "2"]
+    run_cli("autoencoder", *common, "--out", str(tmp_path / "ae"))
+    start = str(tmp_path / "ae" / "model")
+    run_cli("autoencoder", *common, "--out", str(tmp_path / "ft"), "--init", start,
+            "--train", "decoder", "--optim.lr", "1e-2")  # fmt: skip
+    before = load_model_folder(start)[0]["autoencoder"]
+    after = load_model_folder(tmp_path / "ft" / "model")[0]["autoencoder"]
+    a, b = before.state_dict(), after.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    assert after.config.latent_scale == before.config.latent_scale  # same latents, same stats
+    bad = run_cli("autoencoder", *common, "--out", str(tmp_path / "x"), "--train", "decoder",
+                  check=False)  # fmt: skip
+    assert bad.returncode != 0 and "give --init FOLDER" in bad.stderr

@@ -10,7 +10,7 @@ reconstruction detached, so one backward gives each part its own gradient.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from t2i.models.autoencoder import (
     latent_stats,
 )
 from t2i.training.config import LoopConfig, OptimConfig
-from t2i.training.data import open_dataset
+from t2i.training.data import load_frozen_autoencoder, open_dataset
 from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
 
 
@@ -40,6 +40,9 @@ class AutoencoderRecipeConfig:
     image_size: int = 64
     data_length: int = 100_000  # items drawn from procedural sources (shapes)
     stats_images: int = 256  # images that set the latent scale/shift at export
+    # "all", or "decoder": the encoder frozen (needs --init), so the latents a diffusion model was
+    # trained on stay what they were while the decoder draws them better (SD's ft-MSE decoder)
+    train: str = "all"
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (BENCHMARKS.md)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=20_000, batch_size=16))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4.5e-4, ema_decay=0.999))
@@ -129,11 +132,26 @@ class AutoencoderWithLoss(nn.Module):
 def build(cfg: AutoencoderRecipeConfig, args: argparse.Namespace) -> Recipe:
     cfg.model.__post_init__()
     cfg.loss.__post_init__()
+    init = getattr(args, "init", None)
+    if cfg.train not in ("all", "decoder"):
+        raise ValueError(f"train {cfg.train!r}; choose from ['all', 'decoder']")
+    if cfg.train == "decoder" and not init:
+        raise ValueError("train 'decoder' fine-tunes a trained autoencoder: give --init FOLDER")
+    start = load_frozen_autoencoder(init)[0] if init else None
+    if start is not None:  # the folder's architecture; latent scale/shift are set again at export
+        cfg.model = replace(start.config, latent_scale=None, latent_shift=None)
     dataset, channels = open_dataset(args.data, cfg.image_size, cfg.data_length)
     if cfg.model.in_channels != channels:
         raise ValueError(f"model.in_channels {cfg.model.in_channels} != data channels {channels}")
     seed_everything(cfg.loop.seed)
-    return autoencoder_recipe(cfg, AutoencoderWithLoss(cfg), dataset, str(args.data))
+    model = AutoencoderWithLoss(cfg)
+    if start is not None:
+        model.ae.load_state_dict({k: v.float() for k, v in start.state_dict().items()})
+    if cfg.train == "decoder":
+        if isinstance(model.ae, AutoencoderVQ):  # its codebook moves with the encoder's outputs
+            raise ValueError("train 'decoder' is for KL autoencoders, not VQ ones")
+        model.ae.encoder.requires_grad_(False)
+    return autoencoder_recipe(cfg, model, dataset, str(args.data))
 
 
 def autoencoder_recipe(cfg, model: AutoencoderWithLoss, dataset, data_name: str) -> Recipe:

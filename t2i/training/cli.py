@@ -70,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if name == "diffusion":
             p.add_argument("--autoencoder", help="trained autoencoder folder: train in its latents")
             p.add_argument("--init", help="model folder whose UNet to start from (fine-tuning)")
+        if name == "autoencoder":
+            p.add_argument("--init", help="autoencoder folder to start from (fine-tuning)")
         if name == "autoregressive":
             p.add_argument("--autoencoder", required=True, help="trained VQ autoencoder folder")
         p.set_defaults(func=run)
