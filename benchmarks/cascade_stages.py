@@ -94,6 +94,13 @@ def by_objects(verdicts: list, counts: list[int]) -> str:
     return " / ".join(f"{sum(g) / len(g):.2f}" for _, g in sorted(groups.items()))
 
 
+def table_row(label: str, verdicts: list, counts: list[int], categories) -> str:
+    """One markdown row: all facts, by objects, then each category (– where none is stated)."""
+    acc = compositional_accuracy(verdicts)
+    cats = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in categories)
+    return f"| {label} | {acc['overall']:.2f} | {by_objects(verdicts, counts)} | {cats} |"
+
+
 def write_grid(pipe: Pipeline, path: str, n: int = 24, cols: int = 8) -> None:
     """Real small scenes above the base's drawings of them (module docstring)."""
     prompts, reals, _ = eval_scenes(n)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from cascade_stages import by_objects, eval_scenes, floats
+from cascade_stages import eval_scenes, floats, table_row
 
 from t2i.cascade import shrink
 from t2i.data.cell_judge import CELL_CATEGORIES, judge_cells
 from t2i.data.shapes import GRID
-from t2i.evaluation.metrics import compositional_accuracy
 from t2i.pipeline import Pipeline
 
 
@@ -47,9 +46,7 @@ def layouts(pipe: Pipeline, prompts: list[str], guidance: float, steps, batch: i
 
 def row(label: str, images: torch.Tensor, prompts: list[str], counts: list[int]) -> str:
     verdicts = [judge_cells(im, p) for im, p in zip(images, prompts)]
-    acc = compositional_accuracy(verdicts)
-    cats = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in CELL_CATEGORIES)
-    return f"| {label} | {acc['overall']:.2f} | {by_objects(verdicts, counts)} | {cats} |"
+    return table_row(label, verdicts, counts, CELL_CATEGORIES)
 
 
 def main() -> None:

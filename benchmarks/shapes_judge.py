@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from cascade_stages import by_objects, eval_scenes, floats
+from cascade_stages import eval_scenes, floats, table_row
 
 from t2i.data.judge import judge
-from t2i.evaluation.metrics import compositional_accuracy
 from t2i.pipeline import Pipeline
 
 CATEGORIES = ("count", "colour", "shape", "binding", "size", "position", "background")
@@ -36,10 +35,7 @@ def reconstructed(pipe: Pipeline, reals: torch.Tensor) -> torch.Tensor:
 
 
 def row(label: str, images: torch.Tensor, prompts: list[str], counts: list[int]) -> str:
-    verdicts = [judge(im, p) for im, p in zip(images, prompts)]
-    acc = compositional_accuracy(verdicts)
-    cats = " | ".join(f"{acc[c]:.2f}" if c in acc else "–" for c in CATEGORIES)
-    return f"| {label} | {acc['overall']:.2f} | {by_objects(verdicts, counts)} | {cats} |"
+    return table_row(label, [judge(im, p) for im, p in zip(images, prompts)], counts, CATEGORIES)
 
 
 def main() -> None:
