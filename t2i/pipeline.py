@@ -410,7 +410,7 @@ class Pipeline:
                     f"image size {p.width}x{p.height}: each side must be a multiple of "
                     f"{self.factor} for this model"
                 )
-        self.latent_size(p.height, p.width)  # a grid autoencoder also has a least side
+        self.latent_size(p.height, p.width)  # the autoencoder's own check of the sides
         check_strength(p.strength)
         _check_int("resample", p.resample, 1, 20)
         check_interval(p.guidance_interval)
