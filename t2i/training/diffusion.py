@@ -29,7 +29,6 @@ from t2i.checkpoint import (
     save_model_folder,
 )
 from t2i.data.cache import file_digest
-from t2i.denoisers import PARAMETERISATIONS
 from t2i.denoisers import make_denoiser as wrap_network
 from t2i.guidance import CFGDenoiser
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
@@ -169,15 +168,7 @@ def training_sigmas(cfg: DiffusionRecipeConfig, denoiser: nn.Module):
 
 
 def check(cfg: DiffusionRecipeConfig) -> None:
-    if cfg.parameterisation not in PARAMETERISATIONS:
-        raise ValueError(
-            f"unknown parameterisation {cfg.parameterisation!r}; "
-            f"choose from {list(PARAMETERISATIONS)}"
-        )
-    if cfg.parameterisation != "edm":
-        DiscreteSchedule.preset(cfg.schedule)
-    if not cfg.sigma_data > 0:
-        raise ValueError(f"sigma_data must be > 0, got {cfg.sigma_data}")
+    make_denoiser(cfg, nn.Identity())  # parameterisation, schedule, sigma_data: before any work
     if cfg.timesteps not in TIMESTEPS:
         raise ValueError(f"unknown timesteps {cfg.timesteps!r}; choose from {list(TIMESTEPS)}")
     if cfg.timesteps != "uniform" and cfg.parameterisation == "edm":
