@@ -384,25 +384,26 @@ HEADLINE = {  # the one number a sweep plots, and whether lower is better
 # ---------------------------------------------------------------- autoencoder
 
 
-def _real_test_images(cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(n real test images, n other real images for the FD floor or None) for reconstruction."""
+def _real_test_images(cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """(n real test images, n other real images for the FD floor or None, their captions) for
+    reconstruction."""
     suite = suite_for(cfg.data)
     if suite == "fashion":
         items, floor = _fashion_reals(cfg)
-        return torch.stack([it["image"] for it in items]), floor
-    if suite == "folder":
+    elif suite == "folder":
         items, floor = _folder_reals(cfg, 64)
-        return torch.stack([it["image"] for it in items]), floor
-    from t2i.data import load_dataset
+    else:
+        from t2i.data import load_dataset
 
-    ds = load_dataset(cfg.data, split="test", length=cfg.n, seed=cfg.seed)
-    return torch.stack([ds[i]["image"] for i in range(cfg.n)]), None
+        ds = load_dataset(cfg.data, split="test", length=cfg.n, seed=cfg.seed)
+        items, floor = [ds[i] for i in range(cfg.n)], None
+    return torch.stack([it["image"] for it in items]), floor, [it["caption"] for it in items]
 
 
 @torch.no_grad()
 def _autoencoder_eval(folder: Path, cfg: EvalConfig) -> tuple[dict, str, list, torch.Tensor]:
     ae = load_component(folder / "autoencoder")
-    real, floor = _real_test_images(cfg)
+    real, floor, captions = _real_test_images(cfg)
     recon = torch.cat(
         [
             ae.from_latent(ae.to_latent(real[i : i + cfg.batch_size]))  # KL: posterior mode
@@ -412,11 +413,8 @@ def _autoencoder_eval(folder: Path, cfg: EvalConfig) -> tuple[dict, str, list, t
     metrics = {"psnr": _metric(psnr(recon, real)), "ssim": _metric(ssim(recon, real))}
     extractor = "none (no feature extractor for this data)"
     if suite_for(cfg.data) == "shapes":  # the judge: does a reconstruction keep every fact?
-        from t2i.data import load_dataset
         from t2i.data.judge import judge
 
-        ds = load_dataset(cfg.data, split="test", length=cfg.n, seed=cfg.seed)
-        captions = [ds[i]["caption"] for i in range(cfg.n)]
         acc, floor_acc = (
             compositional_accuracy([judge(x, c) for x, c in zip(images, captions)])["overall"]
             for images in (recon, real)
