@@ -87,7 +87,7 @@ def cached_latents(
     starts = range(0, len(dataset), batch_size)
     desc = f"encoding {len(dataset)} images once"
     with torch.no_grad():
-        for start in tqdm(starts, desc, unit="batch", disable=None) if progress else starts:
+        for start in tqdm(starts, desc, unit="batch") if progress else starts:
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             latents.append(encode_fn(torch.stack([it["image"] for it in items])).float().cpu())
             captions += [it["caption"] for it in items]
