@@ -8,11 +8,17 @@ the mean absolute pixel change between the prompts of one seed (0: the phrase ch
 Models that draw below the judge's 48 px (a cascade's base model, 8x8) are scored by colour: a hit
 when the cell whose mean colour is nearest the object's colour is the asked one.
 
+Relations, `--relations`: two objects, "a large red circle above a large blue square", each of
+the four relation words from the same noise. Reports how often the relation holds among the
+images where the judge finds both objects (chance for two objects in random cells: 27/72 = 0.375;
+a model that ignores the word draws the same layout for "above" and "below").
+
 The text side, `--text`: how much the frozen text encoder's per-token states move when one word
 of a caption changes (colour, shape, size or position), at the changed token and elsewhere; a
 word that barely moves the states is one the UNet has a weak signal to learn from.
 
     python3 benchmarks/probe_positions.py MODEL [MODEL ...] --seeds 4
+    python3 benchmarks/probe_positions.py MODEL --relations --seeds 4
     python3 benchmarks/probe_positions.py --text
 """
 
@@ -48,6 +54,27 @@ def probe(model: str, seeds: int, steps: int, guidance: float) -> dict:
             stack = np.stack(images)
             changes.append(float(np.abs(stack - stack.mean(0)).mean()))
     return {"position_hit_rate": float(np.mean(hits)), "pixel_change": float(np.mean(changes))}
+
+
+RELATIONS = ("above", "below", "to the left of", "to the right of")
+
+
+def probe_relations(model: str, seeds: int, steps: int, guidance: float) -> dict:
+    """Per relation word: share of images (both objects found) where the relation holds."""
+    pipe = t2i.load(model, bf16=True)
+    found, held = dict.fromkeys(RELATIONS, 0), dict.fromkeys(RELATIONS, 0)
+    pairs = [(a, b) for a in OBJECTS for b in OBJECTS if a != b]
+    for a, b in pairs:
+        for seed in range(seeds):
+            for rel in RELATIONS:
+                prompt = f"a {a} {rel} a {b}"
+                verdict = judge(pipe(prompt, steps=steps, guidance=guidance, seed=seed)[0], prompt)
+                if all(ok for cat, _, ok in verdict.facts if cat == "binding"):
+                    found[rel] += 1
+                    held[rel] += all(ok for cat, _, ok in verdict.facts if cat == "position")
+    rates = {rel: held[rel] / max(found[rel], 1) for rel in RELATIONS}
+    n = len(pairs) * seeds * len(RELATIONS)
+    return {"relation_hit_rate": rates, "both_found": sum(found.values()) / n}
 
 
 def nearest_colour_cell(image, colour: str) -> tuple[int, int]:
@@ -91,6 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", help="model folders or bundled names")
     ap.add_argument("--text", action="store_true", help="the text encoder's side (no model)")
+    ap.add_argument("--relations", action="store_true", help="two objects and a relation word")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=3.0)
@@ -100,6 +128,16 @@ def main() -> None:
     if args.text:
         text_state_changes()
     if not args.models:
+        return
+    if args.relations:
+        n = len(OBJECTS) * (len(OBJECTS) - 1) * args.seeds * len(RELATIONS)
+        print(f"{n} images per model; relation holds (chance 0.375), among images with both found")
+        print("| model | both found | " + " | ".join(RELATIONS) + " |")
+        print("|---" * (len(RELATIONS) + 2) + "|")
+        for model in args.models:
+            r = probe_relations(model, args.seeds, args.steps, args.guidance)
+            rates = " | ".join(f"{r['relation_hit_rate'][rel]:.2f}" for rel in RELATIONS)
+            print(f"| {model} | {r['both_found']:.2f} | {rates} |", flush=True)
         return
     n = len(OBJECTS) * args.seeds * len(CELL_PHRASES)
     print(f"{n} images per model ({args.steps} steps, guidance {args.guidance}); chance 0.11")

@@ -96,7 +96,7 @@ class TokenTransformer(nn.Module):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.codebook_size + 1, c.dim)  # the last id starts every image
-        self.pos = nn.Parameter(torch.randn(c.length, c.dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(c.length, c.dim))  # the codes' scale (text_encoder.py)
         self.blocks = nn.ModuleList(
             TokenBlock(c.dim, c.heads, c.context_dim, c.ff_mult) for _ in range(c.layers)
         )
