@@ -68,10 +68,11 @@ def probe_relations(model: str, seeds: int, steps: int, guidance: float) -> dict
         for seed in range(seeds):
             for rel in RELATIONS:
                 prompt = f"a {a} {rel} a {b}"
-                verdict = judge(pipe(prompt, steps=steps, guidance=guidance, seed=seed)[0], prompt)
-                if all(ok for cat, _, ok in verdict.facts if cat == "binding"):
+                image = pipe(prompt, steps=steps, guidance=guidance, seed=seed)[0]
+                holds = judge(image, prompt).by_category()
+                if holds["binding"]:  # both objects found, each with its colour and shape
                     found[rel] += 1
-                    held[rel] += all(ok for cat, _, ok in verdict.facts if cat == "position")
+                    held[rel] += holds["position"]
     rates = {rel: held[rel] / max(found[rel], 1) for rel in RELATIONS}
     n = len(pairs) * seeds * len(RELATIONS)
     return {"relation_hit_rate": rates, "both_found": sum(found.values()) / n}
