@@ -2,7 +2,9 @@
 
 Rows: the model at each guidance asked for (seed i for prompt i, the model's own sampler and
 steps), and, for a latent model, its autoencoder's reconstructions of the real scenes behind the
-same prompts (the ceiling of anything drawn through it).
+same prompts (the ceiling of anything drawn through it). Under each generated row, the same
+images split by whether their prompt states a position (a cell or a relation): entirely right,
+and right in every fact but position.
 
     python3 benchmarks/shapes_judge.py MODEL --n 100 --guidance 1.5,3,5 --bf16
 """
@@ -38,6 +40,23 @@ def row(label: str, images: torch.Tensor, prompts: list[str], counts: list[int])
     return table_row(label, [judge(im, p) for im, p in zip(images, prompts)], counts, CATEGORIES)
 
 
+def position_split(verdicts: list) -> str:
+    """All facts right, for prompts stating no position and for those stating one; and for the
+    latter, every fact right but the position ones (what placement alone costs)."""
+    with_pos = [v for v in verdicts if "position" in v.by_category()]
+    without = [v for v in verdicts if "position" not in v.by_category()]
+    rest = [all(ok for c, ok in v.by_category().items() if c != "position") for v in with_pos]
+
+    def share(xs) -> str:
+        return f"{sum(xs) / len(xs):.2f}" if xs else "-"
+
+    return (
+        f"  no position stated ({len(without)}): {share([v.ok for v in without])}; "
+        f"a position stated ({len(with_pos)}): {share([v.ok for v in with_pos])}, "
+        f"all but position {share(rest)}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="a shapes model folder (not a cascade)")
@@ -64,7 +83,8 @@ def main() -> None:
     for g in args.guidance:
         g = pipe.defaults["guidance_scale"] if g is None else g
         images = generated(pipe, prompts, g, args.batch_size)
-        print(row(f"generated, guidance {g}", images, prompts, counts), flush=True)
+        print(row(f"generated, guidance {g}", images, prompts, counts))
+        print(position_split([judge(im, p) for im, p in zip(images, prompts)]), flush=True)
 
 
 if __name__ == "__main__":

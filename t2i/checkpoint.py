@@ -21,7 +21,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL, AutoencoderVQ, VQConfig
+from t2i.models.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderKL,
+    AutoencoderPatch,
+    AutoencoderVQ,
+    PatchConfig,
+    VQConfig,
+)
 from t2i.models.clip import CLIP, CLIPConfig
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,
@@ -37,6 +44,7 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "unet": (UNet, UNetConfig),
     "autoencoder_kl": (AutoencoderKL, AutoencoderConfig),
     "autoencoder_vq": (AutoencoderVQ, VQConfig),
+    "autoencoder_patch": (AutoencoderPatch, PatchConfig),
     "text_transformer": (TextTransformer, TextTransformerConfig),
     "pretrained_text_encoder": (PretrainedTextEncoder, PretrainedTextEncoderConfig),
     "clip": (CLIP, CLIPConfig),

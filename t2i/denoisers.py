@@ -43,6 +43,9 @@ class Denoiser(nn.Module):
         super().__init__()
         self.net = net
         self.min_snr_gamma = min_snr_gamma  # None: plain loss; 5.0: Hang et al. 2023 weighting
+        # with min_snr_gamma: the weight never falls below this at high noise; 1 is Salimans &
+        # Ho's truncated SNR (2022), which keeps training where an image's layout is decided
+        self.snr_floor = 0.0
 
     def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -73,11 +76,12 @@ class Denoiser(nn.Module):
         return mse * self.loss_weight(sigma)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        """min(SNR, gamma) in x0 terms (Hang et al. 2023), i.e. times c_out^2 on the output MSE."""
+        """min(SNR, gamma) in x0 terms (Hang et al. 2023), at least snr_floor; i.e. times c_out^2
+        on the output MSE."""
         if self.min_snr_gamma is None:
             return torch.ones_like(sigma)
         c_out = self.scalings(sigma)[1]
-        return (sigma**-2).clamp(max=self.min_snr_gamma) * c_out**2
+        return (sigma**-2).clamp(self.snr_floor, self.min_snr_gamma) * c_out**2
 
     def training_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -181,11 +185,18 @@ def make_denoiser(
     min_snr_gamma: float | None = None,
     sigma_data: float = 0.5,
     p_mean: float = -1.2,
+    snr_floor: float = 0.0,
 ) -> Denoiser:
     """Wrap `net` in the named parameterisation; eps/v/x0 need the discrete training schedule,
     edm the data's std (`sigma_data`: 0.5 for images in [-1, 1], 1 for latents scaled to unit std)
-    and the centre of its training log-sigmas (`p_mean`; only training reads it).
+    and the centre of its training log-sigmas (`p_mean`; only training reads it); `snr_floor`
+    (with `min_snr_gamma`) the least loss weight, in [0, min_snr_gamma].
     """
+    if snr_floor and not (min_snr_gamma and 0 <= snr_floor <= min_snr_gamma):
+        raise ValueError(
+            f"snr_floor {snr_floor} needs min_snr_gamma >= it (got {min_snr_gamma}): the weight "
+            "is min(SNR, min_snr_gamma), at least snr_floor"
+        )
     if parameterisation not in PARAMETERISATIONS:
         raise ValueError(
             f"unknown parameterisation {parameterisation!r}; choose from {list(PARAMETERISATIONS)}"
@@ -193,10 +204,13 @@ def make_denoiser(
     if parameterisation == "edm":
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        return EDMDenoiser(net, sigma_data, p_mean=p_mean, min_snr_gamma=min_snr_gamma)
-    if schedule is None:
+        denoiser = EDMDenoiser(net, sigma_data, p_mean=p_mean, min_snr_gamma=min_snr_gamma)
+    elif schedule is None:
         raise ValueError(f"parameterisation {parameterisation!r} needs a DiscreteSchedule")
-    return PARAMETERISATIONS[parameterisation](net, schedule, min_snr_gamma=min_snr_gamma)
+    else:
+        denoiser = PARAMETERISATIONS[parameterisation](net, schedule, min_snr_gamma=min_snr_gamma)
+    denoiser.snr_floor = snr_floor
+    return denoiser
 
 
 class GaussianMixtureDenoiser(nn.Module):

@@ -8,7 +8,9 @@ from t2i.models.autoencoder import (
     AutoencoderKL,
     AutoencoderLoss,
     AutoencoderLossConfig,
+    AutoencoderPatch,
     AutoencoderVQ,
+    PatchConfig,
     VQConfig,
     code_usage,
     latent_stats,
@@ -169,3 +171,28 @@ def test_a_resampling_autoencoder_trains_and_loss_falls():
     loss_fn = AutoencoderLoss(AutoencoderLossConfig(kl_weight=1e-3, disc_start=10**9))
     losses, _ = _train(ae, loss_fn, _batch(), 40)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_patch_autoencoder_is_pixels_cut_into_one_latent_per_cell():
+    from t2i.data.judge import judge
+    from t2i.data.shapes import ShapesConfig, shapes_item
+    from t2i.models.autoencoder import resize
+
+    ae = AutoencoderPatch(PatchConfig())  # 64 px read at 48 px, 16 px patches: 3x3x768
+    items = [shapes_item(ShapesConfig(), "test", i) for i in range(24)]
+    x = torch.stack([it["image"] for it in items])
+    z = ae.to_latent(x)
+    assert z.shape == (24, 768, 3, 3) and ae.config.factor == 64
+    small = resize(x, (48, 48))  # latent (r, c) holds exactly the pixels of cell (r, c)
+    assert torch.equal(z[:, :, 1, 2].reshape(24, 3, 16, 16), small[:, :, 16:32, 32:48])
+    back = ae.from_latent(z)
+    assert back.shape == x.shape
+    assert all(judge(im, it["scene"]).ok for im, it in zip(back, items))  # nothing learnt to lose
+    exact = AutoencoderPatch(PatchConfig(patch=4, resample=1))
+    assert torch.equal(exact.from_latent(exact.to_latent(x)), x)
+    with pytest.raises(ValueError, match="image side 60: this autoencoder takes multiples of 64"):
+        ae.to_latent(torch.zeros(1, 3, 60, 60))
+    with pytest.raises(ValueError, match="patch must be >= 1, got 0"):
+        PatchConfig(patch=0)
+    with pytest.raises(ValueError, match="resample must be in \\(0, 4\\], got 0"):
+        PatchConfig(resample=0)

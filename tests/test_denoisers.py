@@ -180,6 +180,21 @@ def test_bad_arguments_raise(call, match):
         call(EpsDenoiser(lambda x, t: x, SCHED))
 
 
+def test_snr_floor_keeps_the_high_noise_weight_and_is_checked():
+    """Truncated SNR (Salimans & Ho 2022) under min-SNR: x0 weight clamp(SNR, floor, gamma)."""
+    from t2i.denoisers import make_denoiser
+    from t2i.schedules import DiscreteSchedule
+
+    sched = DiscreteSchedule.preset("ddpm")
+    d = make_denoiser(torch.nn.Identity(), "x0", sched, min_snr_gamma=5.0, snr_floor=1.0)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 4.0, 40.0])
+    torch.testing.assert_close(d.loss_weight(sigma), torch.tensor([5.0, 4.0, 1.0, 1.0, 1.0]))
+    plain = make_denoiser(torch.nn.Identity(), "x0", sched, min_snr_gamma=5.0)
+    assert plain.loss_weight(sigma)[-1] == 40.0**-2  # without it the layout's noise levels fade
+    with pytest.raises(ValueError, match="snr_floor 2.0 needs min_snr_gamma >= it \\(got 1.0\\)"):
+        make_denoiser(torch.nn.Identity(), "x0", sched, min_snr_gamma=1.0, snr_floor=2.0)
+
+
 def test_make_denoiser_builds_each_parameterisation_and_rejects_unknown():
     from t2i.denoisers import PARAMETERISATIONS, make_denoiser
     from t2i.schedules import DiscreteSchedule

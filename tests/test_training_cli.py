@@ -226,6 +226,28 @@ def test_latent_diffusion_through_a_trained_autoencoder(tmp_path, capsys):
     assert "changed since the run was trained on it" in capsys.readouterr().err
 
 
+def test_latent_diffusion_through_a_patch_autoencoder(tmp_path, capsys):
+    import t2i
+    from t2i.checkpoint import load_model_folder
+
+    patch = ["--preset", "patch", "--model.patch", "4", "--model.resample", "1"]
+    assert (
+        t2i_main(["train", "autoencoder", "--data", "shapes", "--out", str(tmp_path / "p"), *patch])
+        == 0
+    )
+    assert "has nothing to train; model in" in capsys.readouterr().out
+    run = tmp_path / "ldm"
+    run_cli(
+        "diffusion", "--data", "shapes", *TINY, "--loop.steps", "2", "--out", str(run),
+        "--autoencoder", str(tmp_path / "p" / "model"), "--model.in_channels", "48",
+        "--model.stem_kernel", "1", "--cache_dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+    components, _ = load_model_folder(run / "model")
+    assert components["autoencoder"].config.latent_channels == 48
+    image = t2i.load(run / "model")("a red circle", steps=2, seed=0)[0]
+    assert image.size == (16, 16)
+
+
 def test_fine_tuning_starts_from_the_model_folder_and_checks_it_fits(tmp_path, capsys):
     import argparse
 

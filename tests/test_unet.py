@@ -148,6 +148,20 @@ def test_patch_stem_keeps_the_image_shape_and_sees_every_pixel():
         UNetConfig.preset("tiny", patch_size=0)
 
 
+def test_a_one_by_one_stem_reads_each_position_alone():
+    # latents whose positions are patches (3x3x768 for shapes) get a linear patch embedding
+    net = UNet(UNetConfig.preset("tiny", in_channels=48, stem_kernel=1, mid_attention=False))
+    assert net.conv_in.weight.shape[-2:] == (1, 1) and net.conv_out.weight.shape[-2:] == (1, 1)
+    x = torch.randn(2, 48, 4, 4)
+    out = net(x, torch.tensor([3.0, 500.0]), torch.randn(2, 5, 32), torch.ones(2, 5, dtype=bool))
+    assert out.shape == x.shape
+    three = UNet(UNetConfig.preset("tiny", in_channels=48, mid_attention=False))
+    n = [sum(p.numel() for p in m.parameters()) for m in (net, three)]
+    assert n[1] - n[0] == 8 * 48 * 16 * 2  # 8 of the 9 kernel taps gone, in and out
+    with pytest.raises(ValueError, match="stem_kernel must be 1 or 3, got 2"):
+        UNetConfig.preset("tiny", stem_kernel=2)
+
+
 def test_position_features_start_as_nothing_then_tell_positions_apart():
     torch.manual_seed(0)
     plain = UNet(UNetConfig.preset("tiny")).eval()

@@ -5,7 +5,9 @@ from t2i.models.autoencoder import (
     AutoencoderKL,
     AutoencoderLoss,
     AutoencoderLossConfig,
+    AutoencoderPatch,
     AutoencoderVQ,
+    PatchConfig,
     VQConfig,
 )
 from t2i.models.clip import CLIP, CLIPConfig
@@ -24,8 +26,10 @@ __all__ = [
     "AutoencoderKL",
     "AutoencoderLoss",
     "AutoencoderLossConfig",
+    "AutoencoderPatch",
     "AutoencoderVQ",
     "CLIPConfig",
+    "PatchConfig",
     "PretrainedTextEncoder",
     "PretrainedTextEncoderConfig",
     "TextEmbedding",

@@ -48,6 +48,8 @@ class UNetConfig:
     #                               is (a zero-initialised 1x1 conv after the stem); 0: none
     context_layers: int = 0  # >0: trainable transformer blocks over the (frozen) text states
     #                          before cross-attention, each zero-initialised (identity at first)
+    stem_kernel: int = 3  # kernel of the input and output convolutions; 1 for inputs whose
+    #                       positions are patches (a linear patch embedding, as DiT's)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -78,6 +80,8 @@ class UNetConfig:
             raise ValueError("layers_per_block and in_channels must be >= 1")
         if self.patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        if self.stem_kernel not in (1, 3):
+            raise ValueError(f"stem_kernel must be 1 or 3, got {self.stem_kernel}")
         if self.position_features < 0:
             raise ValueError(f"position_features must be >= 0, got {self.position_features}")
         if self.context_layers < 0 or (self.context_layers and not self.context_dim):
@@ -154,7 +158,8 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(ch0, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.pooled_proj = nn.Linear(c.pooled_dim, temb) if c.pooled_dim else None
         p2 = c.patch_size**2
-        self.conv_in = nn.Conv2d((c.in_channels + c.cond_channels) * p2, ch0, 3, padding=1)
+        k, pad = c.stem_kernel, c.stem_kernel // 2
+        self.conv_in = nn.Conv2d((c.in_channels + c.cond_channels) * p2, ch0, k, padding=pad)
         # Convolutions and attention are blind to absolute position; captions such as "in the
         # top left" need it. Zero-initialised: a UNet without it loads and computes the same.
         self.pos_proj = None
@@ -219,7 +224,7 @@ class UNet(nn.Module):
         self.emb_sizes = [b.out_ch for b in blocks if isinstance(b, ResBlock)]
         self.emb_proj = nn.Linear(temb, sum(self.emb_sizes))
         self.norm_out = nn.GroupNorm(c.groups, ch0, eps=1e-6)
-        self.conv_out = nn.Conv2d(ch0, (c.out_channels or c.in_channels) * p2, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch0, (c.out_channels or c.in_channels) * p2, k, padding=pad)
 
     def forward(
         self,

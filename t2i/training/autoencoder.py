@@ -24,7 +24,9 @@ from t2i.models.autoencoder import (
     AutoencoderLoss,
     AutoencoderLossConfig,
     AutoencoderOutput,
+    AutoencoderPatch,
     AutoencoderVQ,
+    PatchConfig,
     VQConfig,
     latent_stats,
 )
@@ -35,7 +37,9 @@ from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
 
 @dataclass
 class AutoencoderRecipeConfig:
-    model: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig.preset("f4"))
+    model: AutoencoderConfig | PatchConfig = field(
+        default_factory=lambda: AutoencoderConfig.preset("f4")
+    )
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     image_size: int = 64
     data_length: int = 100_000  # items drawn from procedural sources (shapes)
@@ -95,6 +99,12 @@ def _shapes_grid() -> AutoencoderRecipeConfig:
     )
 
 
+def _patch() -> AutoencoderRecipeConfig:
+    """Nothing to learn: 64 px read at 48 px and cut into 16 px patches, 3x3x768 latents, one
+    per cell of the shapes grid (`PatchConfig`); `t2i train autoencoder` writes its folder."""
+    return AutoencoderRecipeConfig(model=PatchConfig())
+
+
 def _tiny_vq() -> AutoencoderRecipeConfig:
     cfg = _tiny()
     cfg.model = VQConfig.preset("tiny")
@@ -104,6 +114,7 @@ def _tiny_vq() -> AutoencoderRecipeConfig:
 CONFIG_PRESETS = {
     "default": AutoencoderRecipeConfig,
     "fashion": _fashion,
+    "patch": _patch,
     "shapes_grid": _shapes_grid,
     "shapes_vq": _shapes_vq,
     "tiny": _tiny,
@@ -199,8 +210,21 @@ def export_model(
     save_model_folder(folder, {"autoencoder": ae}, index, dtype)
 
 
+def fixed_model(cfg: AutoencoderRecipeConfig, out: Path) -> Path | None:
+    """A patch autoencoder has no parameters: its model folder is written at once (out/model),
+    with no training loop. None for autoencoders that train."""
+    if not isinstance(cfg.model, PatchConfig):
+        return None
+    folder = out / "model"
+    index = {"data": {"source": "none: a fixed resize and patch map, nothing learnt"}}
+    save_model_folder(folder, {"autoencoder": AutoencoderPatch(cfg.model)}, index)
+    return folder
+
+
 def reconstruct(ae: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """x -> decode(encode(x)): the KL posterior's mode, or the VQ codes' vectors."""
+    if isinstance(ae, AutoencoderPatch):
+        return ae.from_latent(ae.to_latent(x))
     if isinstance(ae, AutoencoderVQ):
         return ae.decode(ae.encode(x)[0])
     return ae.decode(ae.encode(x).mode())

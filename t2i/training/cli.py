@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   t2i train diffusion --data shapes --out runs/tuned --preset shapes --init runs/shapes/model
   t2i train autoencoder --data fashion --out runs/ae --loop.steps 2000 --optim.lr 1e-3
   t2i train autoencoder --data shapes --out runs/vq --preset shapes_vq
+  t2i train autoencoder --data shapes --out runs/patch --preset patch   # fixed: no training
   t2i train autoregressive --data shapes --out runs/ar --preset shapes --autoencoder runs/vq/model
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     apply_overrides(cfg, parse_dotted_args(args.overrides))
     out = Path(args.out or f"runs/{args.recipe}")
     env_threads()
+    if (folder := getattr(module, "fixed_model", lambda *_: None)(cfg, out)) is not None:
+        print(f"{type(cfg.model).__name__} has nothing to train; model in {folder}")
+        return 0
     recipe = module.build(cfg, args)
     try:
         result = train(recipe, cfg.loop, cfg.optim, out, args.resume, not args.no_progress)

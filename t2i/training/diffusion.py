@@ -60,6 +60,7 @@ class DiffusionRecipeConfig:
     p_mean: float = -1.2
     schedule: str = "ddpm"  # DiscreteSchedule preset for eps/v/x0 (ddpm, sd, cosine)
     min_snr_gamma: float = 0.0  # 0: plain loss; 5: min-SNR weighting (Hang et al. 2023)
+    snr_floor: float = 0.0  # with min_snr_gamma: the least weight (1: truncated SNR at high noise)
     # which timesteps training draws: "uniform" (DDPM) or "logit_normal": t/T = sigmoid(N(mean,
     # 1)), mean > 0 leans to high noise, where flat, redundant images get their layout (SD3)
     timesteps: str = "uniform"
@@ -147,7 +148,13 @@ def preset(name: str) -> DiffusionRecipeConfig:
 def make_denoiser(cfg: DiffusionRecipeConfig, net: nn.Module) -> nn.Module:
     schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
     return wrap_network(
-        net, cfg.parameterisation, schedule, cfg.min_snr_gamma or None, cfg.sigma_data, cfg.p_mean
+        net,
+        cfg.parameterisation,
+        schedule,
+        cfg.min_snr_gamma or None,
+        cfg.sigma_data,
+        cfg.p_mean,
+        cfg.snr_floor,
     )
 
 
