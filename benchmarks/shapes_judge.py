@@ -36,8 +36,12 @@ def reconstructed(pipe: Pipeline, reals: torch.Tensor) -> torch.Tensor:
         return pipe.decode(pipe.encode_image(reals))
 
 
-def row(label: str, images: torch.Tensor, prompts: list[str], counts: list[int]) -> str:
-    return table_row(label, [judge(im, p) for im, p in zip(images, prompts)], counts, CATEGORIES)
+def row(label: str, verdicts: list, counts: list[int]) -> str:
+    return table_row(label, verdicts, counts, CATEGORIES)
+
+
+def judged(images: torch.Tensor, prompts: list[str]) -> list:
+    return [judge(im, p) for im, p in zip(images, prompts)]
 
 
 def position_split(verdicts: list) -> str:
@@ -79,12 +83,14 @@ def main() -> None:
     print("| images | all facts | by objects | " + " | ".join(CATEGORIES) + " |")
     print("|---" * (len(CATEGORIES) + 3) + "|")
     if pipe.autoencoder is not None:
-        print(row("autoencoder reconstructions", reconstructed(pipe, reals), prompts, counts))
+        recon = judged(reconstructed(pipe, reals), prompts)
+        print(row("autoencoder reconstructions", recon, counts))
     for g in args.guidance:
         g = pipe.defaults["guidance_scale"] if g is None else g
         images = generated(pipe, prompts, g, args.batch_size)
-        print(row(f"generated, guidance {g}", images, prompts, counts))
-        print(position_split([judge(im, p) for im, p in zip(images, prompts)]), flush=True)
+        verdicts = judged(images, prompts)
+        print(row(f"generated, guidance {g}", verdicts, counts))
+        print(position_split(verdicts), flush=True)
 
 
 if __name__ == "__main__":

@@ -39,13 +39,13 @@ def sigma_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 class Denoiser(nn.Module):
     """Base wrapper: subclasses give scalings(sigma) -> (c_skip, c_out, c_in) and c_noise(sigma)."""
 
-    def __init__(self, net: nn.Module, min_snr_gamma: float | None = None):
+    def __init__(self, net: nn.Module, min_snr_gamma: float | None = None, snr_floor: float = 0.0):
         super().__init__()
         self.net = net
         self.min_snr_gamma = min_snr_gamma  # None: plain loss; 5.0: Hang et al. 2023 weighting
         # with min_snr_gamma: the weight never falls below this at high noise; 1 is Salimans &
         # Ho's truncated SNR (2022), which keeps training where an image's layout is decided
-        self.snr_floor = 0.0
+        self.snr_floor = snr_floor
 
     def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -95,8 +95,9 @@ class DiscreteVPDenoiser(Denoiser):
         net: nn.Module,
         schedule: DiscreteSchedule | torch.Tensor,  # or the (T,) sigmas, ascending in t
         min_snr_gamma: float | None = None,
+        snr_floor: float = 0.0,
     ):
-        super().__init__(net, min_snr_gamma)
+        super().__init__(net, min_snr_gamma, snr_floor)
         sigmas = schedule.sigmas() if isinstance(schedule, DiscreteSchedule) else schedule
         if sigmas.ndim != 1 or len(sigmas) < 2 or not (sigmas[1:] >= sigmas[:-1]).all():
             raise ValueError("schedule sigmas must be a 1-D ascending tensor of length >= 2")
@@ -152,8 +153,9 @@ class EDMDenoiser(Denoiser):
         p_mean: float = -1.2,  # training log sigma ~ N(p_mean, p_std^2)
         p_std: float = 1.2,
         min_snr_gamma: float | None = None,
+        snr_floor: float = 0.0,
     ):
-        super().__init__(net, min_snr_gamma)
+        super().__init__(net, min_snr_gamma, snr_floor)
         self.sigma_data, self.sigma_min, self.sigma_max = sigma_data, sigma_min, sigma_max
         self.p_mean, self.p_std = p_mean, p_std
 
@@ -201,16 +203,14 @@ def make_denoiser(
         raise ValueError(
             f"unknown parameterisation {parameterisation!r}; choose from {list(PARAMETERISATIONS)}"
         )
+    weighting = {"min_snr_gamma": min_snr_gamma, "snr_floor": snr_floor}
     if parameterisation == "edm":
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        denoiser = EDMDenoiser(net, sigma_data, p_mean=p_mean, min_snr_gamma=min_snr_gamma)
-    elif schedule is None:
+        return EDMDenoiser(net, sigma_data, p_mean=p_mean, **weighting)
+    if schedule is None:
         raise ValueError(f"parameterisation {parameterisation!r} needs a DiscreteSchedule")
-    else:
-        denoiser = PARAMETERISATIONS[parameterisation](net, schedule, min_snr_gamma=min_snr_gamma)
-    denoiser.snr_floor = snr_floor
-    return denoiser
+    return PARAMETERISATIONS[parameterisation](net, schedule, **weighting)
 
 
 class GaussianMixtureDenoiser(nn.Module):

@@ -222,12 +222,9 @@ def fixed_model(cfg: AutoencoderRecipeConfig, out: Path) -> Path | None:
 
 
 def reconstruct(ae: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """x -> decode(encode(x)): the KL posterior's mode, or the VQ codes' vectors."""
-    if isinstance(ae, AutoencoderPatch):
-        return ae.from_latent(ae.to_latent(x))
-    if isinstance(ae, AutoencoderVQ):
-        return ae.decode(ae.encode(x)[0])
-    return ae.decode(ae.encode(x).mode())
+    """x -> from_latent(to_latent(x)): the KL posterior's mode, the VQ codes' vectors, or the
+    patches (as `t2i eval` reconstructs every kind)."""
+    return ae.from_latent(ae.to_latent(x))
 
 
 def ae_loss(model: AutoencoderWithLoss, x: torch.Tensor, rng: StepRNG) -> torch.Tensor:
