@@ -22,6 +22,22 @@ def test_logit_normal_timesteps_lean_to_high_noise_and_stay_on_the_schedule():
     assert (shifted > 20).float().mean() > 1.5 * (uniform > 20).float().mean()
 
 
+def test_a_timestep_mix_puts_that_fraction_of_draws_on_the_logit_normal():
+    cfg = diffusion.preset("tiny")
+    denoiser = diffusion.make_denoiser(cfg, torch.nn.Identity())
+    cfg.timesteps, cfg.timestep_mean = "logit_normal", 3.0  # nearly every draw above T/2
+    top = denoiser.sigmas[len(denoiser.sigmas) // 2]
+    high = {}
+    for mix in (1.0, 0.5):
+        cfg.timestep_mix = mix
+        draws = diffusion.training_sigmas(cfg, denoiser)(8000, torch.Generator().manual_seed(1))
+        assert torch.isin(draws, denoiser.sigmas).all()
+        high[mix] = (draws > top).float().mean().item()
+    assert high[1.0] > 0.95
+    # half the batch from the logit-normal (~0.98 above T/2), half uniform (0.5 above): ~0.74
+    assert abs(high[0.5] - 0.74) < 0.03
+
+
 def test_unknown_timesteps_and_edm_with_a_timestep_option_are_refused():
     cfg = diffusion.preset("tiny")
     cfg.timesteps = "cosine"
@@ -29,6 +45,14 @@ def test_unknown_timesteps_and_edm_with_a_timestep_option_are_refused():
         diffusion.check(cfg)
     cfg.timesteps, cfg.parameterisation = "logit_normal", "edm"
     with pytest.raises(ValueError, match="edm draws its own sigmas"):
+        diffusion.check(cfg)
+    cfg.parameterisation = "x0"
+    for mix in (0.0, 1.5):
+        cfg.timestep_mix = mix
+        with pytest.raises(ValueError, match=f"timestep_mix {mix} must be in"):
+            diffusion.check(cfg)
+    cfg.timesteps, cfg.timestep_mix = "uniform", 0.5
+    with pytest.raises(ValueError, match="needs timesteps logit_normal, not 'uniform'"):
         diffusion.check(cfg)
 
 

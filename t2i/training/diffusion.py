@@ -65,6 +65,9 @@ class DiffusionRecipeConfig:
     # 1)), mean > 0 leans to high noise, where flat, redundant images get their layout (SD3)
     timesteps: str = "uniform"
     timestep_mean: float = 0.0
+    # logit_normal: the fraction of each batch drawn so; the rest uniform, so a run can weigh the
+    # layout's noise levels up without starving the details' (low noise) of draws
+    timestep_mix: float = 1.0
     image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
     # >0: read the data at data_size px and shrink it (area) to image_size: a cascade's base then
     # learns the very small images its upscaler is trained on (t2i/cascade.py), not a re-render
@@ -169,6 +172,9 @@ def training_sigmas(cfg: DiffusionRecipeConfig, denoiser: nn.Module):
 
     def logit_normal(batch: int, generator: torch.Generator) -> torch.Tensor:
         u = torch.sigmoid(cfg.timestep_mean + torch.randn(batch, generator=generator))
+        if cfg.timestep_mix < 1.0:  # (only then: a run without a mix keeps its draws)
+            uniform = torch.rand(batch, generator=generator)
+            u = torch.where(torch.rand(batch, generator=generator) < cfg.timestep_mix, u, uniform)
         return sigmas[(u * len(sigmas)).long().clamp(max=len(sigmas) - 1)]
 
     return logit_normal
@@ -180,6 +186,13 @@ def check(cfg: DiffusionRecipeConfig) -> None:
         raise ValueError(f"unknown timesteps {cfg.timesteps!r}; choose from {list(TIMESTEPS)}")
     if cfg.timesteps != "uniform" and cfg.parameterisation == "edm":
         raise ValueError("timesteps applies to the discrete schedules; edm draws its own sigmas")
+    if not 0.0 < cfg.timestep_mix <= 1.0:
+        raise ValueError(f"timestep_mix {cfg.timestep_mix} must be in (0, 1]")
+    if cfg.timestep_mix < 1.0 and cfg.timesteps != "logit_normal":
+        raise ValueError(
+            "timestep_mix < 1 mixes logit_normal draws with uniform ones: it needs "
+            f"timesteps logit_normal, not {cfg.timesteps!r}"
+        )
     get_sampler(cfg.sampler)
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ValueError(f"caption_dropout {cfg.caption_dropout} must be in [0, 1)")
