@@ -7,6 +7,8 @@ images split by whether their prompt states a position (a cell or a relation): e
 and right in every fact but position.
 
     python3 benchmarks/shapes_judge.py MODEL --n 100 --guidance 1.5,3,5 --bf16
+    python3 benchmarks/shapes_judge.py MODEL --guidance 3 --sampler dpmpp_2m --steps 30 \
+        --guidance-interval 0.3,20
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from t2i.pipeline import Pipeline
 CATEGORIES = ("count", "colour", "shape", "binding", "size", "position", "background")
 
 
-def generated(pipe: Pipeline, prompts: list[str], guidance: float, batch: int) -> torch.Tensor:
+def generated(
+    pipe: Pipeline, prompts: list[str], guidance: float, batch: int, **sampling
+) -> torch.Tensor:
+    """sampling: sampler, steps, guidance_interval (None: the model's own)."""
     images = []
     for k in range(0, len(prompts), batch):
         part = prompts[k : k + batch]
-        items = [pipe.params(p, seed=k + i, guidance=guidance) for i, p in enumerate(part)]
+        items = [
+            pipe.params(p, seed=k + i, guidance=guidance, **sampling) for i, p in enumerate(part)
+        ]
         images.append(pipe.generate_items(items))
     return torch.cat(images)
 
@@ -66,6 +73,9 @@ def main() -> None:
     ap.add_argument("model", help="a shapes model folder (not a cascade)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--guidance", type=floats, default=[None], help="e.g. 1.5,3,5")
+    ap.add_argument("--sampler", default=None, help="default: the model's own")
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's own")
+    ap.add_argument("--guidance-interval", default=None, help="LO,HI or all (default: the model's)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (t2i eval runs fp32)")
@@ -74,11 +84,18 @@ def main() -> None:
     pipe = Pipeline.from_pretrained(args.model, bf16=args.bf16)
     if pipe.base is not None:
         raise SystemExit(f"{args.model} is a cascade: use benchmarks/cascade_stages.py")
+    interval = args.guidance_interval
+    sampling = dict(
+        sampler=args.sampler,
+        steps=args.steps,
+        guidance_interval=interval if interval in (None, "all") else floats(interval),
+    )
     prompts, reals, counts = eval_scenes(args.n)
     sizes = " / ".join(str(counts.count(k)) for k in sorted(set(counts)))
     print(
         f"{args.model}: n = {args.n} fixed prompts (scenes of 1 / 2 / 3 objects: {sizes}), "
-        f"seed i for prompt i, {'bf16' if args.bf16 else 'fp32'}"
+        f"seed i for prompt i, {'bf16' if args.bf16 else 'fp32'}, "
+        f"{pipe.params(prompts[0], **sampling)}"
     )
     print("| images | all facts | by objects | " + " | ".join(CATEGORIES) + " |")
     print("|---" * (len(CATEGORIES) + 3) + "|")
@@ -87,7 +104,7 @@ def main() -> None:
         print(row("autoencoder reconstructions", recon, counts))
     for g in args.guidance:
         g = pipe.defaults["guidance_scale"] if g is None else g
-        images = generated(pipe, prompts, g, args.batch_size)
+        images = generated(pipe, prompts, g, args.batch_size, **sampling)
         verdicts = judged(images, prompts)
         print(row(f"generated, guidance {g}", verdicts, counts))
         print(position_split(verdicts), flush=True)

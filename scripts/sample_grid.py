@@ -16,7 +16,7 @@ import t2i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("prompts", nargs="+")
-    ap.add_argument("--model", default="fashion")
+    ap.add_argument("--model", default=t2i.DEFAULT_MODEL)
     ap.add_argument("--seeds", type=int, default=6, help="columns: seeds 0..N-1")
     ap.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscale of each cell")
     ap.add_argument("--out", required=True)

@@ -87,9 +87,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 GENERATE_EXAMPLES = """examples:
-  t2i generate "a photo of a sneaker" --out sneaker.png
-  t2i generate "an ankle boot" --n 4 --steps 30 --guidance 4 --seed 7 --out boots.png
-  t2i generate --from sneaker.png --out again.png    # the parameters stored in a t2i PNG
+  t2i generate "a red circle above a blue square" --out scene.png
+  t2i generate "an ankle boot" --model fashion --n 4 --guidance 4 --seed 7 --out boots.png
+  t2i generate --from scene.png --out again.png    # the parameters stored in a t2i PNG
+  t2i generate "fox emoji, 3d style" --model emoji
   t2i generate "a red circle above a blue square" --model runs/shapes/model
   t2i generate "a red star" --init circle.png --strength 0.6 --out star.png      # img2img
   t2i generate "a green square" --init scene.png --mask mask.png --out fixed.png # inpaint
@@ -122,7 +123,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("prompt", nargs="?", help="what to draw")
     p.add_argument("--negative", default=None, help="what to steer away from")
-    p.add_argument("--model", default=None, help="bundled model name or model folder (fashion)")
+    p.add_argument("--model", default=None, help="bundled model name or model folder (shapes)")
     p.add_argument("--sampler", default=None, help="ddim, euler, heun, dpmpp_2m, ... (model's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (model's default)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
@@ -176,7 +177,7 @@ def _add_interpolate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", nargs="+", default=None, help="two images to invert and join")
     p.add_argument("--frames", type=int, default=5, help="images in the strip (5)")
     p.add_argument("--negative", default=None, help="what to steer away from")
-    p.add_argument("--model", default=None, help="bundled model name or model folder (fashion)")
+    p.add_argument("--model", default=None, help="bundled model name or model folder (shapes)")
     p.add_argument("--sampler", default=None, help="sampler (model's default)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (model's default)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from t2i import DEFAULT_MODEL
 from t2i.pipeline import (
     MAX_IMAGES,
     GenerationParams,
@@ -17,8 +18,6 @@ from t2i.pipeline import (
     save_png,
     to_pil,
 )
-
-DEFAULT_MODEL = "fashion"  # the bundled model until the shapes model reaches its quality bar
 
 
 def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:

@@ -1,8 +1,8 @@
 """The one place where components meet: prompt -> text states, seed -> noise, sampler -> x0 ->
 (autoencoder) -> image.
 
-    pipe = t2i.load("fashion")         # a bundled model name, or a model folder path
-    images = pipe("a photo of a sneaker", steps=20, guidance=3.0, seed=1)
+    pipe = t2i.load("shapes")          # a bundled model name, or a model folder path
+    images = pipe("a red circle above a blue square", steps=20, guidance=3.0, seed=1)
 
 Image i of a call starts from `torch.Generator().manual_seed(seed + i)`, so image i of a batch is
 the image made alone with seed + i. The pieces stay reachable for people who write their own loop:

@@ -259,6 +259,13 @@ def test_serve_cli_flags_map_onto_the_config():
         bad.func(bad)
 
 
+def test_serve_offers_the_bundled_models_with_the_default_first():
+    from t2i.server.cli import served_models
+
+    assert served_models(None)[0] == "shapes" and {"fashion", "emoji"} <= set(served_models(None))
+    assert served_models(["b", "a"]) == ["b", "a"]
+
+
 def b64png(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -32,12 +32,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
+def served_models(requested: list[str] | None) -> list[str]:
+    """The --model names in order, or every bundled model with the default first (the web page
+    selects the first one, as `t2i generate` uses the default)."""
+    from t2i import DEFAULT_MODEL
+    from t2i.pipeline import bundled_models
+
+    return requested or sorted(bundled_models(), key=lambda name: name != DEFAULT_MODEL)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from t2i.pipeline import Pipeline, bundled_models
+    from t2i.pipeline import Pipeline
     from t2i.server.api import Limits
     from t2i.server.app import ServerConfig, serve
 
-    names = args.model or bundled_models()
+    names = served_models(args.model)
     if not names:
         raise ValueError("no bundled model ships yet: give --model DIR (a folder from t2i train)")
     for key in ("max_queue", "max_batch", "max_steps", "max_n", "max_side", "max_prompt"):
