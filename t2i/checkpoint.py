@@ -56,6 +56,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 # ---------------------------------------------------------------- atomic writes
 
+_UMASK = os.umask(0)  # read once (it can only be read by setting it), then put back
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temporary file in the same folder + os.replace: readers never see a partial
@@ -64,6 +67,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a model folder is for sharing
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -137,3 +137,11 @@ def test_atomic_write_bytes_replaces_and_cleans_up(tmp_path):
     atomic_write_bytes(path, b"one")
     atomic_write_bytes(path, b"two")
     assert path.read_bytes() == b"two" and os.listdir(path.parent) == ["f.bin"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    """Not mkstemp's 0600: an exported model folder must be readable by the others who use it."""
+    atomic_write_bytes(tmp_path / "atomic", b"x")
+    (tmp_path / "plain").write_bytes(b"x")
+    atomic, plain = ((tmp_path / name).stat().st_mode & 0o777 for name in ("atomic", "plain"))
+    assert atomic == plain
