@@ -41,18 +41,19 @@ def test_the_default_model_is_shapes_and_its_card_passes_the_bar():
 
 
 def test_the_shapes_model_draws_what_its_fixed_prompts_say():
-    """Its default sampling on 8 fixed prompts, judged exactly: the card's 0.9 is not a fluke of
-    the eval run (each image is judged against every fact of its caption)."""
+    """Its default sampling on 16 fixed prompts, each image judged against every fact of its
+    caption: at the card's 0.9 about 14 pass (P(<= 12) ~ 0.07 by chance); a model at session
+    14's 0.35 would pass 5 or 6."""
     import t2i
     from t2i.data.judge import judge
     from t2i.data.shapes import shapes_eval_prompts
 
-    prompts = shapes_eval_prompts()[:8]
+    prompts = shapes_eval_prompts()[:16]
     pipe = t2i.load("shapes")
     images = [pipe(prompt, seed=i)[0] for i, prompt in enumerate(prompts)]
     verdicts = [judge(image, prompt) for image, prompt in zip(images, prompts)]
     wrong = [p for p, v in zip(prompts, verdicts) if not v.ok]
-    assert len(wrong) <= 2, f"judged wrong: {wrong}"
+    assert len(wrong) <= 3, f"judged wrong: {wrong}"
 
 
 def test_readme_first_command_writes_a_png_that_carries_its_parameters(tmp_path):
