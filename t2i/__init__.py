@@ -10,7 +10,7 @@ DEFAULT_MODEL = "shapes"  # what `t2i generate` and `t2i.load()` use without a m
 
 
 def load(model=DEFAULT_MODEL, bf16=False):
-    """Load a bundled model by name, or a model folder written by `t2i train` (see t2i.pipeline)."""
-    from t2i.pipeline import load as _load  # torch is imported only when a model is
+    """Load a bundled model by name, or a model folder written by `t2i train` (t2i/families.py)."""
+    from t2i.families import load as _load  # torch is imported only when a model is
 
     return _load(model, bf16=bf16)

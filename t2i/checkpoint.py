@@ -60,6 +60,31 @@ _UMASK = os.umask(0)  # read once (it can only be read by setting it), then put 
 os.umask(_UMASK)
 
 
+BUNDLED_DIR = Path(__file__).parent / "bundled"  # the model folders that ship in the package
+
+
+def bundled_models() -> list[str]:
+    """Names of the models that ship inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / INDEX_NAME).is_file())
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A bundled model name or a model folder -> the folder; anything else is a ValueError."""
+    path = Path(model)
+    if (path / INDEX_NAME).is_file():
+        return path
+    if str(model) in bundled_models():
+        return BUNDLED_DIR / str(model)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder without {INDEX_NAME}: not a t2i model folder")
+    raise ValueError(
+        f"unknown model {str(model)!r}; choose from the bundled models {bundled_models()} "
+        "or give a model folder (with model_index.json)"
+    )
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temporary file in the same folder + os.replace: readers never see a partial
     file, and a crash leaves the old file in place."""

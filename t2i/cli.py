@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from t2i.argtypes import parse_interval
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -96,15 +98,6 @@ GENERATE_EXAMPLES = """examples:
   t2i generate "a green square" --init scene.png --mask mask.png --out fixed.png # inpaint
   t2i generate "a (red:1.4) circle, [small]" --negative "blue" --out w.png       # weights
 """
-
-
-def parse_interval(text: str) -> tuple[float, ...] | str:
-    """Command-line 'LO,HI' -> (lo, hi); anything else is returned for the pipeline to accept
-    ('all') or refuse with a message naming it."""
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        return text
 
 
 def _size(text: str) -> tuple[int, int]:

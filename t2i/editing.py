@@ -1,5 +1,10 @@
 """Editing through the one sampling loop: img2img (SDEdit), inpainting (RePaint), DDIM inversion.
 
+A pipeline asks for a `SamplingPlan`: where the sampler starts, the sigmas it samples and the
+denoiser it calls. Plain generation is `plain_plan` (pure noise, every sigma, the guided
+denoiser); an edit is `edit_plan` (the init noised to the tail of the sigmas, the denoiser
+wrapped for inpainting). The pipeline then runs whichever plan it got, with no branch of its own.
+
 - img2img: `strength_sigmas` keeps the last strength * steps sigmas; sampling starts from
   encode(init) + sigma * noise at the first of them (Meng et al. 2022, SDEdit).
 - inpainting: `InpaintDenoiser` is a denoiser wrapper, so every sampler works unchanged. Where the
@@ -15,56 +20,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from t2i.denoisers import append_dims, sigma_batch
-from t2i.guidance import _Wrapper
+from t2i.guidance import DenoiserWrapper
 from t2i.samplers import Generators, randn_like_per_item
-
-
-def _open(path: str | Path | Image.Image, what: str) -> Image.Image:
-    if isinstance(path, Image.Image):
-        return path
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read {what} {str(path)!r} as an image: {err}") from err
-
-
-def load_image(
-    path: str | Path | Image.Image, size: tuple[int, int] | None = None, channels: int = 3
-) -> torch.Tensor:
-    """An image file -> (1, C, H, W) in [-1, 1]; `size` (W, H) must match when given."""
-    img = _open(path, "init image")
-    if size is not None and img.size != tuple(size):
-        raise ValueError(
-            f"init image is {img.size[0]}x{img.size[1]}, the request is {size[0]}x{size[1]}; "
-            "resize the image or pass its size"
-        )
-    img = img.convert("L" if channels == 1 else "RGB")
-    a = np.asarray(img, dtype=np.float32).reshape(img.size[1], img.size[0], -1)
-    return torch.from_numpy(a.transpose(2, 0, 1) / 127.5 - 1.0)[None]
-
-
-def load_mask(path: str | Path | Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """A mask file -> (1, 1, H, W) float in {0, 1}: 1 (white) = repaint, 0 (black) = keep."""
-    img = _open(path, "mask")
-    if img.size != tuple(size):
-        raise ValueError(
-            f"mask is {img.size[0]}x{img.size[1]} but the image is {size[0]}x{size[1]}; "
-            "the mask must have the image's size"
-        )
-    a = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    return torch.from_numpy((a >= 0.5).astype(np.float32))[None, None]
 
 
 def mask_to_latent(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -90,7 +53,51 @@ def strength_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     return sigmas[steps - keep :]
 
 
-class InpaintDenoiser(_Wrapper):
+@dataclass
+class SamplingPlan:
+    """What a sampler runs: from `x` over `sigmas` with `model`; `resample` > 1 adds RePaint's
+    resampling jumps. A plan with a single sigma has nothing to sample: x is the result."""
+
+    x: torch.Tensor
+    sigmas: torch.Tensor
+    model: torch.nn.Module
+    resample: int = 1
+
+    def run(self, sampler, extra_args: dict, callback=None, generator: Generators = None):
+        if len(self.sigmas) == 1:
+            return self.x
+        if self.resample == 1:
+            return sampler(self.model, self.x, self.sigmas, extra_args, callback, generator)
+        return sample_with_jumps(
+            sampler, self.model, self.x, self.sigmas, extra_args, callback, generator, self.resample
+        )
+
+
+def plain_plan(model, sigmas: torch.Tensor, noise: torch.Tensor) -> SamplingPlan:
+    """Text to image: pure noise at the first sigma, every step."""
+    return SamplingPlan(noise * sigmas[0], sigmas, model)
+
+
+def edit_plan(
+    model,
+    sigmas: torch.Tensor,
+    noise: torch.Tensor,
+    x_init: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    strength: float = 1.0,
+    resample: int = 1,
+) -> SamplingPlan:
+    """img2img from `x_init` (the init's latent, shaped as noise) over the last strength * steps
+    sigmas; with `mask` (1 = repaint, on the latent grid) inpainting that keeps the rest."""
+    if mask is not None:
+        model = InpaintDenoiser(model, x_init, mask, noise)
+    sigmas = strength_sigmas(sigmas, strength)
+    # strength 1 starts from pure noise, exactly as plain generation does
+    x = noise * sigmas[0] + (x_init if strength < 1 else 0)
+    return SamplingPlan(x, sigmas, model, resample)
+
+
+class InpaintDenoiser(DenoiserWrapper):
     """Keeps the known region (mask 0) by replacing it with the original noised to the current
     sigma before every call, and by returning the original there (RePaint, Lugmayr et al. 2022)."""
 

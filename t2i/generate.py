@@ -10,14 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from t2i import DEFAULT_MODEL
-from t2i.pipeline import (
-    MAX_IMAGES,
-    GenerationParams,
-    Pipeline,
-    read_png_params,
-    save_png,
-    to_pil,
-)
+from t2i.families import load
+from t2i.images import to_pil
+from t2i.params import MAX_IMAGES, GenerationParams, read_png_params, save_png
 
 
 def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:
@@ -76,7 +71,7 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     if not 1 <= args.n <= MAX_IMAGES:
         raise ValueError(f"--n must be in [1, {MAX_IMAGES}], got {args.n}")
     model, kw = request_from_args(args)
-    pipe = Pipeline.from_pretrained(model, bf16=args.bf16)
+    pipe = load(model, bf16=args.bf16)
     p = pipe.params(kw.pop("prompt"), **kw)
     seeds = [p.seed + i for i in range(args.n)]
     paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling

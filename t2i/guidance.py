@@ -15,7 +15,7 @@ from torch import nn
 from t2i.denoisers import append_dims, sigma_batch
 
 
-class _Wrapper(nn.Module):
+class DenoiserWrapper(nn.Module):
     """A denoiser around a denoiser; exposes the inner noise range for sigmas_for()."""
 
     def __init__(self, inner: nn.Module):
@@ -43,7 +43,7 @@ def _expand(v: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     raise ValueError(f"{name} has batch {v.shape[0]}; expected 1 or {batch}")
 
 
-def _pad_context(cond: dict, uncond: dict) -> tuple[dict, dict]:
+def pad_context(cond: dict, uncond: dict) -> tuple[dict, dict]:
     """Pad context/context_mask of the shorter side with masked zeros so both have length L."""
     if "context" not in cond or "context" not in uncond:
         return cond, uncond
@@ -77,7 +77,7 @@ def batch_cond_uncond(cond: dict, uncond: dict, batch: int) -> dict:
     text = [k for k in ("context", "pooled") if k in cond and k not in uncond]
     if text:
         raise ValueError(f"uncond lacks {text}: pass the empty or negative prompt's embeddings")
-    cond, uncond = _pad_context(cond, uncond)
+    cond, uncond = pad_context(cond, uncond)
     out = {}
     for key, c in cond.items():
         if not torch.is_tensor(c):
@@ -92,7 +92,7 @@ def batch_cond_uncond(cond: dict, uncond: dict, batch: int) -> dict:
     return out
 
 
-class CFGDenoiser(_Wrapper):
+class CFGDenoiser(DenoiserWrapper):
     """Classifier-free guidance: D_u + scale * (D_c - D_u), one batched call (Ho & Salimans 2022).
 
     `uncond` holds the unconditional inputs (empty or negative prompt), batch 1 or B. `rescale`
@@ -160,7 +160,7 @@ def check_interval(interval) -> tuple[float, float] | None:
     return float(interval[0]), float(interval[1])
 
 
-class GradientGuidance(_Wrapper):
+class GradientGuidance(DenoiserWrapper):
     """x0_hat + scale * sigma^2 * grad_x log p(y | x, sigma): Tweedie's formula applied to
     p(x | y) = p(x) p(y | x) (Dhariwal & Nichol 2021, Sec. 4). The hook for classifier and CLIP
     guidance (GLIDE): `log_prob(x, sigma, x0_hat, **kwargs) -> (B,)` is any differentiable score.

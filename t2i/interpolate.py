@@ -16,20 +16,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from t2i.editing import load_image
-from t2i.guidance import _pad_context
-from t2i.pipeline import (
-    MAX_IMAGES,
-    GenerationParams,
-    Pipeline,
-    read_image_size,
-    save_png,
-    to_pil,
-)
+from t2i.families import load
+from t2i.guidance import pad_context
+from t2i.images import load_image, read_image_size, to_pil
+from t2i.params import MAX_IMAGES, GenerationParams, save_png
+from t2i.protocol import Generator
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation between tensors of the same shape (a at t=0, b at t=1)."""
+    if t in (0, 1):  # exactly the ends: sin(omega) / sin(omega) rounds off 1
+        return a if t == 0 else b
     fa, fb = a.flatten().double(), b.flatten().double()
     cos = (fa @ fb / (fa.norm() * fb.norm())).clamp(-1, 1)
     omega = torch.arccos(cos)
@@ -45,7 +42,7 @@ def lerp_cond(cond_a: dict, cond_b: dict, ts: list[float]) -> dict:
     The mask is a's at t = 0, b's at t = 1 (so the ends are exactly the two prompts) and
     a or b between.
     """
-    cond_a, cond_b = _pad_context(cond_a, cond_b)
+    cond_a, cond_b = pad_context(cond_a, cond_b)
     ctx = torch.cat([(1 - t) * cond_a["context"] + t * cond_b["context"] for t in ts])
     ma, mb = cond_a["context_mask"], cond_b["context_mask"]
     mask = torch.cat([ma if t == 0 else mb if t == 1 else ma | mb for t in ts])
@@ -60,7 +57,7 @@ def frame_times(frames: int) -> list[float]:
 
 @torch.no_grad()
 def interpolate(
-    pipe: Pipeline,
+    pipe: Generator,
     p: GenerationParams,
     frames: int = 5,
     prompt_b: str | None = None,
@@ -71,9 +68,9 @@ def interpolate(
 
     images: two image files to invert and use as the end points' noise instead of the seeds.
     """
-    if not hasattr(pipe, "unet"):
+    if not pipe.supports.interpolation:
         raise ValueError(
-            f"model {pipe.name!r} is autoregressive: interpolation walks a diffusion model's "
+            f"model {pipe.name!r} ({pipe.family}): interpolation walks a diffusion model's "
             "noise and text states, which it does not have"
         )
     ts = frame_times(frames)
@@ -89,7 +86,7 @@ def interpolate(
         noise_b = pipe.noise(replace(p, seed=p.seed if seed_b is None else seed_b), 1)[0]
     noise = torch.cat([slerp(noise_a, noise_b, t) for t in ts])
     cond = lerp_cond(pipe.encode_text([p.prompt]), pipe.encode_text([prompt_b]), ts)
-    return pipe.generate(p, frames, noise=noise, cond=cond)
+    return pipe.generate(p, frames, cond=cond, noise=noise)
 
 
 def strip(images: list[Image.Image]) -> Image.Image:
@@ -115,7 +112,7 @@ def interpolate_to_file(args: argparse.Namespace) -> Path:
     if args.images and len(args.images) != 2:
         raise ValueError(f"--images takes two image files, got {args.images}")
     frame_times(args.frames)
-    pipe = Pipeline.from_pretrained(args.model or "shapes")
+    pipe = load(args.model or "shapes")
     seed_a, seed_b = args.seeds or (args.seed, args.seed)
     kw = {"negative": args.negative, "steps": args.steps, "seed": seed_a, "size": args.size}
     if args.images:  # the deterministic setting that inverts

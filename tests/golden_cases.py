@@ -188,7 +188,7 @@ def run_items_case(model, items: list[tuple[str, int]], steps: int) -> list[Imag
     """The server's path: one sampler call over items with their own prompts and seeds."""
     from dataclasses import replace
 
-    from t2i.pipeline import to_pil
+    from t2i.images import to_pil
 
     pipe = _PIPES.setdefault((str(model), False), t2i.load(model))
     first = pipe.params(items[0][0], steps=steps)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from t2i.pipeline import BUNDLED_DIR, bundled_models, read_png_params
+from t2i.checkpoint import BUNDLED_DIR, bundled_models
+from t2i.params import read_png_params
 
 
 def _dtypes(weights) -> set[str]:

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from t2i.cascade import enlarge, low_res_condition, shrink
+from t2i.cascade import CascadePipeline, low_res_condition
 from t2i.cli import main
+from t2i.families import load
+from t2i.images import enlarge, shrink
 from t2i.models.unet import UNet, UNetConfig
-from t2i.pipeline import Pipeline, read_png_params
+from t2i.params import read_png_params
 from t2i.training.diffusion import widen_conv_in
 
 TRAIN = ["train", "diffusion", "--data", "shapes", "--preset", "tiny", "--no-progress"]
@@ -66,8 +68,9 @@ def test_widened_stem_computes_what_the_trained_unet_did(patch):
 
 
 def test_cascade_generates_from_its_base_and_batch_equals_single(cascade, tmp_path):
-    pipe = Pipeline.from_pretrained(cascade)
-    assert pipe.base is not None and pipe.scale == 2 and pipe.base.base is None
+    pipe = load(cascade)
+    assert isinstance(pipe, CascadePipeline) and pipe.scale == 2
+    assert pipe.base is not None and not isinstance(pipe.base, CascadePipeline)
     p = pipe.params("a red circle", steps=2, seed=3)
     batch = pipe.generate(p, 2)
     assert batch.shape == (2, 3, 16, 16)
@@ -77,12 +80,12 @@ def test_cascade_generates_from_its_base_and_batch_equals_single(cascade, tmp_pa
     # the second stage really is conditioned on the first: the base's images give the same
     # result, other small images another
     low = pipe.base.generate(pipe.base_params(p), 2)
-    torch.testing.assert_close(pipe.generate(p, 2, low=low), batch, atol=2e-4, rtol=0)
-    assert not torch.allclose(pipe.generate(p, 2, low=-low), batch)
+    torch.testing.assert_close(pipe.generate_low(p, low), batch, atol=2e-4, rtol=0)
+    assert not torch.allclose(pipe.generate_low(p, -low), batch)
 
 
 def test_the_settings_given_apply_to_the_last_stage_the_base_keeps_its_own(cascade):
-    pipe = Pipeline.from_pretrained(cascade)
+    pipe = load(cascade)
     p = pipe.params("a red circle", negative="blue", steps=7, guidance=5.0, seed=9, size=(32, 16))
     small = pipe.base_params(p)
     assert (small.width, small.height, small.seed) == (16, 8, 9)
@@ -146,17 +149,17 @@ def test_an_upscaler_without_its_base_says_what_it_needs(cascade, tmp_path):
             for f in src.iterdir():
                 (alone / part / f.name).write_bytes(f.read_bytes())
     (alone / "model_index.json").write_text(json.dumps(index))
-    pipe = Pipeline.from_pretrained(alone)
+    pipe = load(alone)
     with pytest.raises(ValueError, match="upscaler from 8 px without a base model"):
         pipe("a red circle", steps=2)
     low = torch.zeros(1, 3, 8, 8)
-    assert pipe.generate(pipe.params("a red circle", steps=2), 1, low=low).shape == (1, 3, 16, 16)
+    assert pipe.generate_low(pipe.params("a red circle", steps=2), low).shape == (1, 3, 16, 16)
 
 
 def test_eval_counts_the_network_calls_of_every_stage(cascade):
     from t2i.evaluation.evaluate import generate_batched
 
-    pipe = Pipeline.from_pretrained(cascade)
+    pipe = load(cascade)
     params = pipe.params("", steps=3, sampler="ddim")
     images, calls = generate_batched(pipe, ["a red circle", "a blue square"], params, 2)
     assert images.shape == (2, 3, 16, 16)
@@ -172,7 +175,7 @@ def test_img2img_and_inpainting_run_through_both_stages(cascade, tmp_path):
     m = Image.new("L", (16, 16), 0)
     m.paste(255, (0, 0, 8, 8))
     m.save(mask)
-    pipe = Pipeline.from_pretrained(cascade)
+    pipe = load(cascade)
     steps = []
     edited = pipe("a blue square", steps=4, init=init, strength=0.5, callback=steps.append)[0]
     # img2img starts from the init's small version: the base does not run, the bar counts 2 steps
@@ -206,13 +209,13 @@ def test_a_latent_upscaler_from_a_grid_sized_base(tmp_path, capsys):
     assert main(["export", str(base_run), "--out", str(base)]) == 0
     assert main(["export", str(up_run), "--out", str(out), "--base", str(base)]) == 0
 
-    pipe = Pipeline.from_pretrained(out)
+    pipe = load(out)
     assert pipe.scale == Fraction(16, 3) and pipe.factor == 16 and pipe.image_channels == 3
     p = pipe.params("a red circle", steps=2, seed=1)
     assert pipe.generate(p, 1).shape == (1, 3, 16, 16)
     low = pipe.base.generate(pipe.base_params(p), 1)
     assert low.shape == (1, 3, 3, 3)
-    torch.testing.assert_close(pipe.generate(p, 1, low=low), pipe.generate(p, 1), atol=2e-4, rtol=0)
+    torch.testing.assert_close(pipe.generate_low(p, low), pipe.generate(p, 1), atol=2e-4, rtol=0)
     assert main(["generate", "x", "--model", str(out), "--size", "24x24", "--quiet"]) == 2
     assert "multiple of 16" in capsys.readouterr().err
     # the base learnt the upscaler's own small images: the data shrunk by area, not re-rendered

@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from t2i.cascade import shrink
 from t2i.data.cell_judge import coverage, judge_cells
 from t2i.data.shapes import (
     GRID,
@@ -19,6 +18,7 @@ from t2i.data.shapes import (
     sample_scene,
     scene_rng,
 )
+from t2i.images import shrink
 
 N = 300
 

@@ -13,7 +13,7 @@ from PIL import Image
 from tiny_models import write_tiny_model
 
 from t2i.cli import main
-from t2i.pipeline import read_png_params
+from t2i.params import read_png_params
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,9 @@ import pytest
 import torch
 from tiny_models import write_tiny_model
 
-from t2i.pipeline import (
-    GenerationParams,
-    Pipeline,
-    load,
-    read_png_params,
-    save_png,
-)
+from t2i.families import load
+from t2i.params import GenerationParams, read_png_params, save_png
+from t2i.pipeline import Pipeline
 
 PROMPT = "a red circle above a blue square"
 

@@ -17,7 +17,8 @@ from PIL import Image
 from tiny_models import write_tiny_model
 
 from t2i.cli import build_parser
-from t2i.pipeline import PNG_KEY, GenerationParams, load
+from t2i.families import load
+from t2i.params import PNG_KEY, GenerationParams
 from t2i.server import Limits, ServerConfig, make_server
 from t2i.server.batching import generate_batch, png_bytes
 

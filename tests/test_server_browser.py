@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from tiny_models import write_tiny_model
 
-from t2i.pipeline import PNG_KEY, load
+from t2i.families import load
+from t2i.params import PNG_KEY
 from t2i.server import ServerConfig, make_server
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (setup --dev)")

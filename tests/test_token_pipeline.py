@@ -9,7 +9,7 @@ from tiny_models import write_tiny_autoregressive_model
 
 import t2i
 from t2i.cli import main
-from t2i.pipeline import read_png_params
+from t2i.params import read_png_params
 from t2i.token_pipeline import TokenPipeline
 
 
@@ -88,6 +88,6 @@ def test_cli_refuses_a_diffusion_sampler_with_exit_2(model_dir, tmp_path, capsys
 def test_interpolation_and_inversion_say_they_need_a_diffusion_model(model_dir, tmp_path, capsys):
     argv = ["interpolate", "a red circle", "--model", str(model_dir)]
     assert main([*argv, "--seeds", "1", "2", "--out", str(tmp_path / "s.png")]) == 2
-    assert "is autoregressive: interpolation walks a diffusion model" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="not autoregressive"):
+    assert "(autoregressive): interpolation walks a diffusion model" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="model .* is autoregressive"):
         t2i.load(model_dir).invert(torch.zeros(1, 3, 16, 16))

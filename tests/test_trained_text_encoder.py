@@ -11,7 +11,7 @@ import torch
 
 from t2i.checkpoint import load_component, read_safetensors
 from t2i.cli import main
-from t2i.pipeline import Pipeline
+from t2i.families import load
 from t2i.training import diffusion, state
 from t2i.training.loop import StepRNG
 
@@ -64,7 +64,7 @@ def test_export_and_fine_tuning_carry_the_trained_encoder(tmp_path, capsys):
     exported = read_safetensors(out / "text_encoder" / "model.safetensors")
     for name, value in exported.items():
         assert torch.equal(value, tensors[f"ema.text.{name}"].to(torch.float16)), name
-    pipe = Pipeline.from_pretrained(out)
+    pipe = load(out)
     (a,), (b,) = (pipe(prompt, steps=2, seed=0) for prompt in ("a red circle", "a blue square"))
     assert a.size == (16, 16) and a.tobytes() != b.tobytes()  # the prompt reaches the image
 

@@ -16,7 +16,6 @@ import itertools
 
 import numpy as np
 
-from t2i.cascade import shrink
 from t2i.data.judge import Detection, Verdict, relation_facts, to_rgb_array
 from t2i.data.shapes import (
     BACKGROUNDS,
@@ -31,6 +30,7 @@ from t2i.data.shapes import (
     render_scene,
     scene_spec,
 )
+from t2i.images import shrink
 
 CELL_CATEGORIES = ("count", "colour", "size", "position", "background")
 EMPTY_DIST = 12.0  # RGB distance from the background below which a cell holds no object

@@ -14,7 +14,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from t2i.cli import parse_interval
+    from t2i.argtypes import parse_interval
 
     p = subparsers.add_parser(
         "eval",

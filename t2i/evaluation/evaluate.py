@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from t2i.checkpoint import INDEX_NAME, atomic_write_json, load_component
+from t2i.checkpoint import INDEX_NAME, atomic_write_json, load_component, resolve_model
 from t2i.evaluation.metrics import (
     clip_score,
     compositional_accuracy,
@@ -37,6 +37,8 @@ from t2i.evaluation.metrics import (
     r_precision,
     ssim,
 )
+from t2i.families import load
+from t2i.images import to_pil
 
 MAX_N = 100_000
 GRID_MAX = 64
@@ -109,8 +111,6 @@ def check_config(cfg: EvalConfig) -> None:
 
 def model_kind(folder: str | Path) -> str:
     """'diffusion' (a UNet inside), 'autoregressive' (a token transformer) or 'autoencoder'."""
-    from t2i.pipeline import resolve_model
-
     path = resolve_model(folder)
     components = json.loads((path / INDEX_NAME).read_text()).get("components", {})
     if "unet" in components:
@@ -134,35 +134,22 @@ def generate_batched(
     """(N, C, H, W) images in [-1, 1] for N prompts (image i: seed params.seed + i), and the NFE
     (network evaluations per batch, every stage of a cascade counted), in batches of batch_size
     through the pipeline's own path."""
-    calls = []
-    hooks, stage = [], pipe
-    while stage is not None and hasattr(stage, "unet"):  # an autoregressive model: one per code
-        hooks.append(stage.unet.register_forward_hook(lambda *_: calls.append(1)))
-        stage = stage.base
-    out = []
-    try:
-        starts = range(0, len(prompts), batch_size)
-        desc = f"{params.sampler} {params.steps} steps"
-        for start in tqdm(starts, desc=desc, disable=not progress):
-            calls.clear()
-            batch = prompts[start : start + batch_size]
-            seed = params.seed + start
-            items = [replace(params, prompt=p, seed=seed + i) for i, p in enumerate(batch)]
-            out.append(pipe.generate_items(items))
-            if not hooks:
-                calls.extend([1] * pipe.total_steps(params))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return torch.cat(out), len(calls)
+    out, calls = [], 0
+    starts = range(0, len(prompts), batch_size)
+    desc = f"{params.sampler} {params.steps} steps"
+    for start in tqdm(starts, desc=desc, disable=not progress):
+        batch = prompts[start : start + batch_size]
+        seed = params.seed + start
+        items = [replace(params, prompt=p, seed=seed + i) for i, p in enumerate(batch)]
+        images, calls = pipe.counted(lambda items=items: pipe.generate_items(items), params)
+        out.append(images)
+    return torch.cat(out), calls
 
 
 def write_card(model: str | Path, report: dict) -> Path:
     """Put a report's settings and headline figures into the model folder's data card
     (model_index.json "evaluation"), with the `t2i eval` command that reproduces them, so the
     figures travel with the weights."""
-    from t2i.pipeline import resolve_model
-
     index_path = resolve_model(model) / INDEX_NAME
     index = json.loads(index_path.read_text())
     r = report
@@ -449,12 +436,10 @@ def evaluate(
 ) -> dict:
     """Generate (or reconstruct) cfg.n images, score them, write report.json + grid.png/.txt.
 
-    pipeline: the model already loaded (a t2i.pipeline.Pipeline of `model`), e.g. by a sweep.
+    pipeline: the model already loaded (a generator of `model`: t2i.load), e.g. by a sweep.
 
     Returns the report: model, data, suite, sampler, steps, guidance, seed, n, nfe, extractor,
     metrics {name: {value, real, ...}}, definitions {name: text}, timing {seconds}."""
-    from t2i.pipeline import Pipeline, resolve_model
-
     check_config(cfg)
     folder = resolve_model(model)
     kind = model_kind(folder)
@@ -465,7 +450,7 @@ def evaluate(
         report["suite"] = "reconstruction"
         metrics, extractor, captions, images = _autoencoder_eval(folder, cfg)
     else:
-        pipe = pipeline or Pipeline.from_pretrained(folder)
+        pipe = pipeline or load(folder)
         params = pipe.params(
             "",
             sampler=cfg.sampler,
@@ -519,8 +504,6 @@ def _write(out: Path, report: dict, images: torch.Tensor, captions: list[str], g
 
 def image_grid(images: torch.Tensor, cols: int = 8, pad: int = 2) -> Image.Image:
     """(B, C, H, W) in [-1, 1] -> one RGB image, `cols` per row, white gaps; captions go beside."""
-    from t2i.pipeline import to_pil
-
     tiles = [t.convert("RGB") for t in to_pil(images)]
     cols = min(cols, len(tiles))
     rows = -(-len(tiles) // cols)

@@ -71,9 +71,9 @@ def sweep(
     base = EvalConfig(
         data=cfg.data, n=cfg.n, seed=cfg.seed, batch_size=cfg.batch_size, heldout=False, grid=0
     )
-    from t2i.pipeline import Pipeline
+    from t2i.families import load
 
-    pipe = Pipeline.from_pretrained(model)  # once: text embeddings stay cached across cells
+    pipe = load(model)  # once: text embeddings stay cached across cells
     meta = {"model": str(model), **asdict(cfg), "metric": metric, "lower_is_better": lower_better}
     rows = []
     for guidance in cfg.guidances:

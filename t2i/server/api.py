@@ -1,7 +1,7 @@
 """The JSON API's request checking and its OpenAPI schema, kept apart from the HTTP plumbing.
 
 Every bad request becomes an `ApiError` with a 4xx status and a message naming the bad value and
-what is allowed; the pipeline's own checks (`Pipeline.params`) raise ValueError the same way.
+what is allowed; the pipeline's own checks (`Generator.params`) raise ValueError the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from t2i.editing import load_image, load_mask
-from t2i.pipeline import GenerationParams, Pipeline
+from t2i.images import load_image, load_mask
+from t2i.params import GenerationParams
+from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
-from t2i.token_pipeline import SAMPLER as AUTOREGRESSIVE
 
 
 class ApiError(Exception):
@@ -137,7 +137,7 @@ def _uploads(data: dict, folder: Path | None) -> dict:
 
 
 def parse_generate(
-    data: dict, pipes: dict[str, Pipeline], limits: Limits, upload_dir: Path | None = None
+    data: dict, pipes: dict[str, Generator], limits: Limits, upload_dir: Path | None = None
 ) -> Request:
     """A decoded JSON body -> a checked Request, or an ApiError naming what is wrong.
 
@@ -167,7 +167,7 @@ def parse_generate(
     try:
         p = _params(pipes[model], data, files)
         _limit("side", max(p.width, p.height), limits.max_side)
-        if p.sampler != AUTOREGRESSIVE:  # its steps are its code count, set by the model served
+        if pipes[model].supports.steps:  # else the model fixes them (a code count)
             _limit("steps", p.steps, limits.max_steps)
     except (ValueError, ApiError) as err:
         for path in files.values():
@@ -176,8 +176,9 @@ def parse_generate(
     return Request(model, p, n, fmt, list(files.values()))
 
 
-def _params(pipe: Pipeline, data: dict, files: dict) -> GenerationParams:
-    """Pipeline.params with the request's values; init/mask sizes checked here, not mid-queue."""
+def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
+    """The model's params() with the request's values; init/mask sizes checked here, not
+    mid-queue."""
     seed = data.get("seed")
     if seed is None or seed == "random":
         seed = secrets.randbelow(2**31)

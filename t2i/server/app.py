@@ -1,6 +1,6 @@
 """`t2i serve`: the web page and the JSON API on one standard-library HTTP server.
 
-    server = make_server({"shapes": Pipeline.from_pretrained("shapes")}, ServerConfig(port=8000))
+    server = make_server({"shapes": t2i.load("shapes")}, ServerConfig(port=8000))
     server.serve_forever()
 
 http.server (ThreadingHTTPServer) needs no dependency and no network: handler threads only parse
@@ -19,7 +19,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from t2i.pipeline import Pipeline
+from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 from t2i.server.api import (
     ApiError,
@@ -48,7 +48,7 @@ class T2IServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # listen backlog: socketserver's 5 resets bursts of clients
 
-    def __init__(self, pipes: dict[str, Pipeline], config: ServerConfig):
+    def __init__(self, pipes: dict[str, Generator], config: ServerConfig):
         if not pipes:
             raise ValueError("no models to serve: give --model NAME|DIR")
         self.pipes, self.config = pipes, config
@@ -67,12 +67,12 @@ class T2IServer(ThreadingHTTPServer):
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
 
-def make_server(pipes: dict[str, Pipeline], config: ServerConfig | None = None) -> T2IServer:
+def make_server(pipes: dict[str, Generator], config: ServerConfig | None = None) -> T2IServer:
     """A bound server (not yet serving): call serve_forever(), or run it in a thread."""
     return T2IServer(pipes, config or ServerConfig())
 
 
-def job_json(job: Job, queue: JobQueue, pipe: Pipeline) -> dict:
+def job_json(job: Job, queue: JobQueue, pipe: Generator) -> dict:
     """A job's state; `steps` counts every sampler step (a cascade's base stages run first)."""
     out = {
         "id": job.id,
@@ -151,6 +151,8 @@ class Handler(BaseHTTPRequestHandler):
                 "name": name,
                 "sampler": pipe.defaults["name"],
                 "samplers": pipe.samplers,  # an autoregressive model has its own one
+                "family": pipe.family,
+                "supports": pipe.supports.to_json(),
                 "steps": pipe.defaults["steps"],
                 "guidance": pipe.defaults["guidance_scale"],
                 "guidance_interval": pipe.defaults.get("guidance_interval"),
@@ -217,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def serve(pipes: dict[str, Pipeline], config: ServerConfig) -> None:
+def serve(pipes: dict[str, Generator], config: ServerConfig) -> None:
     """Serve until Ctrl-C."""
     server = make_server(pipes, config)
     print(f"t2i serving {list(pipes)} at {server.url}  (API: {server.url}/api/openapi.json)")

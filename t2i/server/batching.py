@@ -1,9 +1,9 @@
 """One sampler call for several compatible requests: per-image prompts and seeds.
 
-`Pipeline.generate` takes one prompt and n seeds. A server sees many small requests that differ
-only in prompt and seed; running them as one batch shares every network call. This mirrors
-`Pipeline.generate` through its pieces (encode_text, noise, guided, sigmas, decode), so image i of
-a batch equals the image `Pipeline.generate` makes alone from items[i] (up to rounding).
+A server sees many small requests that differ only in prompt and seed; running them as one
+batch shares every network call. `generate_items` of the generation protocol (t2i/protocol.py)
+draws image i from items[i]'s prompt and seed, so image i of a batch equals the image the model
+makes alone from items[i] (up to rounding).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from dataclasses import astuple, replace
 import torch
 from PIL.PngImagePlugin import PngInfo
 
-from t2i.pipeline import PNG_KEY, GenerationParams, Pipeline, to_pil
+from t2i.images import to_pil
+from t2i.params import PNG_KEY, GenerationParams
+from t2i.protocol import Generator
 
 
 def batch_key(p: GenerationParams) -> tuple:
@@ -30,14 +32,13 @@ def expand(p: GenerationParams, n: int) -> list[GenerationParams]:
 
 @torch.no_grad()
 def generate_batch(
-    pipe: Pipeline, items: list[GenerationParams], callback: Callable | None = None
+    pipe: Generator, items: list[GenerationParams], callback: Callable | None = None
 ) -> torch.Tensor:
     """(len(items), C, H, W) images in [-1, 1]; image i from prompt_i and seed_i."""
     if not items:
         raise ValueError("generate_batch needs at least one item")
     first = items[0]
-    for p in items:
-        pipe.check(p)
+    for p in items:  # each was checked when its request was made (Generator.params)
         if batch_key(p) != batch_key(first):
             raise ValueError(f"items differ in more than prompt and seed: {p} vs {first}")
     return pipe.generate_items(items, callback)

@@ -36,13 +36,13 @@ def served_models(requested: list[str] | None) -> list[str]:
     """The --model names in order, or every bundled model with the default first (the web page
     selects the first one, as `t2i generate` uses the default)."""
     from t2i import DEFAULT_MODEL
-    from t2i.pipeline import bundled_models
+    from t2i.checkpoint import bundled_models
 
     return requested or sorted(bundled_models(), key=lambda name: name != DEFAULT_MODEL)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from t2i.pipeline import Pipeline
+    from t2i.families import load
     from t2i.server.api import Limits
     from t2i.server.app import ServerConfig, serve
 
@@ -52,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     for key in ("max_queue", "max_batch", "max_steps", "max_n", "max_side", "max_prompt"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    pipes = {name: Pipeline.from_pretrained(name, bf16=args.bf16) for name in names}
+    pipes = {name: load(name, bf16=args.bf16) for name in names}
     limits = Limits(args.max_steps, args.max_n, args.max_side, args.max_prompt)
     config = ServerConfig(
         args.host, args.port, args.max_queue, args.max_batch, args.timeout, limits

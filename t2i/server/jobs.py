@@ -14,7 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from t2i.pipeline import GenerationParams, Pipeline
+from t2i.params import GenerationParams
+from t2i.protocol import Generator
 from t2i.server.batching import batch_key, expand, generate_batch, png_bytes
 
 KEEP_FINISHED = 256  # finished jobs kept for polling (GET /api/jobs/<id>)
@@ -64,7 +65,7 @@ class JobQueue:
 
     def __init__(
         self,
-        pipes: dict[str, Pipeline],
+        pipes: dict[str, Generator],
         max_queue: int = 32,
         max_batch: int = 16,
         timeout: float = 120.0,

@@ -105,8 +105,8 @@ def latent_dataset(
     """Items {"latent", "caption"}: the data set encoded once by `encode_fn` (images -> latents,
     e.g. an autoencoder's to_latent), cached on disk under `key`. low_res > 0 (a latent upscaler):
     items also hold "low", the image shrunk to low_res x low_res pixels, cached the same way."""
-    from t2i.cascade import shrink
     from t2i.data.cache import LatentDataset, cached_latents
+    from t2i.images import shrink
 
     if isinstance(dataset, IterableDataset):
         raise ValueError("latent training needs a fixed data set (not shards): latents are cached")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t2i.cascade import enlarge, low_res_condition, shrink
+from t2i.cascade import low_res_condition
 from t2i.checkpoint import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -31,6 +31,7 @@ from t2i.checkpoint import (
 from t2i.data.cache import file_digest
 from t2i.denoisers import make_denoiser as wrap_network
 from t2i.guidance import CFGDenoiser
+from t2i.images import enlarge, shrink
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
 from t2i.models.unet import UNet, UNetConfig
 from t2i.samplers import get_sampler, sigmas_for

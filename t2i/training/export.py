@@ -165,7 +165,7 @@ def export_run(
 def add_base(folder: Path, base: Path) -> None:
     """Copy the base model into the upscaler's folder and name it there; the folder is checked
     by loading it, so a base of the wrong size or channels fails here, not at generation."""
-    from t2i.pipeline import Pipeline
+    from t2i.families import load
 
     target = folder / "base"
     if target.exists():
@@ -173,7 +173,7 @@ def add_base(folder: Path, base: Path) -> None:
     shutil.copytree(base, target)
     index_path = folder / INDEX_NAME
     atomic_write_json(index_path, {**json.loads(index_path.read_text()), "base": "base"})
-    Pipeline.from_pretrained(folder)
+    load(folder)
 
 
 def _export_autoregressive(run_dir, out, found, tensors, meta, dtype, data, ema) -> Path:

@@ -1,0 +1,81 @@
+"""Images in and out: tensors in [-1, 1] <-> PIL images, and the init images and masks a request
+names, read and checked before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, C, H, W) in [-1, 1] -> B PIL images (RGB or L)."""
+    arr = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    arr = arr.permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(W, H) of an init image, read without decoding its pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except OSError as err:
+        raise ValueError(f"cannot read init image {str(path)!r} as an image: {err}") from err
+
+
+def open_image(path: str | Path | Image.Image, what: str) -> Image.Image:
+    """A decoded copy of an image file (or the image itself); `what` names it in errors."""
+    if isinstance(path, Image.Image):
+        return path
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read {what} {str(path)!r} as an image: {err}") from err
+
+
+def load_image(
+    path: str | Path | Image.Image, size: tuple[int, int] | None = None, channels: int = 3
+) -> torch.Tensor:
+    """An image file -> (1, C, H, W) in [-1, 1]; `size` (W, H) must match when given."""
+    img = open_image(path, "init image")
+    if size is not None and img.size != tuple(size):
+        raise ValueError(
+            f"init image is {img.size[0]}x{img.size[1]}, the request is {size[0]}x{size[1]}; "
+            "resize the image or pass its size"
+        )
+    img = img.convert("L" if channels == 1 else "RGB")
+    a = np.asarray(img, dtype=np.float32).reshape(img.size[1], img.size[0], -1)
+    return torch.from_numpy(a.transpose(2, 0, 1) / 127.5 - 1.0)[None]
+
+
+def load_mask(path: str | Path | Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """A mask file -> (1, 1, H, W) float in {0, 1}: 1 (white) = repaint, 0 (black) = keep."""
+    img = open_image(path, "mask")
+    if img.size != tuple(size):
+        raise ValueError(
+            f"mask is {img.size[0]}x{img.size[1]} but the image is {size[0]}x{size[1]}; "
+            "the mask must have the image's size"
+        )
+    a = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    return torch.from_numpy((a >= 0.5).astype(np.float32))[None, None]
+
+
+def shrink(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, h, w) by box averaging (area), as the data's own renderers do."""
+    return torch.nn.functional.interpolate(images, size=size, mode="area")
+
+
+def enlarge(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, H, W), bilinear: a cascade's small image at its upscaler's size."""
+    return torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)

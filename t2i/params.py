@@ -1,0 +1,144 @@
+"""A generation request: its parameters, the checks every model family shares, and the PNG text
+chunk that carries them so an image reproduces itself.
+
+`GenerationParams` is what decides an image. A model completes a request with its defaults
+(`model.params(prompt, ...)`) and checks what only it knows (samplers, sizes, editing); the
+checks here are the family-independent ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from t2i.guidance import check_interval
+from t2i.prompts import parse_prompt
+
+PNG_KEY = "t2i"  # the PNG text chunk that holds a GenerationParams as JSON
+MAX_IMAGES = 64  # per call: more is a typo or a job for a loop
+MAX_SIDE = 1024  # pixels
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class GenerationParams:
+    """Everything that decides an image; stored in its PNG so the image reproduces itself."""
+
+    prompt: str
+    negative: str = ""
+    model: str = ""
+    sampler: str = ""
+    steps: int = 0
+    guidance: float = 0.0
+    seed: int = 0
+    width: int = 0
+    height: int = 0
+    init: str = ""  # img2img / inpainting source image ("" = plain generation)
+    mask: str = ""  # inpainting mask, white = repaint ("" = none)
+    strength: float = 1.0  # img2img: fraction of the steps run from the noised init
+    resample: int = 1  # inpainting: RePaint resampling passes per stretch of steps
+    guidance_interval: list[float] | None = None  # [lo, hi]: guide only where lo < sigma <= hi
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    def with_seed(self, seed: int) -> GenerationParams:
+        return replace(self, seed=seed)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "params") -> GenerationParams:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source}: parameters are not valid JSON: {err}") from err
+        allowed = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or "prompt" not in data or set(data) - allowed:
+            raise ValueError(f"{source}: expected a JSON object with keys from {sorted(allowed)}")
+        return cls(**data)
+
+
+def check_int(name: str, value, low: int, high: int) -> int:
+    """`value` as an int in [low, high]; a bool, float or string is a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def check_sides(p: GenerationParams, factor: int) -> None:
+    """Each side of p's image a multiple of `factor`, from `factor` to MAX_SIDE pixels."""
+    for side in (p.width, p.height):
+        check_int("image size", side, factor, MAX_SIDE)
+        if side % factor:
+            raise ValueError(
+                f"image size {p.width}x{p.height}: each side must be a multiple of "
+                f"{factor} for this model"
+            )
+
+
+def check_seeds(p: GenerationParams, n: int, seeds: list[int] | None) -> list[int]:
+    """The n seeds of a call (p.seed + i, or `seeds`), each a valid seed."""
+    n = check_int("n", n, 1, MAX_IMAGES)
+    seeds = [p.seed + i for i in range(n)] if seeds is None else list(seeds)
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} images")
+    for seed in seeds:
+        check_int("seed", seed, 0, MAX_SEED)
+    return seeds
+
+
+def check_common(p: GenerationParams) -> None:
+    """The checks of a request that hold for every model family."""
+    if not isinstance(p.prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(p.prompt).__name__}")
+    for text in (p.prompt, p.negative):  # brackets balance: fail before any work
+        parse_prompt(text)
+    check_int("seed", p.seed, 0, MAX_SEED)
+    if isinstance(p.guidance, bool) or not isinstance(p.guidance, (int, float)):
+        raise ValueError(f"guidance must be a number in [0, 100], got {p.guidance!r}")
+    if not 0 <= p.guidance <= 100:
+        raise ValueError(f"guidance must be in [0, 100], got {p.guidance}")
+    check_interval(p.guidance_interval)
+    if p.mask and not p.init:
+        raise ValueError("a mask needs the image it applies to: give init (--init) as well")
+
+
+def resolve_interval(value, default) -> list[float] | None:
+    """A request's guidance interval: None takes the model's `default`, "all" guides every
+    step, else (lo, hi)."""
+    if value is None:
+        value = default
+    elif isinstance(value, str):
+        if value != "all":
+            raise ValueError(f"guidance interval must be 'all' or (lo, hi), got {value!r}")
+        return None
+    interval = check_interval(value)
+    return None if interval is None else list(interval)
+
+
+def save_png(image: Image.Image, path: str | Path, params: GenerationParams) -> Path:
+    """Write a PNG carrying its generation parameters in a text chunk."""
+    info = PngInfo()
+    info.add_text(PNG_KEY, params.to_json())
+    path = Path(path)
+    image.save(path, format="PNG", pnginfo=info)
+    return path
+
+
+def read_png_params(path: str | Path) -> GenerationParams:
+    """The GenerationParams stored in a PNG written by `save_png`."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            text = img.text.get(PNG_KEY) if hasattr(img, "text") else None
+    except OSError as err:
+        raise ValueError(f"cannot read {path} as an image: {err}") from err
+    if text is None:
+        raise ValueError(f"{path} carries no t2i parameters (no {PNG_KEY!r} PNG text chunk)")
+    return GenerationParams.from_json(text, str(path))

@@ -1,0 +1,272 @@
+"""The generation protocol: what every family of models answers, so the CLI, the server, `t2i
+eval` and the web page ask a model what it can do instead of testing its type.
+
+A family (diffusion, cascade, autoregressive; GAN, AlignDRAW, unCLIP later) is a sibling class
+of `Generator`; `t2i.families.load` picks it from model_index.json. A family implements:
+
+    supports -> Supports                 samplers, whether steps are chosen, editing, inversion, ...
+    defaults -> dict                     name (sampler), steps, guidance_scale[, guidance_interval]
+    image_size, image_channels, factor   the size it draws, and what image sides must divide by
+    check(p)                             what only this family knows of a request (sizes, samplers)
+    total_steps(p) -> int                progress callbacks generating p makes, every stage counted
+    draw(p, seeds, cond, callback)       (n, C, H, W) in [-1, 1]; image i from seeds[i]
+    networks() -> list[nn.Module]        whose forward calls are the network evaluations (NFE;
+                                         `counted` hooks them, a family may count otherwise)
+
+and inherits the rest: `params` (a request completed with the defaults and checked), `generate`,
+`generate_items` (one call over items with their own prompts and seeds: the server's batches,
+`t2i eval`), `encode_text` (cached per prompt) and `__call__` (PIL images carrying their
+parameters). Image i of a call is the image made alone from its seed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+
+from t2i.images import read_image_size, to_pil
+from t2i.params import (
+    PNG_KEY,
+    GenerationParams,
+    check_common,
+    check_seeds,
+    resolve_interval,
+)
+from t2i.prompts import encode_prompt
+
+REQUEST_KEYS = {
+    "negative",
+    "sampler",
+    "steps",
+    "guidance",
+    "seed",
+    "size",
+    "init",
+    "mask",
+    "strength",
+    "resample",
+    "guidance_interval",
+}
+
+
+@dataclass(frozen=True)
+class Supports:
+    """What a loaded model can do; the server sends it to the page with the model's defaults."""
+
+    samplers: tuple[str, ...]
+    steps: bool = True  # a request chooses the number of steps (else the model fixes them)
+    guidance_interval: bool = False  # guidance limited to a range of noise levels
+    img2img: bool = False
+    inpainting: bool = False
+    inversion: bool = False  # image -> the noise that draws it (needed by image interpolation)
+    interpolation: bool = False  # walks between two seeds' noise and two prompts' text states
+    adapters: tuple[str, ...] = ()  # kinds of adapter that attach to its networks (t2i/adapters)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Generator(ABC):
+    """A loaded model folder of any family: text encoder, networks, defaults."""
+
+    family: str = ""
+
+    def __init__(self, text_encoder, index: dict, name: str = "", bf16: bool = False):
+        self.text_encoder, self.index, self.name = text_encoder, index, name
+        # bf16 autocast of the networks: faster on CPUs with AMX/AVX512-BF16; its accuracy
+        # against fp32 is measured in BENCHMARKS.md ("Generation time")
+        self.bf16 = bf16
+        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------ what a family says
+
+    @property
+    @abstractmethod
+    def supports(self) -> Supports: ...
+
+    @property
+    @abstractmethod
+    def defaults(self) -> dict: ...
+
+    @property
+    @abstractmethod
+    def factor(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def image_channels(self) -> int: ...
+
+    @abstractmethod
+    def check(self, p: GenerationParams) -> None: ...
+
+    @abstractmethod
+    def total_steps(self, p: GenerationParams) -> int: ...
+
+    @abstractmethod
+    def draw(
+        self, p: GenerationParams, seeds: list[int], cond: dict, callback: Callable | None
+    ) -> torch.Tensor: ...
+
+    @abstractmethod
+    def networks(self) -> list[torch.nn.Module]: ...
+
+    # ------------------------------------------------------------ shared
+
+    @property
+    def image_size(self) -> int:
+        return int(self.index.get("image_size", 64))
+
+    @property
+    def samplers(self) -> list[str]:
+        return list(self.supports.samplers)
+
+    def encode_text(self, prompts: list[str]) -> dict:
+        """{context (B, L, D), context_mask (B, L)}; each distinct prompt is encoded once,
+        weighted and chunked by t2i.prompts.encode_prompt."""
+        for p in dict.fromkeys(prompts):
+            if p not in self._text_cache:
+                self._text_cache[p] = encode_prompt(self.text_encoder, p)
+        length = max(self._text_cache[p][0].shape[0] for p in prompts)
+        ctx = torch.zeros(len(prompts), length, self._text_cache[prompts[0]][0].shape[-1])
+        mask = torch.zeros(len(prompts), length, dtype=torch.bool)
+        for i, p in enumerate(prompts):
+            c, m = self._text_cache[p]
+            ctx[i, : len(c)], mask[i, : len(m)] = c, m
+        return {"context": ctx, "context_mask": mask}
+
+    def counted(self, run: Callable[[], torch.Tensor], p: GenerationParams):
+        """(run(), the network evaluations it made): calls of the networks' forward."""
+        calls = []
+        hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in self.networks()]
+        try:
+            return run(), len(calls)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def invert(self, image: torch.Tensor, prompt: str = "", steps: int | None = None):
+        """Images -> the noise that draws them back (where `supports.inversion`)."""
+        raise ValueError(
+            f"inversion maps an image to a diffusion model's noise; model {self.name!r} is "
+            f"{self.family}"
+        )
+
+    def check_request(self, p: GenerationParams) -> None:
+        """Every check of p: the shared ones, then the family's."""
+        check_common(p)
+        self.check(p)
+
+    def params(self, prompt: str, **kw) -> GenerationParams:
+        """A request completed with the model's defaults (for values left None) and checked."""
+
+        unknown = set(kw) - REQUEST_KEYS
+        if unknown:
+            raise ValueError(
+                f"unknown request keys {sorted(unknown)}; allowed: {sorted(REQUEST_KEYS)}"
+            )
+
+        def pick(key: str, default):
+            return default if kw.get(key) is None else kw[key]
+
+        init, mask = pick("init", ""), pick("mask", "")
+        size = kw.get("size") or (read_image_size(init) if init else None)
+        width, height = size or (self.image_size, self.image_size)
+        p = GenerationParams(
+            prompt=prompt,
+            negative=pick("negative", ""),
+            model=self.name,
+            sampler=pick("sampler", self.defaults["name"]),
+            steps=pick("steps", self.defaults["steps"]),
+            guidance=pick("guidance", self.defaults["guidance_scale"]),
+            seed=pick("seed", 0),
+            width=width,
+            height=height,
+            init=str(init),
+            mask=str(mask),
+            strength=pick("strength", 1.0 if mask or not init else 0.75),
+            resample=pick("resample", 1),
+            guidance_interval=resolve_interval(
+                kw.get("guidance_interval"), self.defaults.get("guidance_interval")
+            ),
+        )
+        self.check_request(p)
+        return p
+
+    @torch.no_grad()
+    def generate(
+        self,
+        p: GenerationParams,
+        n: int = 1,
+        callback: Callable | None = None,
+        seeds: list[int] | None = None,
+        cond: dict | None = None,
+    ) -> torch.Tensor:
+        """(n, C, H, W) images in [-1, 1] of a request made by `params` (a request built by hand
+        is checked with `check_request` first); image i from seed p.seed + i (or seeds[i]);
+        `cond` replaces the prompt's text states (a batch of n)."""
+        seeds = check_seeds(p, n, seeds)
+        cond = cond if cond is not None else self.encode_text([p.prompt] * len(seeds))
+        return self.draw(p, seeds, cond, callback)
+
+    def generate_items(
+        self, items: list[GenerationParams], callback: Callable | None = None
+    ) -> torch.Tensor:
+        """(len(items), C, H, W): image i from items[i].prompt and items[i].seed in one call;
+        every other setting is taken from items[0] (callers batch only compatible items)."""
+        if not items:
+            raise ValueError("generate_items needs at least one item")
+        seeds = check_seeds(items[0], len(items), [p.seed for p in items])
+        return self.draw(items[0], seeds, self.encode_text([p.prompt for p in items]), callback)
+
+    def __call__(
+        self,
+        prompt: str,
+        negative: str = "",
+        n: int = 1,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: float | None = None,
+        seed: int = 0,
+        size: tuple[int, int] | None = None,
+        callback: Callable | None = None,
+        init=None,
+        mask=None,
+        strength: float | None = None,
+        resample: int | None = None,
+        guidance_interval: tuple[float, float] | str | None = None,
+    ) -> list[Image.Image]:
+        """Generate n PIL images; each carries its GenerationParams in `image.info["t2i"]`.
+
+        init: image file for img2img (strength in [0, 1], default 0.75) or, with mask (white =
+        repaint, same size), inpainting (strength default 1, resample = RePaint passes).
+        guidance_interval: (lo, hi) guides only where lo < sigma <= hi, "all" every step, None
+        the model's default."""
+        p = self.params(
+            prompt,
+            negative=negative,
+            steps=steps,
+            sampler=sampler,
+            guidance=guidance,
+            seed=seed,
+            size=size,
+            init=init,
+            mask=mask,
+            strength=strength,
+            resample=resample,
+            guidance_interval=guidance_interval,
+        )
+        images = to_pil(self.generate(p, n, callback))
+        for i, img in enumerate(images):
+            img.info[PNG_KEY] = GenerationParams(**{**asdict(p), "seed": p.seed + i}).to_json()
+        return images
+
+
+def after(callback: Callable | None, done: int) -> Callable | None:
+    """The callback of a later stage: its step numbers continue the earlier stages' (`done`)."""
+    if callback is None or done == 0:
+        return callback
+    return lambda info: callback({**info, "i": info["i"] + done})
