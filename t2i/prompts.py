@@ -20,6 +20,8 @@ import warnings
 
 import torch
 
+from t2i.models.text_encoder import WordTokenizer, words
+
 ATTENTION_UP = 1.1  # (word) and [word] factors, as in A1111
 MAX_CHUNKS = 4  # windows per prompt; beyond this the prompt is truncated with a warning
 _WEIGHT = re.compile(r":\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*$")
@@ -85,8 +87,6 @@ def _merge(spans: list[list]) -> list[tuple[str, float]]:
 
 def count_tokens(encoder, text: str) -> int:
     """Tokens of `text` without special tokens, for either tokenizer family."""
-    from t2i.models.text_encoder import WordTokenizer, words
-
     if isinstance(encoder.tokenizer, WordTokenizer):
         return len(words(text))
     return len(encoder.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -17,96 +17,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from t2i.checkpoint import INDEX_NAME, atomic_write_json, load_component, resolve_model
-from t2i.evaluation.metrics import (
-    clip_score,
-    compositional_accuracy,
-    frechet_distance,
-    kid,
-    prompt_accuracy,
-    psnr,
-    r_precision,
-    ssim,
+from t2i.checkpoint import INDEX_NAME, atomic_write_json, resolve_model
+from t2i.evaluation.suites import (
+    DEFINITIONS,
+    SUITES,
+    EvalConfig,
+    autoencoder_eval,
+    check_config,
+    suite_for,
 )
 from t2i.families import load
 from t2i.images import to_pil
-
-MAX_N = 100_000
-GRID_MAX = 64
-
-DEFINITIONS = {
-    "compositional_accuracy": "share of images whose every stated fact (count, colour, shape, "
-    "size, position, binding, background) holds under the exact shapes judge; per category: "
-    "share of images stating it with all its facts right (GenEval-style)",
-    "prompt_accuracy": "share of images the shipped Fashion-MNIST classifier assigns to the "
-    "prompted class",
-    "fd_fashion": "Frechet distance between Gaussians fitted to the 128-d penultimate features of "
-    "the shipped Fashion-MNIST classifier, generated vs n real test images (FID-style)",
-    "kid_fashion": "KID x1e3: unbiased MMD^2, cubic polynomial kernel on the same features, mean "
-    "over 50 subsets of min(n/2, 1000)",
-    "clip_score_emoji": "100 * max(cos, 0) between the emoji CLIP image embedding and its prompt's "
-    "embedding, mean over images",
-    "r_precision_emoji": "share of images whose own prompt is the closest of min(100, n) prompts "
-    "(own + random others, identical captions excluded) under the emoji CLIP",
-    "fd_emoji_clip": "Frechet distance on emoji CLIP image embeddings, generated (or "
-    "reconstructed) vs n real held-out images",
-    "psnr": "10 log10(2^2 / MSE) per image in [-1, 1], mean over n real test images reconstructed",
-    "ssim": "SSIM (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) of the reconstructions",
-}
-
-
-@dataclass
-class EvalConfig:
-    data: str = "shapes"  # shapes, fashion, or an image folder with a "heldout" split
-    n: int = 1000  # generated images (shapes: per prompt set)
-    sampler: str | None = None  # None: the model's default
-    steps: int | None = None
-    guidance: float | None = None
-    guidance_interval: tuple[float, float] | str | None = None  # None: the model's; "all"
-    seed: int = 0  # image i uses seed + i
-    batch_size: int = 32  # images per sampler call (part of what fixes the numbers)
-    heldout: bool = True  # shapes: also the held-out combinations prompt set
-    grid: int = 64  # images in grid.png (16..64; 0: no grid)
-    progress: bool = False  # a tqdm bar over generation batches
-
-
-def suite_for(data: str) -> str:
-    """The metric suite a --data value selects: 'shapes', 'fashion' or 'folder'."""
-    name = data.partition(":")[0]
-    if name in ("shapes", "fashion"):
-        return name
-    if Path(data).is_dir():
-        return "folder"
-    raise ValueError(
-        f"unknown data {data!r} for evaluation; choose from ['fashion', 'shapes'] or an image "
-        "folder (metadata.jsonl with a 'heldout' split)"
-    )
-
-
-def check_config(cfg: EvalConfig) -> None:
-    suite_for(cfg.data)
-    for name, value, low, high in (
-        ("n", cfg.n, 1, MAX_N),
-        ("batch_size", cfg.batch_size, 1, 64),
-        ("seed", cfg.seed, 0, 2**62),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    if cfg.sampler is not None:
-        from t2i.samplers import get_sampler
-
-        get_sampler(cfg.sampler)
-    if not (cfg.grid == 0 or 1 <= cfg.grid <= GRID_MAX):
-        raise ValueError(f"grid must be 0 or in [1, {GRID_MAX}], got {cfg.grid}")
 
 
 def model_kind(folder: str | Path) -> str:
@@ -170,264 +98,6 @@ def write_card(model: str | Path, report: dict) -> Path:
     return index_path
 
 
-# ---------------------------------------------------------------- metric helpers
-
-
-def _metric(value, real=None, **extra) -> dict:
-    """One report entry: value, the same figure for real images (None when not defined)."""
-    entry = {"value": _round(value), "real": _round(real)}
-    entry.update({k: _round(v) for k, v in extra.items()})
-    return entry
-
-
-def _round(v):
-    if isinstance(v, float):
-        return float(f"{v:.6g}")
-    if isinstance(v, dict):
-        return {k: _round(x) for k, x in v.items()}
-    return v
-
-
-def _fd_kid(gen: np.ndarray, real: np.ndarray, floor: np.ndarray) -> tuple[float, ...]:
-    """FD and KID x1e3 of gen vs real, and of the real floor set vs real."""
-    size = max(2, min(1000, len(real) // 2))
-    k_gen = kid(gen, real, subsets=50, subset_size=size)[0] * 1e3
-    k_floor = kid(floor, real, subsets=50, subset_size=size)[0] * 1e3
-    return frechet_distance(gen, real), frechet_distance(floor, real), k_gen, k_floor
-
-
-def _pick(n_total: int, n: int, seed: int) -> np.ndarray:
-    if n > n_total:
-        raise ValueError(f"n = {n} exceeds the {n_total} real images available")
-    return np.random.default_rng(seed).permutation(n_total)[:n]
-
-
-# ---------------------------------------------------------------- suites
-# Each suite: (cfg, gen(prompts) -> images, image size) -> (metrics, extractor, prompts, images)
-
-GenFn = Callable[[list[str]], torch.Tensor]
-
-
-def _shapes_suite(
-    cfg: EvalConfig, gen: GenFn, image_size: int
-) -> tuple[dict, str, list, torch.Tensor]:
-    from t2i.data.judge import MIN_SIZE, judge
-    from t2i.data.shapes import heldout_prompts, shapes_eval_prompts
-
-    if image_size < MIN_SIZE:
-        raise ValueError(
-            f"the shapes judge needs images >= {MIN_SIZE} px; this model makes {image_size}"
-        )
-    sets = {"fixed": shapes_eval_prompts(cfg.n)}
-    if cfg.heldout:
-        sets["heldout"] = heldout_prompts(cfg.n)
-    metrics, first = {}, None
-    for name, prompts in sets.items():
-        images = gen(prompts)
-        first = images if first is None else first
-        acc = compositional_accuracy([judge(img, p) for img, p in zip(images, prompts)])
-        real = compositional_accuracy(
-            [judge(im, p) for im, p in zip(_renders(name, cfg.n, image_size), prompts)]
-        )
-        cats = [k for k in acc if f"n_{k}" in acc]
-        metrics[f"compositional_accuracy_{name}"] = _metric(
-            acc["overall"],
-            real["overall"],
-            per_category={k: acc[k] for k in cats},
-            per_category_real={k: real[k] for k in cats},
-            images_stating={k: acc[f"n_{k}"] for k in cats},
-        )
-    return metrics, "shapes judge (exact, t2i.data.judge)", sets["fixed"], first
-
-
-def _renders(name: str, n: int, size: int) -> list[Image.Image]:
-    """The real scenes behind shapes_eval_prompts / heldout_prompts, rendered: the judge's floor."""
-    from t2i.data.shapes import ShapesConfig, render_scene, sample_scene, scene_rng
-
-    split, seed = ("test" if name == "fixed" else "holdout"), 1234
-    config = ShapesConfig(seed=seed)
-    return [
-        render_scene(sample_scene(scene_rng(seed, split, i), config, split), size) for i in range(n)
-    ]
-
-
-def _fashion_reals(cfg: EvalConfig):
-    from t2i.data.fashion import FashionMNIST
-
-    test = FashionMNIST("test", image_size=32, seed=cfg.seed)
-    idx = _pick(len(test), cfg.n, cfg.seed)
-    items = [test[int(i)] for i in idx]
-    train = FashionMNIST("train", image_size=32, seed=cfg.seed)
-    floor = torch.stack([train[int(i)]["image"] for i in _pick(len(train), cfg.n, cfg.seed + 1)])
-    return items, floor
-
-
-def _fashion_suite(
-    cfg: EvalConfig, gen: GenFn, image_size: int
-) -> tuple[dict, str, list, torch.Tensor]:
-    from t2i.evaluation.classifier import load_classifier
-    from t2i.evaluation.features import extract_features
-
-    if image_size != 32:
-        raise ValueError(
-            f"fashion evaluation needs 32 px images (the classifier's input), got {image_size}"
-        )
-    items, floor = _fashion_reals(cfg)
-    prompts = [it["caption"] for it in items]
-    labels = torch.tensor([it["label"] for it in items])
-    real = torch.stack([it["image"] for it in items])
-    images = gen(prompts)
-    if images.shape[1] != 1:
-        raise ValueError(
-            f"fashion evaluation needs 1-channel images, the model makes {images.shape[1]}"
-        )
-    clf = load_classifier()
-    with torch.no_grad():
-        acc, acc_real = prompt_accuracy(clf(images), labels), prompt_accuracy(clf(real), labels)
-    f_gen, f_real, f_floor = (extract_features(clf, x) for x in (images, real, floor))
-    fd, fd_floor, k, k_floor = _fd_kid(f_gen, f_real, f_floor)
-    metrics = {
-        "prompt_accuracy": _metric(acc, acc_real),
-        "fd_fashion": _metric(fd, fd_floor),
-        "kid_fashion": _metric(k, k_floor),
-    }
-    return metrics, "fashion_classifier (shipped, t2i/evaluation/extractors)", prompts, images
-
-
-def _folder_reals(cfg: EvalConfig, image_size: int):
-    from t2i.data import load_dataset
-
-    held = load_dataset(cfg.data, split="heldout", image_size=image_size)
-    items = [held[int(i)] for i in _pick(len(held), cfg.n, cfg.seed)]
-    train = load_dataset(cfg.data, split="train", image_size=image_size)
-    floor = torch.stack([train[int(i)]["image"] for i in _pick(len(train), cfg.n, cfg.seed + 1)])
-    return items, floor
-
-
-def _clip_features(images: torch.Tensor) -> np.ndarray:
-    from t2i.evaluation.emoji_clip import load_emoji_clip, to_input
-
-    clip = _cached("emoji_clip", load_emoji_clip)
-    with torch.no_grad():
-        parts = [
-            clip.encode_image(to_input(clip, images[i : i + 256]))
-            for i in range(0, len(images), 256)
-        ]
-    return torch.cat(parts).double().numpy()
-
-
-def _folder_suite(
-    cfg: EvalConfig, gen: GenFn, image_size: int
-) -> tuple[dict, str, list, torch.Tensor]:
-    from t2i.evaluation.emoji_clip import load_emoji_clip, pooled_text
-    from t2i.models.text_encoder import PretrainedTextEncoder
-
-    if cfg.n < 2:
-        raise ValueError(f"folder evaluation needs n >= 2 (FD, R-precision), got {cfg.n}")
-    items, floor = _folder_reals(cfg, image_size)
-    prompts = [it["caption"] for it in items]
-    real = torch.stack([it["image"] for it in items])
-    images = gen(prompts)
-    clip = _cached("emoji_clip", load_emoji_clip)
-    encoder = _cached("minilm", PretrainedTextEncoder)
-    with torch.no_grad():
-        pooled = torch.cat(
-            [encoder.encode(prompts[i : i + 256]).pooled for i in range(0, len(prompts), 256)]
-        )
-        text = clip.encode_text(pooled_text(pooled))
-    f_gen, f_real, f_floor = (_clip_features(x) for x in (images, real, floor))
-    groups = np.unique(prompts, return_inverse=True)[1]
-    pool = min(100, len(set(prompts)))
-
-    def rp(feats):
-        return r_precision(feats, text, pool=pool, seed=cfg.seed, groups=groups)
-
-    fd, fd_floor = frechet_distance(f_gen, f_real), frechet_distance(f_floor, f_real)
-    metrics = {
-        "clip_score_emoji": _metric(clip_score(f_gen, text), clip_score(f_real, text)),
-        "r_precision_emoji": _metric(rp(f_gen), rp(f_real), pool=pool),
-        "fd_emoji_clip": _metric(fd, fd_floor),
-    }
-    return metrics, "emoji_clip (shipped, t2i/evaluation/extractors)", prompts, images
-
-
-_CACHE: dict[str, object] = {}
-
-
-def _cached(key: str, build: Callable):
-    if key not in _CACHE:
-        _CACHE[key] = build()
-    return _CACHE[key]
-
-
-SUITES = {"shapes": _shapes_suite, "fashion": _fashion_suite, "folder": _folder_suite}
-HEADLINE = {  # the one number a sweep plots, and whether lower is better
-    "shapes": ("compositional_accuracy_fixed", False),
-    "fashion": ("fd_fashion", True),
-    "folder": ("fd_emoji_clip", True),
-}
-
-
-# ---------------------------------------------------------------- autoencoder
-
-
-def _real_test_images(cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """(n real test images, n other real images for the FD floor or None, their captions) for
-    reconstruction."""
-    suite = suite_for(cfg.data)
-    if suite == "fashion":
-        items, floor = _fashion_reals(cfg)
-    elif suite == "folder":
-        items, floor = _folder_reals(cfg, 64)
-    else:
-        from t2i.data import load_dataset
-
-        ds = load_dataset(cfg.data, split="test", length=cfg.n, seed=cfg.seed)
-        items, floor = [ds[i] for i in range(cfg.n)], None
-    return torch.stack([it["image"] for it in items]), floor, [it["caption"] for it in items]
-
-
-@torch.no_grad()
-def _autoencoder_eval(folder: Path, cfg: EvalConfig) -> tuple[dict, str, list, torch.Tensor]:
-    ae = load_component(folder / "autoencoder")
-    real, floor, captions = _real_test_images(cfg)
-    recon = torch.cat(
-        [
-            ae.from_latent(ae.to_latent(real[i : i + cfg.batch_size]))  # KL: posterior mode
-            for i in range(0, len(real), cfg.batch_size)
-        ]
-    ).clamp(-1, 1)
-    metrics = {"psnr": _metric(psnr(recon, real)), "ssim": _metric(ssim(recon, real))}
-    extractor = "none (no feature extractor for this data)"
-    if suite_for(cfg.data) == "shapes":  # the judge: does a reconstruction keep every fact?
-        from t2i.data.judge import judge
-
-        acc, floor_acc = (
-            compositional_accuracy([judge(x, c) for x, c in zip(images, captions)])["overall"]
-            for images in (recon, real)
-        )
-        metrics["compositional_accuracy_reconstruction"] = _metric(acc, floor_acc)
-        extractor = "shapes judge (exact, t2i.data.judge)"
-    if floor is not None and cfg.n >= 2:
-        if suite_for(cfg.data) == "fashion":
-            from t2i.evaluation.classifier import load_classifier
-            from t2i.evaluation.features import extract_features
-
-            clf = load_classifier()
-            feats = [extract_features(clf, x) for x in (recon, real, floor)]
-            name, extractor = "fd_fashion", "fashion_classifier (shipped)"
-        else:
-            feats = [_clip_features(x) for x in (recon, real, floor)]
-            name, extractor = "fd_emoji_clip", "emoji_clip (shipped)"
-        metrics[name] = _metric(
-            frechet_distance(feats[0], feats[1]), frechet_distance(feats[2], feats[1])
-        )
-    k = min(GRID_MAX // 2, len(real))  # grid: real and reconstruction side by side
-    pairs = torch.stack([real[:k], recon[:k]], 1).flatten(0, 1)
-    captions = [f"{kind} {i}" for i in range(k) for kind in ("real", "reconstruction")]
-    return metrics, extractor, captions, pairs
-
-
 # ---------------------------------------------------------------- entry point
 
 
@@ -448,7 +118,7 @@ def evaluate(
     report = {"model": str(model), "kind": kind, "data": cfg.data, "suite": suite_for(cfg.data)}
     if kind == "autoencoder":
         report["suite"] = "reconstruction"
-        metrics, extractor, captions, images = _autoencoder_eval(folder, cfg)
+        metrics, extractor, captions, images = autoencoder_eval(folder, cfg)
     else:
         pipe = pipeline or load(folder)
         params = pipe.params(

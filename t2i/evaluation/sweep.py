@@ -15,7 +15,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from t2i.checkpoint import atomic_write_json
-from t2i.evaluation.evaluate import HEADLINE, EvalConfig, evaluate, model_kind, suite_for
+from t2i.evaluation.evaluate import evaluate, model_kind
+from t2i.evaluation.suites import HEADLINE, EvalConfig, suite_for
+from t2i.families import load
+from t2i.samplers import get_sampler
 
 DEFAULT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp_2m", "ddpm")
 DEFAULT_STEPS = (5, 10, 20, 50, 100)
@@ -48,8 +51,6 @@ class SweepConfig:
 
 
 def check_sweep(cfg: SweepConfig) -> None:
-    from t2i.samplers import get_sampler
-
     if not cfg.samplers or not cfg.steps or not cfg.guidances:
         raise ValueError(f"need at least one sampler, step count and guidance, got {asdict(cfg)}")
     for name in cfg.samplers:
@@ -71,8 +72,6 @@ def sweep(
     base = EvalConfig(
         data=cfg.data, n=cfg.n, seed=cfg.seed, batch_size=cfg.batch_size, heldout=False, grid=0
     )
-    from t2i.families import load
-
     pipe = load(model)  # once: text embeddings stay cached across cells
     meta = {"model": str(model), **asdict(cfg), "metric": metric, "lower_is_better": lower_better}
     rows = []
