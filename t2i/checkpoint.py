@@ -21,14 +21,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from t2i.models.autoencoder import (
-    AutoencoderConfig,
-    AutoencoderKL,
-    AutoencoderPatch,
-    AutoencoderVQ,
-    PatchConfig,
-    VQConfig,
-)
+from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL, AutoencoderVQ, VQConfig
+from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.models.clip import CLIP, CLIPConfig
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,

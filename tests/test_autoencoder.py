@@ -6,15 +6,13 @@ import torch
 from t2i.models.autoencoder import (
     AutoencoderConfig,
     AutoencoderKL,
-    AutoencoderLoss,
-    AutoencoderLossConfig,
-    AutoencoderPatch,
     AutoencoderVQ,
-    PatchConfig,
     VQConfig,
     code_usage,
     latent_stats,
 )
+from t2i.models.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 
 
 def _batch(n: int = 4, size: int = 16) -> torch.Tensor:

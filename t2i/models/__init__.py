@@ -1,15 +1,8 @@
 """Networks: UNet, autoencoders, text encoders, CLIP; each a config dataclass + module + presets."""
 
-from t2i.models.autoencoder import (
-    AutoencoderConfig,
-    AutoencoderKL,
-    AutoencoderLoss,
-    AutoencoderLossConfig,
-    AutoencoderPatch,
-    AutoencoderVQ,
-    PatchConfig,
-    VQConfig,
-)
+from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL, AutoencoderVQ, VQConfig
+from t2i.models.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.models.clip import CLIP, CLIPConfig
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,

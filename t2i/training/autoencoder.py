@@ -21,15 +21,13 @@ from t2i.checkpoint import save_model_folder
 from t2i.models.autoencoder import (
     AutoencoderConfig,
     AutoencoderKL,
-    AutoencoderLoss,
-    AutoencoderLossConfig,
     AutoencoderOutput,
-    AutoencoderPatch,
     AutoencoderVQ,
-    PatchConfig,
     VQConfig,
     latent_stats,
 )
+from t2i.models.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import load_frozen_autoencoder, open_dataset
 from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from t2i.checkpoint import DTYPES, INDEX_NAME, atomic_write_json
-from t2i.models.autoencoder import AutoencoderConfig, AutoencoderLossConfig, VQConfig
+from t2i.models.autoencoder import AutoencoderConfig, VQConfig
+from t2i.models.autoencoder_loss import AutoencoderLossConfig
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
 from t2i.models.token_transformer import TokenTransformer, TokenTransformerConfig
 from t2i.models.unet import UNet, UNetConfig
