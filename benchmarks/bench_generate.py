@@ -1,6 +1,6 @@
 """Time to generate: one 64x64 image at 20 steps with classifier-free guidance, batch 1 and 8.
 
-The whole `Pipeline.generate` call is timed (prompt encoding, sampler, decoding), as `t2i generate`
+The whole `generate` call is timed (prompt encoding, sampler, decoding), as `t2i generate`
 runs it after loading: fp32, and with the UNet under bf16 autocast (`t2i.load(..., bf16=True)`).
 The bf16 row also gives its accuracy against fp32 on the same seeds: PSNR of the 8-bit images.
 Settings are interleaved over the repeats and medians reported (the machine is shared).

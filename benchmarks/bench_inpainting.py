@@ -39,7 +39,7 @@ from t2i.data.shapes import (
     scene_rng,
 )
 from t2i.editing import InpaintDenoiser, psnr, sample_with_jumps
-from t2i.pipeline import Pipeline
+from t2i.families import load
 from t2i.samplers import get_sampler
 
 
@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--prompt", choices=["scene", "object"], default="scene", help="edit_prompt")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    pipe = Pipeline.from_pretrained(args.model, bf16=args.bf16)
+    pipe = load(args.model, bf16=args.bf16)
     size = pipe.image_size
     config = ShapesConfig(image_size=size)
     print(

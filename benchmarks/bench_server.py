@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from t2i.checkpoint import save_model_folder
+from t2i.families import load
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
 from t2i.models.unet import UNet, UNetConfig
-from t2i.pipeline import load
 from t2i.schedules import DiscreteSchedule
 from t2i.server import ServerConfig, make_server
 

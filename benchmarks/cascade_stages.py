@@ -25,7 +25,7 @@ import argparse
 import torch
 from PIL import Image
 
-from t2i.cascade import shrink
+from t2i.cascade import CascadePipeline
 from t2i.data.judge import judge
 from t2i.data.shapes import (
     ShapesConfig,
@@ -36,7 +36,8 @@ from t2i.data.shapes import (
     scene_rng,
 )
 from t2i.evaluation.metrics import compositional_accuracy
-from t2i.pipeline import Pipeline, to_pil
+from t2i.families import load
+from t2i.images import shrink, to_pil
 
 SEED, SPLIT = 1234, "test"  # shapes_eval_prompts: the fixed prompt set of `t2i eval`
 
@@ -57,7 +58,7 @@ def eval_scenes(n: int) -> tuple[list[str], torch.Tensor, list[int]]:
     return prompts, torch.stack(images), counts
 
 
-def small_images(pipe: Pipeline, prompts: list[str], seeds: list[int], mean=None):
+def small_images(pipe: CascadePipeline, prompts: list[str], seeds: list[int], mean=None):
     """The last stage's input drawn by its base; `mean` (B, 3, 1, 1) replaces the base's base."""
     base = pipe.base
     guidance = base.defaults["guidance_scale"]
@@ -65,10 +66,10 @@ def small_images(pipe: Pipeline, prompts: list[str], seeds: list[int], mean=None
     if mean is None:
         return base.generate_items(items)
     cond = base.encode_text(prompts)
-    return base.generate(items[0], len(items), cond=cond, seeds=seeds, low=mean)
+    return base.draw_from(items[0], seeds, cond, mean)
 
 
-def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int, guidance=None) -> list:
+def accuracy(pipe: CascadePipeline, prompts, reals, source: str, batch: int, guidance=None) -> list:
     """The judge's verdicts on the cascade's images of the prompts, the last stage drawing from
     `source` (module docstring)."""
     images = []
@@ -82,7 +83,7 @@ def accuracy(pipe: Pipeline, prompts, reals, source: str, batch: int, guidance=N
             low = small_images(pipe, part, seeds)
         p = pipe.params(part[0], guidance=guidance)
         cond = pipe.encode_text(part)
-        images.append(pipe.generate(p, len(part), cond=cond, seeds=seeds, low=low))
+        images.append(pipe.draw_from(p, seeds, cond, low))
     return [judge(im, p) for im, p in zip(torch.cat(images), prompts)]
 
 
@@ -101,12 +102,12 @@ def table_row(label: str, verdicts: list, counts: list[int], categories) -> str:
     return f"| {label} | {acc['overall']:.2f} | {by_objects(verdicts, counts)} | {cats} |"
 
 
-def write_grid(pipe: Pipeline, path: str, n: int = 24, cols: int = 8) -> None:
+def write_grid(pipe: CascadePipeline, path: str, n: int = 24, cols: int = 8) -> None:
     """Real small scenes above the base's drawings of them (module docstring)."""
     prompts, reals, _ = eval_scenes(n)
     side = pipe.index["low_res"]
     truth = shrink(reals, (side, side))
-    mean = shrink(reals, (1, 1)) if pipe.base.base else None
+    mean = shrink(reals, (1, 1)) if isinstance(pipe.base, CascadePipeline) else None
     drawn = small_images(pipe, prompts, list(range(n)), mean)
     cell = 66  # 64 px and a 2 px gap
     grid = Image.new("RGB", (cols * cell, 2 * (-(-n // cols)) * cell), "white")
@@ -132,7 +133,7 @@ def main() -> None:
     ap.add_argument("--grid", help="write the base's small images of 24 prompts to this PNG")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(args.cascade, bf16=args.bf16)
+    pipe = load(args.cascade, bf16=args.bf16)
     if pipe.base is None:
         raise SystemExit(f"{args.cascade} is not a cascade")
     if args.grid:
@@ -141,7 +142,11 @@ def main() -> None:
         return
     prompts, reals, counts = eval_scenes(args.n)
     sizes = " / ".join(f"{counts.count(k)}" for k in sorted(set(counts)))
-    truths = [] if args.no_truth else ["true small"] + (["true 1 px"] if pipe.base.base else [])
+    truths = (
+        []
+        if args.no_truth
+        else ["true small"] + (["true 1 px"] if isinstance(pipe.base, CascadePipeline) else [])
+    )
     rows = [(source, None, None) for source in truths]
     rows += [("cascade", b, g) for b in args.base_guidance for g in args.last_guidance]
     cats = ("count", "colour", "shape", "binding", "size", "position", "background")

@@ -19,6 +19,7 @@ import torch
 from cascade_stages import eval_scenes, floats, table_row
 
 from t2i.data.judge import judge
+from t2i.families import load
 from t2i.pipeline import Pipeline
 
 CATEGORIES = ("count", "colour", "shape", "binding", "size", "position", "background")
@@ -81,7 +82,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (t2i eval runs fp32)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(args.model, bf16=args.bf16)
+    pipe = load(args.model, bf16=args.bf16)
     if pipe.base is not None:
         raise SystemExit(f"{args.model} is a cascade: use benchmarks/cascade_stages.py")
     interval = args.guidance_interval

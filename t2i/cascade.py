@@ -155,6 +155,7 @@ class CascadePipeline(Generator):
         repaint = shrink(load_mask(p.mask, (p.width, p.height)), size)
         return repaint * low + (1 - repaint) * init
 
+    @torch.no_grad()
     def draw(
         self,
         p: GenerationParams,
@@ -169,6 +170,7 @@ class CascadePipeline(Generator):
         low = self.base_images(p, seeds, prompts, callback)
         return self.draw_from(p, seeds, cond, low, after(callback, self.base_steps(p)))
 
+    @torch.no_grad()
     def draw_from(
         self,
         p: GenerationParams,
@@ -182,6 +184,7 @@ class CascadePipeline(Generator):
         x_cond = enlarge(self.keep_init(low, p), grid)
         return self.upscaler.draw(p, seeds, {**cond, "x_cond": x_cond}, callback)
 
+    @torch.no_grad()
     def generate_items(
         self, items: list[GenerationParams], callback: Callable | None = None
     ) -> torch.Tensor:

@@ -182,6 +182,7 @@ class Pipeline(Generator):
 
     # ------------------------------------------------------------ generation
 
+    @torch.no_grad()
     def draw(
         self,
         p: GenerationParams,

@@ -212,6 +212,7 @@ class Generator(ABC):
         cond = cond if cond is not None else self.encode_text([p.prompt] * len(seeds))
         return self.draw(p, seeds, cond, callback)
 
+    @torch.no_grad()
     def generate_items(
         self, items: list[GenerationParams], callback: Callable | None = None
     ) -> torch.Tensor:

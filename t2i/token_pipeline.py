@@ -93,6 +93,7 @@ class TokenPipeline(Generator):
                 f"{self.image_size}x{self.image_size} only"
             )
 
+    @torch.no_grad()
     def draw(
         self,
         p: GenerationParams,
