@@ -34,7 +34,7 @@ from t2i.editing import (
 )
 from t2i.guidance import CFGDenoiser
 from t2i.images import load_image, load_mask
-from t2i.params import GenerationParams, check_int, check_seeds, check_sides
+from t2i.params import GenerationParams, check_int, check_sides
 from t2i.protocol import Generator, Supports
 from t2i.samplers import SAMPLERS, get_sampler, sigmas_for
 from t2i.schedules import DiscreteSchedule
@@ -199,22 +199,6 @@ class Pipeline(Generator):
         with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
             x0 = plan.run(get_sampler(p.sampler), cond, callback, gens)
         return self.decode(x0.float())
-
-    @torch.no_grad()
-    def generate(
-        self,
-        p: GenerationParams,
-        n: int = 1,
-        callback: Callable | None = None,
-        seeds: list[int] | None = None,
-        cond: dict | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """As every generator's (t2i/protocol.py); `noise` (n, C, h, w) replaces the seeded
-        noise (interpolation walks its own)."""
-        seeds = check_seeds(p, n, seeds)
-        cond = cond if cond is not None else self.encode_text([p.prompt] * n)
-        return self.draw(p, seeds, cond, callback, noise)
 
     @torch.no_grad()
     def invert(

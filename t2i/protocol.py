@@ -204,13 +204,15 @@ class Generator(ABC):
         callback: Callable | None = None,
         seeds: list[int] | None = None,
         cond: dict | None = None,
+        **draw_kw,
     ) -> torch.Tensor:
         """(n, C, H, W) images in [-1, 1] of a request made by `params` (a request built by hand
         is checked with `check_request` first); image i from seed p.seed + i (or seeds[i]);
-        `cond` replaces the prompt's text states (a batch of n)."""
+        `cond` replaces the prompt's text states (a batch of n). Other keywords go to the
+        family's `draw` (diffusion: `noise` (n, C, h, w) replaces the seeded noise)."""
         seeds = check_seeds(p, n, seeds)
         cond = cond if cond is not None else self.encode_text([p.prompt] * len(seeds))
-        return self.draw(p, seeds, cond, callback)
+        return self.draw(p, seeds, cond, callback, **draw_kw)
 
     @torch.no_grad()
     def generate_items(
