@@ -146,6 +146,8 @@ def test_unknown_routes_and_jobs_are_404_and_health_lists_models(server):
     assert status == 200 and json.loads(body)["models"] == ["tiny"]
     models = json.loads(server.request("GET", "/api/models")[2])
     assert models["models"][0]["steps"] == 2 and "ddim" in models["samplers"]
+    assert models["models"][0]["family"] == "diffusion"
+    assert models["models"][0]["supports"]["inpainting"] is True
     schema = json.loads(server.request("GET", "/api/openapi.json")[2])
     assert schema["paths"]["/api/generate"]["post"]["requestBody"]["required"]
     assert server.request("GET", "/")[2].startswith(b"<!doctype html>")
@@ -332,6 +334,8 @@ def test_an_autoregressive_model_is_served_with_its_own_sampler(tmp_path):
             "autoregressive",
             64,
         )
+        assert model["family"] == "autoregressive" and model["supports"]["steps"] is False
+        assert not model["supports"]["img2img"] and not model["supports"]["inversion"]
         request = {"prompt": PROMPT, "model": "ar", "n": 2, "seed": 0}
         status, _, body = running.post("/api/generate", request)
         assert status == 200 and [decode(im)[0].seed for im in body["images"]] == [0, 1]

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import write_tiny_model
+from tiny_models import write_tiny_autoregressive_model, write_tiny_model
 
 from t2i.families import load
 from t2i.params import PNG_KEY
@@ -40,7 +40,9 @@ def url(tmp_path_factory):
     vocab = "a red blue green circle square star above below".split()
     folder = tmp_path_factory.mktemp("model")
     write_tiny_model(folder, sampler="euler", steps=6, vocab=vocab)
-    server = make_server({"tiny": load(folder)}, ServerConfig(port=0))
+    tokens = write_tiny_autoregressive_model(tmp_path_factory.mktemp("tokens"))
+    pipes = {"tiny": load(folder), "tokens": load(tokens)}
+    server = make_server(pipes, ServerConfig(port=0))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.url
     server.shutdown()
@@ -171,3 +173,25 @@ def test_page_sends_the_guidance_interval_and_shows_a_bad_one(url, browser):
     wait.until(lambda d: "interval" in d.find_element(By.ID, "status").text)
     assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
     assert "got [3, 0.5]" in browser.find_element(By.ID, "status").text  # the value, named
+
+
+def test_page_offers_what_the_selected_model_supports(url, browser):
+    """An autoregressive model fixes its steps and edits nothing: the page disables those."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
+    enabled = {i: browser.find_element(By.ID, i).is_enabled() for i in ("steps", "interval")}
+    assert enabled == {"steps": True, "interval": True}
+    assert browser.find_element(By.ID, "edit").get_attribute("disabled") is None
+    Select(browser.find_element(By.ID, "model")).select_by_value("tokens")
+    wait.until(
+        lambda d: d.find_element(By.ID, "sampler").get_attribute("value") == "autoregressive"
+    )
+    assert not browser.find_element(By.ID, "steps").is_enabled()
+    assert not browser.find_element(By.ID, "interval").is_enabled()
+    assert browser.find_element(By.ID, "edit").get_attribute("disabled") is not None
+    Select(browser.find_element(By.ID, "model")).select_by_value("tiny")
+    wait.until(lambda d: d.find_element(By.ID, "steps").is_enabled())
