@@ -43,8 +43,8 @@ def test_the_default_model_is_shapes_and_its_card_passes_the_bar():
 
 def test_the_shapes_model_draws_what_its_fixed_prompts_say():
     """Its default sampling on 16 fixed prompts, each image judged against every fact of its
-    caption: at the card's 0.9 about 14 pass (P(<= 12) ~ 0.07 by chance); a model at session
-    14's 0.35 would pass 5 or 6."""
+    caption: at the card's 0.9 about 14 pass (P(<= 12) ~ 0.07 by chance); a model at 0.35 (the
+    best before the high-noise curriculum, docs/history.md) would pass 5 or 6."""
     import t2i
     from t2i.data.judge import judge
     from t2i.data.shapes import shapes_eval_prompts

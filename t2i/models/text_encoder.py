@@ -190,7 +190,8 @@ class TextTransformer(nn.Module):
         self.dim = c.dim
         # positions on the words' scale (nn.Embedding's std 1): at std 0.02 they were 2% of the
         # input and the encoder read a bag of words, the same states for "a red circle above a
-        # blue square" and its reverse (BENCHMARKS.md "Session 13"; both at 0.02 learns slowly)
+        # blue square" and its reverse (docs/history.md, "The text encoder read a bag of words";
+        # both at 0.02 learns slowly)
         self.embed = nn.Embedding(len(self.tokenizer), c.dim)
         self.pos = nn.Parameter(torch.randn(c.max_length, c.dim))
         self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads) for _ in range(c.layers))

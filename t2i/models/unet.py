@@ -171,7 +171,7 @@ class UNet(nn.Module):
         # A frozen sentence encoder keeps some words' states local (MiniLM: "top left" barely
         # takes in the rest of the caption); trainable blocks let each token take in the others
         # before cross-attention reads them. Measured so far: no clear gain in placement on the
-        # shapes data (BENCHMARKS.md, "Session 7: the background as an input ...").
+        # shapes data (docs/history.md, "The background as an input makes placement learnable").
         self.context_blocks = nn.ModuleList(
             TransformerBlock(c.context_dim, c.context_dim // c.head_dim)
             for _ in range(c.context_layers)

@@ -17,9 +17,9 @@ The text side, `--text`: how much the frozen text encoder's per-token states mov
 of a caption changes (colour, shape, size or position), at the changed token and elsewhere; a
 word that barely moves the states is one the UNet has a weak signal to learn from.
 
-    python3 benchmarks/probe_positions.py MODEL [MODEL ...] --seeds 4
-    python3 benchmarks/probe_positions.py MODEL --relations --seeds 4
-    python3 benchmarks/probe_positions.py --text
+    python3 experiments/probe_positions.py MODEL [MODEL ...] --seeds 4
+    python3 experiments/probe_positions.py MODEL --relations --seeds 4
+    python3 experiments/probe_positions.py --text
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ times as often as black or grey: a dark blob in the asked cell then lowers the l
 as it does on white alone), `white`, `grey`, `black` (that background only). Worlds that state
 the background are probed on each of the three (hit rate = their mean).
 
-    python3 benchmarks/high_noise_placement.py --world white --steps 400
-    python3 benchmarks/high_noise_placement.py --world grammar --steps 1500 --picture x0.png
-    python3 benchmarks/high_noise_placement.py --world white --steps 400 --save white.safetensors
-    python3 benchmarks/high_noise_placement.py --world grammar --init white.safetensors
+    python3 experiments/high_noise_placement.py --world white --steps 400
+    python3 experiments/high_noise_placement.py --world grammar --steps 1500 --picture x0.png
+    python3 experiments/high_noise_placement.py --world white --steps 400 --save white.safetensors
+    python3 experiments/high_noise_placement.py --world grammar --init white.safetensors
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ STATED = ("bg-stated", "white-heavy")  # worlds whose every caption names its ba
 
 
 def shapes_unet(pooled: bool = False, cond_channels: int = 0, context_layers: int = 0) -> UNet:
-    """The shapes64x architecture (docs/training/README.md) with position features; pooled: the
-    caption's mean token state also added to the time embedding (FiLM of every ResBlock)."""
+    """The shapes64x architecture (docs/history.md, "shapes64x") with position features; pooled:
+    the caption's mean token state also added to the time embedding (FiLM of every ResBlock)."""
     cfg = UNetConfig(
         cond_channels=cond_channels,
         context_layers=context_layers,

@@ -6,7 +6,7 @@ i): count, colour, size, position and background (shapes are not visible at 3x3)
 number of objects, once per guidance scale asked. The first row judges the real scenes shrunk to
 3x3 (the judge is exact on them: 1.00).
 
-    python3 benchmarks/layout_stage.py MODEL --n 100 --guidance 1,3,5
+    python3 experiments/layout_stage.py MODEL --n 100 --guidance 1,3,5
 
 MODEL: a 3 px model folder, or a cascade with one among its stages. A layout stage that is
 itself an upscaler (from the image's mean colour, 1 px) is also judged from the real mean colour.
@@ -15,17 +15,24 @@ itself an upscaler (from the image's mean colour, 1 px) is also judged from the 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
-from cascade_stages import eval_scenes, floats, table_row
 
-from t2i.cascade import shrink
+from t2i.cascade import CascadePipeline
 from t2i.data.cell_judge import CELL_CATEGORIES, judge_cells
 from t2i.data.shapes import GRID
-from t2i.pipeline import Pipeline
+from t2i.families import load
+from t2i.images import shrink
+from t2i.protocol import Generator
+
+# the prompts, seeds and table layout of benchmarks/cascade_stages.py, so the rows compare
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from cascade_stages import eval_scenes, floats, table_row  # noqa: E402
 
 
-def layouts(pipe: Pipeline, prompts: list[str], guidance: float, steps, batch: int, low=None):
+def layouts(pipe: Generator, prompts: list[str], guidance: float, steps, batch: int, low=None):
     """The model's GRID x GRID images of the prompts, prompt i from seed i; `low` (N, 3, h, w):
     the small images its own base would draw (a layout stage that is itself an upscaler)."""
     out = []
@@ -38,9 +45,7 @@ def layouts(pipe: Pipeline, prompts: list[str], guidance: float, steps, batch: i
             out.append(pipe.generate_items(items))
         else:
             cond, seeds = pipe.encode_text(part), [it.seed for it in items]
-            out.append(
-                pipe.generate(items[0], len(part), cond=cond, seeds=seeds, low=low[k : k + batch])
-            )
+            out.append(pipe.draw_from(items[0], seeds, cond, low[k : k + batch]))
     return torch.cat(out)
 
 
@@ -59,8 +64,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(args.model)
-    while pipe.image_size != GRID and pipe.base is not None:
+    pipe = load(args.model)
+    while pipe.image_size != GRID and isinstance(pipe, CascadePipeline) and pipe.base:
         pipe = pipe.base
     if pipe.image_size != GRID:
         raise SystemExit(f"{args.model}: draws {pipe.image_size} px, the cell judge reads {GRID}")

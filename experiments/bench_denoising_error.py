@@ -7,14 +7,14 @@ image variance). This separates what a parameterisation learns at each noise lev
 `shapes` with a 4x4 patch stem, v-prediction leaves much of the input noise in at low sigma (so
 its samples stay noisy), x0-prediction does not.
 
-    python3 benchmarks/bench_denoising_error.py MODEL [MODEL ...] --data shapes --n 64
+    python3 experiments/bench_denoising_error.py MODEL [MODEL ...] --data shapes --n 64
 
 `--text-ablation`: per model, the same error with the true caption, with its position words
 swapped (left <-> right, top <-> bottom, above <-> below) and with no caption. Where the swapped
 caption predicts no worse than the true one, the model does not use position words at that sigma;
 where the empty caption does no worse, it does not use the text at all.
 
-    python3 benchmarks/bench_denoising_error.py MODEL [MODEL ...] --data shapes --text-ablation
+    python3 experiments/bench_denoising_error.py MODEL [MODEL ...] --data shapes --text-ablation
 """
 
 from __future__ import annotations

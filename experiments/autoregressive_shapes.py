@@ -1,6 +1,6 @@
 """Judge an autoregressive shapes model by number of objects, across sampling settings.
 
-    python3 benchmarks/autoregressive_shapes.py MODEL --n 50 --bf16 \
+    python3 experiments/autoregressive_shapes.py MODEL --n 50 --bf16 \
         --settings 3:1.0:0 3:0.5:5 [--grid grid.png]
 
 Each setting is guidance:temperature:top_k. The fixed prompts of `t2i eval` (seed i for prompt i)
