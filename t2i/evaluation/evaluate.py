@@ -121,32 +121,7 @@ def evaluate(
         metrics, extractor, captions, images = autoencoder_eval(folder, cfg)
     else:
         pipe = pipeline or load(folder)
-        params = pipe.params(
-            "",
-            sampler=cfg.sampler,
-            steps=cfg.steps,
-            guidance=cfg.guidance,
-            guidance_interval=cfg.guidance_interval,
-            seed=cfg.seed,
-        )
-        nfe = []
-
-        def gen(prompts: list[str]) -> torch.Tensor:
-            t = time.perf_counter()
-            images, calls = generate_batched(pipe, prompts, params, cfg.batch_size, cfg.progress)
-            timing["generate_s"] += time.perf_counter() - t
-            nfe.append(calls)
-            return images
-
-        suite = SUITES[report["suite"]]
-        metrics, extractor, captions, images = suite(cfg, gen, params.width)
-        report.update(
-            sampler=params.sampler,
-            steps=params.steps,
-            guidance=params.guidance,
-            guidance_interval=params.guidance_interval,
-            nfe=nfe[0],
-        )
+        metrics, extractor, captions, images = _generated_eval(pipe, cfg, report, timing)
     report.update(seed=cfg.seed, n=cfg.n, batch_size=cfg.batch_size, extractor=extractor)
     report["metrics"] = metrics
     report["definitions"] = {k: _definition(k) for k in metrics}
@@ -155,6 +130,36 @@ def evaluate(
     if out_dir is not None:
         _write(Path(out_dir), report, images, captions, cfg.grid)
     return report
+
+
+def _generated_eval(pipe, cfg: EvalConfig, report: dict, timing: dict) -> tuple:
+    """The data's suite over the model's images; the sampling settings and NFE into report."""
+    params = pipe.params(
+        "",
+        sampler=cfg.sampler,
+        steps=cfg.steps,
+        guidance=cfg.guidance,
+        guidance_interval=cfg.guidance_interval,
+        seed=cfg.seed,
+    )
+    nfe = []
+
+    def gen(prompts: list[str]) -> torch.Tensor:
+        t = time.perf_counter()
+        images, calls = generate_batched(pipe, prompts, params, cfg.batch_size, cfg.progress)
+        timing["generate_s"] += time.perf_counter() - t
+        nfe.append(calls)
+        return images
+
+    out = SUITES[report["suite"]](cfg, gen, params.width)
+    report.update(
+        sampler=params.sampler,
+        steps=params.steps,
+        guidance=params.guidance,
+        guidance_interval=params.guidance_interval,
+        nfe=nfe[0],
+    )
+    return out
 
 
 def _definition(name: str) -> str:

@@ -176,21 +176,27 @@ def plot(rows: list[dict], title: str, x: str = "steps", size=(720, 480)) -> Ima
         _, y = px(math.exp(x0), rows[0]["real"])
         for dx in range(left, w - right, 12):
             d.line([dx, y, dx + 6, y], fill=(120, 120, 120))
-    for k, (label, group) in enumerate(_series(rows).items()):
+    _draw_series(d, rows, x, px, legend_x=w - right + 10, legend_y=top + 10)
+    return img
+
+
+def _draw_series(d: ImageDraw.ImageDraw, rows: list[dict], x: str, px, legend_x, legend_y) -> None:
+    """Each series' line and dots through `px`, and the legend (with the real-image line)."""
+    series = _series(rows)
+    for k, (label, group) in enumerate(series.items()):
         colour = COLOURS[k % len(COLOURS)]
         pts = [px(r[x], r["value"]) for r in sorted(group, key=lambda r: r[x])]
         if len(pts) > 1:
             d.line(pts, fill=colour, width=2)
         for cx, cy in pts:
             d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
-        ly = top + 10 + 18 * k
-        d.line([w - right + 10, ly + 6, w - right + 30, ly + 6], fill=colour, width=3)
-        d.text((w - right + 36, ly), label, fill="black")
+        ly = legend_y + 18 * k
+        d.line([legend_x, ly + 6, legend_x + 20, ly + 6], fill=colour, width=3)
+        d.text((legend_x + 26, ly), label, fill="black")
     if rows[0]["real"] is not None:
-        ly = top + 10 + 18 * len(_series(rows))
-        d.line([w - right + 10, ly + 6, w - right + 30, ly + 6], fill=(120, 120, 120))
-        d.text((w - right + 36, ly), "real images", fill="black")
-    return img
+        ly = legend_y + 18 * len(series)
+        d.line([legend_x, ly + 6, legend_x + 20, ly + 6], fill=(120, 120, 120))
+        d.text((legend_x + 26, ly), "real images", fill="black")
 
 
 def load_rows(path: str | Path) -> list[dict]:
