@@ -79,3 +79,28 @@ def shrink(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def enlarge(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, h, w) -> (B, C, H, W), bilinear: a cascade's small image at its upscaler's size."""
     return torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+
+def image_grid(images: torch.Tensor, cols: int = 8, pad: int = 2) -> Image.Image:
+    """(B, C, H, W) in [-1, 1] -> one RGB image, `cols` per row, row-major, `pad` px white gaps:
+    the training sample grids and `t2i eval`'s grid.png."""
+    tiles = [t.convert("RGB") for t in to_pil(images.float())]
+    cols = min(cols, len(tiles))
+    rows = -(-len(tiles) // cols)
+    w, h = tiles[0].size
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), "white")
+    for i, t in enumerate(tiles):
+        sheet.paste(t, (pad + (i % cols) * (w + pad), pad + (i // cols) * (h + pad)))
+    return sheet
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> float:
+    """Peak signal-to-noise ratio 10 log10(R^2 / MSE) per image, averaged over the batch;
+    R = hi - lo of `value_range` (2 for the project's [-1, 1]); identical images give inf.
+
+    x, y: (B, C, H, W) of one shape (a reconstruction and its original, in any order)."""
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"need two (B, C, H, W) batches of one shape, got {x.shape}, {y.shape}")
+    mse = ((x.double() - y.double()) ** 2).flatten(1).mean(1)
+    r = value_range[1] - value_range[0]
+    return float((10 * torch.log10(r**2 / mse)).mean())

@@ -8,14 +8,15 @@ penultimate layer: `features()` returns it for Frechet distance and KID.
     clf = load_fashion_classifier()                     # the folder shipped in the package
     feats = clf.features(images)                        # (B, 128)
     preds = clf(images).argmax(-1)                      # (B,) class indices
+
+Trained by the classifier recipe (t2i/training/classifier.py): the shipped folder is its
+`fashion_classifier` preset, `t2i train classifier --data fashion --preset fashion_classifier`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from t2i.checkpoint import (
     load_weights,
     read_safetensors,
 )
+from t2i.evaluation.features import extract_features
+from t2i.evaluation.metrics import frechet_distance, kid
 
 BUNDLED_DIR = Path(__file__).parent / "extractors" / "fashion_classifier"
 COMPONENT_TYPE = "fashion_classifier"
@@ -68,20 +71,6 @@ CLASSIFIER_PRESETS: dict[str, ClassifierConfig] = {
     "tiny": ClassifierConfig(channels=(8, 16), feature_dim=16),
     "fashion": ClassifierConfig(),
 }
-
-
-@dataclass
-class ClassifierTrainConfig:
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 3e-3  # peak of a one-cycle schedule (linear warmup 10%, cosine down)
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    flip: bool = True  # random horizontal flips (garments are left-right symmetric classes)
-    shift: int = 2  # random translation by up to this many pixels; 0 disables
-    bf16: bool = False  # bf16 autocast (CPU); see BENCHMARKS.md for whether it pays
-    seed: int = 0
-    threads: int = 0  # torch threads while training (1 is fastest on a busy machine); 0: as is
 
 
 def _stage(c_in: int, c_out: int, convs: int) -> nn.Sequential:
@@ -157,7 +146,7 @@ def read_card(directory: str | Path = BUNDLED_DIR, full: bool = False) -> dict:
     return meta if full else meta["card"]
 
 
-# ---------------------------------------------------------------- data + training
+# ---------------------------------------------------------------- data + scores
 
 
 def fashion_tensors(split: str, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,26 +160,6 @@ def fashion_tensors(split: str, root: str | None = None) -> tuple[torch.Tensor, 
     return images, torch.from_numpy(ds.labels.astype(np.int64))
 
 
-def _augment(x: torch.Tensor, cfg: ClassifierTrainConfig, g: torch.Generator) -> torch.Tensor:
-    """Random flips and integer shifts (background -1 fills the border)."""
-    if cfg.flip:
-        flip = torch.rand(len(x), generator=g) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    if cfg.shift:
-        s = cfg.shift
-        padded = F.pad(x, (s, s, s, s), value=-1.0)
-        dy, dx = torch.randint(0, 2 * s + 1, (2,), generator=g).tolist()
-        x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
-    return x
-
-
-def _lr_at(step: int, total: int, peak: float) -> float:
-    warm = max(1, total // 10)
-    if step < warm:
-        return peak * (step + 1) / warm
-    return 0.5 * peak * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch=1000) -> float:
     """Top-1 accuracy of model on (images, labels)."""
@@ -202,55 +171,19 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / len(images)
 
 
-def train_classifier(
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    config: ClassifierConfig,
-    cfg: ClassifierTrainConfig,
-    log=print,
-) -> tuple[FashionClassifier, dict]:
-    """AdamW + one-cycle LR on `train`, top-1 on `test` after each epoch -> (model, card)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or threads)
-    try:
-        return _train(train, test, config, cfg, log)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(train, test, config, cfg, log) -> tuple[FashionClassifier, dict]:
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    model = FashionClassifier(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    x_train, y_train = train
-    steps_per_epoch = len(x_train) // cfg.batch_size
-    total, step, t0, history = cfg.epochs * steps_per_epoch, 0, time.time(), []
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(x_train), generator=g)
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = _augment(x_train[idx], cfg, g)
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, cfg.lr)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = F.cross_entropy(model(x), y_train[idx], label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        acc = evaluate(model, *test)
-        history.append(round(acc, 4))
-        if log is not None:
-            log(
-                f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f} test_acc {acc:.4f} "
-                f"elapsed {time.time() - t0:.0f}s"
-            )
-    card = {
-        "test_accuracy": history[-1],
-        "test_accuracy_per_epoch": history,
-        "train_seconds": round(time.time() - t0),
-        "train_config": dataclasses.asdict(cfg),
+def card_scores(
+    clf: FashionClassifier,
+    train_images: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+) -> dict:
+    """What a classifier's card states: top-1 on the test images and the real-vs-real floor of
+    fd_fashion / kid_fashion (features of the train images vs those of the test images)."""
+    f_train, f_test = extract_features(clf, train_images), extract_features(clf, test_images)
+    size = min(1000, len(f_train), len(f_test))
+    k_mean, k_std = kid(f_train, f_test, subsets=100, subset_size=size, seed=0)
+    return {
+        "test_accuracy": round(evaluate(clf, test_images, test_labels), 4),
+        "fd_fashion_train_vs_test": round(frechet_distance(f_train, f_test), 4),
+        "kid_fashion_train_vs_test": [round(k_mean, 6), round(k_std, 6)],
     }
-    return model.eval(), card

@@ -8,21 +8,21 @@ score and R-precision for emoji models (no OpenAI CLIP weights can be downloaded
     clip = load_emoji_clip()                               # t2i.models.clip.CLIP, eval mode
     img = clip.encode_image(to_input(clip, images))        # (B, 3, 64, 64) in [-1, 1] -> (B, E)
     txt = clip.encode_text(text_encoder.encode(captions))  # pooled (B, 384) -> (B, E)
+
+Trained by the emoji CLIP recipe (t2i/training/emoji_clip.py): the shipped folder is its
+`emoji_clip` preset, `t2i train emoji_clip --data data_cache/emoji64 --preset emoji_clip`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from t2i.evaluation.metrics import clip_score, r_precision
 from t2i.models.clip import CLIP, CLIPConfig
 from t2i.models.text_encoder import TextEmbedding
 
@@ -33,16 +33,6 @@ def emoji_clip_config(**overrides) -> CLIPConfig:
     """The shipped size: 32 px RGB input, four stages (16..128 channels), a 256-d joint space."""
     base = dict(image_size=32, channels=(16, 32, 64, 128), groups=8, embed_dim=256, text_dim=384)
     return CLIPConfig(**{**base, **overrides})
-
-
-@dataclass
-class ClipTrainConfig:
-    epochs: int = 6
-    batch_size: int = 256  # InfoNCE negatives per step = batch_size - 1
-    lr: float = 2e-3  # peak of linear warmup (5%) then cosine to 0
-    weight_decay: float = 0.05
-    seed: int = 0
-    threads: int = 0  # torch threads while training; 0: as is
 
 
 def load_rows(root: str | Path, split: str) -> list[dict]:
@@ -61,13 +51,6 @@ def load_images(root: str | Path, rows: list[dict]) -> torch.Tensor:
     arrays = [np.asarray(Image.open(Path(root) / r["file_name"]).convert("RGB")) for r in rows]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
-
-
-def _lr_at(step: int, total: int, peak: float) -> float:
-    warm = max(1, total // 20)
-    if step < warm:
-        return peak * (step + 1) / warm
-    return 0.5 * peak * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
 def to_input(clip: CLIP, images: torch.Tensor) -> torch.Tensor:
@@ -93,54 +76,23 @@ def embed(clip: CLIP, images: torch.Tensor, pooled: torch.Tensor, batch: int = 5
     return torch.cat(parts), clip.encode_text(pooled_text(pooled))
 
 
-def train_emoji_clip(
-    images: torch.Tensor,
-    pooled: torch.Tensor,
-    config: CLIPConfig,
-    cfg: ClipTrainConfig,
-    log=print,
-) -> tuple[CLIP, dict]:
-    """InfoNCE over shuffled batches of (image, pooled caption embedding) pairs -> (clip, card).
+def retrieval_scores(
+    clip: CLIP, images: torch.Tensor, pooled: torch.Tensor, captions: list[str], pool: int = 100
+) -> dict:
+    """What the card states of (image, caption) pairs: R-precision among `pool` captions (top 1,
+    and top 5 where pool >= 5; identical captions are never each other's distractors) and the
+    CLIP score of matched pairs beside that of shuffled ones.
 
-    images: (N, 3, S, S) in [-1, 1] (box-downsampled to config.image_size); pooled: (N, 384)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or threads)
-    try:
-        return _train(images, pooled, config, cfg, log)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(images, pooled, config, cfg, log) -> tuple[CLIP, dict]:
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    clip = CLIP(config)
-    images = to_input(clip, images)
-    decay = [p for n, p in clip.named_parameters() if p.ndim > 1]
-    rest = [p for n, p in clip.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest}]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
-    per_epoch = len(images) // cfg.batch_size
-    total, step, t0 = cfg.epochs * per_epoch, 0, time.time()
-    for epoch in range(cfg.epochs):
-        clip.train()
-        order = torch.randperm(len(images), generator=g)
-        for b in range(per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, cfg.lr)
-            loss = clip.loss(images[idx], pooled_text(pooled[idx]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        if log is not None:
-            log(
-                f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f} "
-                f"elapsed {time.time() - t0:.0f}s"
-            )
-    card = {"train_seconds": round(time.time() - t0), "train_config": dataclasses.asdict(cfg)}
-    return clip.eval(), card
+    images: (N, 3, S, S) in [-1, 1]; pooled: (N, 384) caption embeddings; captions: N strings."""
+    img, txt = embed(clip, images, pooled)
+    groups = np.unique(captions, return_inverse=True)[1]
+    out: dict = {"n": len(images)}
+    for k in [k for k in (1, 5) if k <= pool]:
+        r = r_precision(img, txt, k=k, pool=pool, groups=groups)
+        out[f"r_precision_top{k}_of_{pool}"] = round(r, 4)
+    out["clip_score_matched"] = round(clip_score(img, txt), 2)
+    out["clip_score_shuffled"] = round(clip_score(img, torch.roll(txt, 1, dims=0)), 2)
+    return out
 
 
 def load_emoji_clip(directory: str | Path = BUNDLED_DIR) -> CLIP:

@@ -11,6 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# psnr lives in the core (editing and evaluation both use it); exported here with the metrics
+from t2i.images import psnr  # noqa: F401
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -166,15 +169,6 @@ def r_precision(
 def _check_images(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError(f"need two (B, C, H, W) batches of one shape, got {x.shape}, {y.shape}")
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> float:
-    """Peak signal-to-noise ratio 10 log10(R^2 / MSE) per image, averaged over the batch;
-    R = hi - lo of `value_range` (2 for the project's [-1, 1]); identical images give inf."""
-    _check_images(x, y)
-    mse = ((x.double() - y.double()) ** 2).flatten(1).mean(1)
-    r = value_range[1] - value_range[0]
-    return float((10 * torch.log10(r**2 / mse)).mean())
 
 
 def _gaussian_window(size: int, sigma: float) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from t2i.checkpoint import save_model_folder
+from t2i.images import image_grid
 from t2i.models.autoencoder import (
     AutoencoderConfig,
     AutoencoderKL,
@@ -30,7 +31,7 @@ from t2i.models.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
 from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import load_frozen_autoencoder, open_dataset
-from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
+from t2i.training.loop import Recipe, StepRNG, seed_everything
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.checkpoint import save_model_folder
+from t2i.images import image_grid
 from t2i.models.autoencoder import AutoencoderVQ
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
 from t2i.models.token_transformer import (
@@ -37,7 +38,7 @@ from t2i.training.data import (
     open_dataset,
 )
 from t2i.training.diffusion import TRAINED, TrainedText, run_facts
-from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
+from t2i.training.loop import Recipe, StepRNG, seed_everything
 
 
 @dataclass

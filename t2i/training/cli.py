@@ -1,4 +1,5 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, autoregressive, clip): parse, build, run, report.
+"""`t2i train RECIPE` (autoencoder, diffusion, autoregressive, clip, classifier, emoji_clip): parse,
+build, run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
 `--loop.steps 2000`); an unknown key is an error that lists the valid keys, before any work.
@@ -10,15 +11,16 @@ import argparse
 import os
 import sys
 
-RECIPES = ("autoencoder", "diffusion", "autoregressive", "clip")
+RECIPES = ("autoencoder", "diffusion", "autoregressive", "clip", "classifier", "emoji_clip")
 
 
 def recipe_module(name: str):
     """The recipe module (CONFIG_PRESETS, preset(name), build(cfg, args)); imported when used."""
-    from t2i.training import autoencoder, autoregressive, clip, diffusion
+    from t2i.training import autoencoder, autoregressive, classifier, clip, diffusion, emoji_clip
 
     modules = {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}
-    return {**modules, "autoregressive": autoregressive}[name]
+    extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
+    return {**modules, "autoregressive": autoregressive, **extractors}[name]
 
 
 EXAMPLES = """examples:
@@ -29,6 +31,8 @@ EXAMPLES = """examples:
   t2i train autoencoder --data shapes --out runs/vq --preset shapes_vq
   t2i train autoencoder --data shapes --out runs/patch --preset patch   # fixed: no training
   t2i train autoregressive --data shapes --out runs/ar --preset shapes --autoencoder runs/vq/model
+  t2i train classifier --data fashion --out runs/clf --preset fashion_classifier
+  t2i train emoji_clip --data data_cache/emoji64 --out runs/emoji_clip --preset emoji_clip
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
 
@@ -45,7 +49,7 @@ class _OverridesParser(argparse.ArgumentParser):
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train the autoencoder, the diffusion model, the autoregressive model or CLIP",
+        help="train a model (autoencoder, diffusion, autoregressive, CLIP) or a feature extractor",
         description=__doc__,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

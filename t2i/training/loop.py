@@ -27,8 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from t2i.checkpoint import INDEX_NAME
+from t2i.images import image_grid  # noqa: F401  (the recipes' sample grids import it from here)
 from t2i.training import state as ckpt
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.dist import World, all_reduce_sum, close_world, init_world
@@ -48,9 +51,10 @@ class Recipe:
     dataset: Sequence[Any]
     collate: Callable[[list[Any]], Any]
     loss: Callable[[Any, StepRNG], torch.Tensor]
-    sample: Callable[[nn.Module], np.ndarray] | None = None  # EMA model -> (H, W, 3) uint8 grid
+    sample: Callable[[nn.Module], Image.Image] | None = None  # EMA model -> grid (image_grid)
     export: Callable[[nn.Module, Path], None] | None = None  # EMA model, folder
     config: dict = field(default_factory=dict)  # saved in config.json and every checkpoint
+    decays: Callable[[str, nn.Parameter], bool] | None = None  # takes weight decay? None: all
 
 
 class StepRNG:
@@ -255,7 +259,7 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
     model = recipe.model
     ema = copy.deepcopy(model).requires_grad_(False) if optim.ema_decay > 0 else None
     opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
+        _param_groups(model, recipe.decays, optim.weight_decay),
         lr=optim.lr,
         betas=tuple(optim.betas),
         eps=optim.eps,
@@ -299,10 +303,24 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
             from t2i.training.export import add_training_card
 
             recipe.export(ema if ema is not None else model, run_dir / "model")
-            add_training_card(run_dir / "model", run_dir, saved)
+            if (run_dir / "model" / INDEX_NAME).is_file():  # a feature extractor writes its card
+                add_training_card(run_dir / "model", run_dir, saved)
             out["model"] = str(run_dir / "model")
             log.event("exported", step, path=out["model"])
         return out
+
+
+def _param_groups(model: nn.Module, decays, weight_decay: float) -> list[dict]:
+    """AdamW groups: every trainable parameter, or (with a `decays` rule) those it picks with
+    weight_decay and the rest without (CLIP's recipe leaves biases, norms and the temperature)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if decays is None:
+        return [{"params": [p for _, p in named]}]
+    groups = [
+        {"params": [p for n, p in named if decays(n, p)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def _step(wrapped, model, opt, batches, loop, optim, world, step):
@@ -413,8 +431,6 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def _save_grid(recipe: Recipe, model: nn.Module, run_dir: Path, step: int) -> None:
-    from PIL import Image
-
     was_training = model.training
     rng = torch.get_rng_state()  # sampling must not disturb the training stream
     model.eval()
@@ -423,7 +439,7 @@ def _save_grid(recipe: Recipe, model: nn.Module, run_dir: Path, step: int) -> No
     model.train(was_training)
     torch.set_rng_state(rng)
     (run_dir / "samples").mkdir(exist_ok=True)
-    Image.fromarray(grid).save(run_dir / "samples" / f"step-{step:06d}.png")
+    grid.save(run_dir / "samples" / f"step-{step:06d}.png")
 
 
 class _Logger:
@@ -492,17 +508,6 @@ class _Logger:
             if self.tb is not None:
                 self.tb.close()
         return False
-
-
-def image_grid(images: torch.Tensor, cols: int) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (rows*H, cols*W, 3) uint8, row-major, grey expanded to RGB."""
-    n, c, h, w = images.shape
-    rows = -(-n // cols)
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).expand(n, 3, h, w)
-    grid = torch.zeros(rows * cols, 3, h, w, dtype=torch.uint8)
-    grid[:n] = x
-    grid = grid.reshape(rows, cols, 3, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, 3)
-    return grid.numpy()
 
 
 def seed_everything(seed: int) -> None:
