@@ -38,8 +38,9 @@ from t2i.data.shapes import (
     sample_scene,
     scene_rng,
 )
-from t2i.editing import InpaintDenoiser, psnr, sample_with_jumps
+from t2i.editing import InpaintDenoiser, sample_with_jumps
 from t2i.families import load
+from t2i.images import psnr
 from t2i.samplers import get_sampler
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from t2i.denoisers import append_dims, sigma_batch
@@ -163,9 +162,3 @@ def sample_euler_up(model, x: torch.Tensor, sigmas: list[float], extra_args: dic
         denoised = model(x, x.new_full((x.shape[0],), sigma), **extra_args)
         x = x + (x - denoised) / sigma * (sigma_next - sigma)
     return x
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2)."""
-    mse = (a.double() - b.double()).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)

@@ -10,9 +10,9 @@ from tiny_models import write_tiny_model
 
 from t2i.cli import main
 from t2i.denoisers import GaussianMixtureDenoiser
-from t2i.editing import ddim_invert, psnr, strength_sigmas
+from t2i.editing import ddim_invert, strength_sigmas
 from t2i.families import load
-from t2i.images import load_image
+from t2i.images import load_image, psnr
 from t2i.samplers import sample_euler
 from t2i.schedules import sigmas_karras
 

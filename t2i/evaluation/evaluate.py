@@ -21,7 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from t2i.checkpoint import INDEX_NAME, atomic_write_json, resolve_model
@@ -34,7 +33,7 @@ from t2i.evaluation.suites import (
     suite_for,
 )
 from t2i.families import load
-from t2i.images import to_pil
+from t2i.images import image_grid
 
 
 def model_kind(folder: str | Path) -> str:
@@ -175,18 +174,6 @@ def _write(out: Path, report: dict, images: torch.Tensor, captions: list[str], g
         (out / "grid.txt").write_text("".join(f"{i}: {c}\n" for i, c in enumerate(captions[:k])))
         report["grid"] = str(out / "grid.png")
     atomic_write_json(out / "report.json", report)
-
-
-def image_grid(images: torch.Tensor, cols: int = 8, pad: int = 2) -> Image.Image:
-    """(B, C, H, W) in [-1, 1] -> one RGB image, `cols` per row, white gaps; captions go beside."""
-    tiles = [t.convert("RGB") for t in to_pil(images)]
-    cols = min(cols, len(tiles))
-    rows = -(-len(tiles) // cols)
-    w, h = tiles[0].size
-    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), "white")
-    for i, t in enumerate(tiles):
-        sheet.paste(t, (pad + (i % cols) * (w + pad), pad + (i // cols) * (h + pad)))
-    return sheet
 
 
 def format_report(report: dict) -> str:
