@@ -5,7 +5,7 @@ The t2i step is the loop's own `_step` (denoiser loss, caption dropout, AdamW, c
 EMA update; the diffusers step is forward, MSE on eps, backward, AdamW. Same batch, same cached
 text states (B, 40, 384) with their mask, same threads; repetitions interleaved, medians reported.
 
-    python3 benchmarks/bench_training.py            # throughput, preset "shapes", batch 16
+    python3 benchmarks/bench_training.py            # throughput, preset "shapes_small", batch 16
     python3 benchmarks/bench_training.py --memory   # + peak RSS of each default preset
 """
 
@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--preset", default="shapes")
+    parser.add_argument("--preset", default="shapes_small")
     parser.add_argument("--nhwc", action="store_true", help="also the t2i step in channels_last")
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS per recipe")
     parser.add_argument("--memory-only", action="store_true", help="skip the throughput table")

@@ -60,7 +60,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from t2i.training.export import export_run
+    from t2i.training.cli import export_run
 
     print(
         export_run(

@@ -84,3 +84,38 @@ def test_edm_sigma_data_reaches_the_denoiser_and_the_model_folder(tmp_path):
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, "sigma_data": 1.0}))
     assert Pipeline.from_pretrained(folder).denoiser.sigma_data == 1.0
+
+
+@pytest.mark.parametrize("low_res", [0, 8])
+def test_the_sample_grid_is_what_the_exported_folder_draws(tmp_path, low_res):
+    """One generation path: the recipe's grid (live EMA networks) equals the images that the
+    pipeline of its exported folder draws with the card's defaults, guidance interval included;
+    an upscaler's grid redraws the data's first images from their small versions."""
+    import argparse
+
+    from t2i.cascade import CascadePipeline
+    from t2i.families import load
+
+    cfg = diffusion.preset("tiny")
+    cfg.guidance_scale, cfg.guidance_interval = 4.0, (0.5, 20.0)
+    if low_res:
+        cfg.low_res, cfg.model.cond_channels = low_res, 3
+    recipe = diffusion.build(cfg, argparse.Namespace(data="shapes"))
+    recipe.export(recipe.model, tmp_path / "m")
+    prompts = [recipe.dataset[i]["caption"] for i in range(3)]
+    text = diffusion.TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    low = None
+    if low_res:
+        low = torch.stack([diffusion.small_image(recipe.dataset[i], low_res) for i in range(3)])
+    live = diffusion.generate(cfg, recipe.model, text, None, prompts, 5, low)
+    folder = load(tmp_path / "m")
+    assert folder.defaults["guidance_interval"] == [0.5, 20.0]
+    items = [folder.params(p, seed=5 + i) for i, p in enumerate(prompts)]
+    if low_res:  # an upscaler folder without a base: a cascade that takes the small images
+        assert isinstance(folder, CascadePipeline)
+        drawn = folder.draw_from(items[0], [5, 6, 7], folder.encode_text(prompts), low)
+    else:
+        drawn = folder.generate_items(items)
+    torch.testing.assert_close(live, drawn, rtol=0, atol=0)
+    grid = recipe.sample(recipe.model)
+    assert grid.size[0] > 0

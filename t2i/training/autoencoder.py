@@ -13,11 +13,11 @@ import argparse
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from t2i.checkpoint import save_model_folder
+from t2i.checkpoint import DTYPES, save_model_folder
 from t2i.images import image_grid
 from t2i.models.autoencoder import (
     AutoencoderConfig,
@@ -31,6 +31,7 @@ from t2i.models.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
 from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import load_frozen_autoencoder, open_dataset
+from t2i.training.export import model_weights, nested_config, training_card
 from t2i.training.loop import Recipe, StepRNG, seed_everything
 
 
@@ -65,6 +66,7 @@ def _tiny() -> AutoencoderRecipeConfig:
 
 
 def _fashion() -> AutoencoderRecipeConfig:
+    """Fashion-MNIST 32 px grey through the default f4 KL autoencoder."""
     cfg = AutoencoderRecipeConfig(image_size=32)
     cfg.model.in_channels = 1
     return cfg
@@ -99,12 +101,30 @@ def _shapes_grid() -> AutoencoderRecipeConfig:
 
 
 def _patch() -> AutoencoderRecipeConfig:
-    """Nothing to learn: 64 px read at 48 px and cut into 16 px patches, 3x3x768 latents, one
-    per cell of the shapes grid (`PatchConfig`); `t2i train autoencoder` writes its folder."""
+    """The bundled `shapes` autoencoder: nothing learnt, 64 px read at 48 px, 16 px patches.
+
+    3x3x768 latents, one per cell of the shapes grid (`PatchConfig`); `t2i train autoencoder`
+    writes its folder at once."""
     return AutoencoderRecipeConfig(model=PatchConfig())
 
 
+def _emoji() -> AutoencoderRecipeConfig:
+    """The bundled `emoji` autoencoder: KL, 64x64x3 -> 16x16x4, 2.7 M, PatchGAN from step 1,200.
+
+    Channels 32/64/128, L1 + KL 1e-6 + the hinge GAN term (adaptive weight); channels-last bf16,
+    2,400 steps of 16 (docs/training/emoji_ae/config.json)."""
+    return AutoencoderRecipeConfig(
+        model=AutoencoderConfig(channels=(32, 64, 128), groups=16),
+        loss=AutoencoderLossConfig(disc_start=1200, disc_channels=32),
+        loop=LoopConfig(
+            steps=2400, batch_size=16, bf16=True, log_every=50, ckpt_every=200, sample_every=400
+        ),
+        optim=OptimConfig(lr=4.5e-4, warmup_steps=100, ema_decay=0.999),
+    )
+
+
 def _tiny_vq() -> AutoencoderRecipeConfig:
+    """For tests: the tiny preset with a VQ autoencoder."""
     cfg = _tiny()
     cfg.model = VQConfig.preset("tiny")
     return cfg
@@ -112,6 +132,7 @@ def _tiny_vq() -> AutoencoderRecipeConfig:
 
 CONFIG_PRESETS = {
     "default": AutoencoderRecipeConfig,
+    "emoji": _emoji,
     "fashion": _fashion,
     "patch": _patch,
     "shapes_grid": _shapes_grid,
@@ -175,7 +196,7 @@ def autoencoder_recipe(cfg, model: AutoencoderWithLoss, dataset, data_name: str)
     def loss(x: torch.Tensor, rng: StepRNG) -> torch.Tensor:
         return ae_loss(model, x, rng)
 
-    def sample(ema: nn.Module) -> np.ndarray:
+    def sample(ema: nn.Module) -> Image.Image:
         rec = reconstruct(ema.ae, fixed)
         return image_grid(torch.cat([fixed, rec.clamp(-1, 1)]), cols=len(fixed))
 
@@ -207,6 +228,25 @@ def export_model(
     ae.set_latent_stats(*latent_stats(ae, batches))
     index = {"data": {"source": data_name}, **({"training": training} if training else {})}
     save_model_folder(folder, {"autoencoder": ae}, index, dtype)
+
+
+def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -> Path:
+    """An autoencoder run's checkpoint -> autoencoder/ (KL or VQ), latent stats from its data
+    (`t2i export`). kw: run_dir, dtype, data, ema."""
+    recipe = dict(meta["config"]["recipe"])
+    data = recipe.pop("data", None) or kw["data"]
+    if not data:
+        raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
+    vq = "codebook_size" in recipe["model"]
+    model_cls = VQConfig if vq else AutoencoderConfig
+    cfg = nested_config(AutoencoderRecipeConfig, recipe, str(found), model_cls)
+    model = AutoencoderWithLoss(cfg)
+    model.load_state_dict(model_weights(tensors, kw["ema"]))
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    dataset, _ = open_dataset(data, cfg.image_size, cfg.stats_images)
+    card = training_card(kw["run_dir"], meta)
+    export_model(cfg, model.ae, dataset, out, data, DTYPES[kw["dtype"]], card)
+    return out
 
 
 def fixed_model(cfg: AutoencoderRecipeConfig, out: Path) -> Path | None:

@@ -14,12 +14,12 @@ import argparse
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
-from t2i.checkpoint import save_model_folder
+from t2i.checkpoint import DTYPES, save_model_folder
 from t2i.images import image_grid
 from t2i.models.autoencoder import AutoencoderVQ
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
@@ -31,13 +31,15 @@ from t2i.models.token_transformer import (
 )
 from t2i.training.config import LoopConfig, OptimConfig, native_bf16
 from t2i.training.data import (
+    TRAINED,
     TextCache,
+    TrainedText,
     first_captions,
     latent_dataset,
     load_frozen_autoencoder,
     open_dataset,
 )
-from t2i.training.diffusion import TRAINED, TrainedText, run_facts
+from t2i.training.export import model_weights, nested_config, run_facts, training_card
 from t2i.training.loop import Recipe, StepRNG, seed_everything
 
 
@@ -183,7 +185,7 @@ def autoregressive_recipe(cfg, model, codes, cache, ae, data_name: str, ae_recor
         logits = tokens_of(model)(batch["codes"], context, mask)
         return F.cross_entropy(logits.flatten(0, 1).float(), batch["codes"].flatten())
 
-    def sample(ema: nn.Module) -> np.ndarray:
+    def sample(ema: nn.Module) -> Image.Image:
         return image_grid(generate(cfg, ema, cache, ae, prompts, cfg.sample_seed), cols=4)
 
     def export(ema: nn.Module, folder: Path) -> None:
@@ -237,6 +239,25 @@ def export_model(
         "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
     }
     save_model_folder(folder, components, {**index, **run_facts(training, ae_record)}, dtype)
+
+
+def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -> Path:
+    """An autoregressive run's checkpoint -> transformer/, text_encoder/ and its VQ autoencoder
+    (`t2i export`). kw: run_dir, dtype, data, ema."""
+    recipe = dict(meta["config"]["recipe"])
+    data = recipe.pop("data", None) or kw["data"]
+    ae_record = recipe.pop("autoencoder")
+    cfg = nested_config(AutoregressiveRecipeConfig, recipe, str(found), TokenTransformerConfig)
+    model, cache = TokenTransformer(cfg.model), None
+    if cfg.text_encoder == TRAINED:
+        model = TextAndTokens(model, TextTransformer(cfg.text_model))
+    else:
+        cache = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    model.load_state_dict(model_weights(tensors, kw["ema"]))
+    ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
+    card = training_card(kw["run_dir"], meta)
+    export_model(cfg, model.eval(), cache, ae, out, data, DTYPES[kw["dtype"]], card, ae_record)
+    return out
 
 
 def _public(cfg: AutoregressiveRecipeConfig) -> dict:

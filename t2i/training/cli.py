@@ -8,8 +8,10 @@ Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--mode
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 RECIPES = ("autoencoder", "diffusion", "autoregressive", "clip", "classifier", "emoji_clip")
 
@@ -24,9 +26,11 @@ def recipe_module(name: str):
 
 
 EXAMPLES = """examples:
-  t2i train diffusion --data shapes --out runs/shapes --preset shapes
-  t2i train diffusion --data shapes --out runs/shapes --resume
-  t2i train diffusion --data shapes --out runs/tuned --preset shapes --init runs/shapes/model
+  t2i train diffusion --preset shapes --out runs/shapes      # the shipped `shapes`, all stages
+  t2i train diffusion --preset shapes --out runs/shapes --resume   # finished stages are skipped
+  t2i train diffusion --preset emoji --show-config            # its resolved configs as JSON
+  t2i train diffusion --data shapes --out runs/small --preset shapes_small
+  t2i train diffusion --data shapes --out runs/tuned --preset shapes_small --init runs/small/model
   t2i train autoencoder --data fashion --out runs/ae --loop.steps 2000 --optim.lr 1e-3
   t2i train autoencoder --data shapes --out runs/vq --preset shapes_vq
   t2i train autoencoder --data shapes --out runs/patch --preset patch   # fixed: no training
@@ -44,6 +48,17 @@ class _OverridesParser(argparse.ArgumentParser):
         ns, rest = super().parse_known_args(args, namespace)
         ns.overrides = list(getattr(ns, "overrides", None) or []) + rest
         return ns, []
+
+    def format_help(self) -> str:
+        """The usage, then one line per preset of the recipe (imported only for --help)."""
+        from t2i.training.presets import describe
+
+        name = getattr(self, "recipe_name", None)
+        if name is None:
+            return super().format_help()
+        module = recipe_module(name)
+        presets = describe(module.CONFIG_PRESETS, getattr(module, "SHIPPED", {}))
+        return f"{super().format_help()}\n{presets}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -67,9 +82,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
         )
-        p.add_argument("--data", required=True, help="data set: shapes, fashion, a folder, shards")
+        p.recipe_name = name
+        p.add_argument(
+            "--data",
+            help="data set: shapes, fashion, a folder, shards (a shipped preset has its own)",
+        )
         p.add_argument("--out", help="run directory (default runs/<recipe>)")
-        p.add_argument("--preset", default="default", help="config preset of the recipe")
+        p.add_argument("--preset", default="default", help="config preset of the recipe (below)")
+        p.add_argument(
+            "--show-config",
+            action="store_true",
+            help="print the preset's resolved config (every key and value, overrides applied) "
+            "as JSON and exit; any key can be given as --section.key VALUE",
+        )
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
         p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
         if name == "diffusion":
@@ -83,33 +108,125 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from t2i.training.config import apply_overrides, parse_dotted_args
-    from t2i.training.loop import TrainingDiverged, env_threads, train
+    from t2i.training.config import parse_dotted_args
+    from t2i.training.loop import env_threads
+    from t2i.training.presets import run_stages
 
     module = recipe_module(args.recipe)
-    cfg = module.preset(args.preset)
-    apply_overrides(cfg, parse_dotted_args(args.overrides))
+    overrides = parse_dotted_args(args.overrides)
+    stages = getattr(module, "SHIPPED", {}).get(args.preset)
+    if args.show_config:
+        print(json.dumps(resolved_config(module, args, stages, overrides), indent=2))
+        return 0
     out = Path(args.out or f"runs/{args.recipe}")
     env_threads()
+    if stages is None:
+        if not args.data:
+            raise ValueError(f"--data is required (preset {args.preset!r} names no data set)")
+        return report(train_one(module, args.preset, overrides, args, out), out)
+    for flag in ("init", "autoencoder"):
+        if getattr(args, flag, None):
+            raise ValueError(f"--{flag}: preset {args.preset!r} makes its own in its stages")
+
+    def train_stage(stage, run_dir: Path, flags: dict) -> dict:
+        own = overrides if stage.recipe == args.recipe else {}  # keys are the named recipe's
+        stage_args = argparse.Namespace(**{**vars(args), **flags})
+        return train_one(recipe_module(stage.recipe), stage.preset, own, stage_args, run_dir)
+
+    return report(run_stages(args.preset, stages, out, args.data, args.resume, train_stage), out)
+
+
+def resolved_config(module, args: argparse.Namespace, stages, overrides: dict) -> dict:
+    """--show-config: the preset's config with the overrides applied; a shipped model's stages,
+    each with its run folder, flags and config."""
+    from dataclasses import asdict
+
+    from t2i.training.config import apply_overrides
+    from t2i.training.presets import stage_args, stage_dirs
+
+    if stages is None:
+        return asdict(apply_overrides(module.preset(args.preset), overrides))
+    dirs = stage_dirs(stages, Path(args.out or f"runs/{args.recipe}"))
+    shown = []
+    for stage in stages:
+        cfg = recipe_module(stage.recipe).preset(stage.preset)
+        if stage.recipe == args.recipe:
+            apply_overrides(cfg, overrides)
+        flags = stage_args(stage, dirs, args.data)
+        shown.append(
+            {**asdict(stage), "run_dir": str(dirs[stage.name]), **flags, "config": asdict(cfg)}
+        )
+    return {"preset": args.preset, "stages": shown}
+
+
+def train_one(module, preset: str, overrides: dict, args: argparse.Namespace, out: Path) -> dict:
+    """One run of a recipe's preset in `out`: the loop's summary ("status": done, interrupted,
+    or diverged)."""
+    from t2i.training.config import apply_overrides
+    from t2i.training.loop import TrainingDiverged, train
+
+    cfg = apply_overrides(module.preset(preset), overrides)
     if (folder := getattr(module, "fixed_model", lambda *_: None)(cfg, out)) is not None:
         print(f"{type(cfg.model).__name__} has nothing to train; model in {folder}")
-        return 0
+        return {"status": "done", "step": 0, "model": str(folder), "fixed": True}
     recipe = module.build(cfg, args)
     try:
-        result = train(recipe, cfg.loop, cfg.optim, out, args.resume, not args.no_progress)
+        return train(recipe, cfg.loop, cfg.optim, out, args.resume, not args.no_progress)
     except TrainingDiverged as err:
         msg = f"t2i train: stopped: {err}; last good checkpoint in {out}/checkpoints"
         print(msg, file=sys.stderr)
+        return {"status": "diverged"}
+
+
+def report(result: dict, out: Path) -> int:
+    if result["status"] == "diverged":
         return 3
-    if os.environ.get("RANK", "0") != "0":
-        return 0  # rank 0 reports
+    if os.environ.get("RANK", "0") != "0" or result.get("fixed"):
+        return 0  # rank 0 reports; a fixed model has said where it is
     if result["status"] == "interrupted":
+        stage = f" (stage {result['stage']})" if "stage" in result else ""
         print(
-            f"interrupted at step {result['step']}; checkpoint {result['checkpoint']}; "
+            f"interrupted at step {result['step']}{stage}; checkpoint {result['checkpoint']}; "
             f"continue with --resume"
         )
     else:
-        print(f"trained {result['step']} steps; run in {out}; model in {result.get('model', '-')}")
+        step = result.get("step", "-")
+        print(f"trained {step} steps; run in {out}; model in {result.get('model', '-')}")
     return 0
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    dtype: str = "float16",
+    data: str | None = None,
+    ema: bool = True,
+    base: str | Path | None = None,
+    guidance: float | None = None,
+) -> Path:
+    """The newest complete checkpoint of a run -> a model folder at `out` (`t2i export`); the
+    run's recipe (from the checkpoint) writes it.
+
+    data: the run's `--data`, for the data card (runs record it; give it for older runs).
+    ema: export the EMA weights (when the run keeps them), else the raw trained weights.
+    base: for an upscaler run, the model folder of its base model, copied into `out/base`: the
+    folder is then a cascade (t2i/cascade.py) that `t2i generate` runs end to end.
+    guidance: the folder's default guidance scale instead of the run's (a cascade's base stages
+    sample with their own default: a 1 px stage wants 1).
+    """
+    from t2i.training.export import latest
+
+    found, tensors, meta = latest(run_dir, dtype)
+    name = meta.get("recipe")
+    if name not in ("diffusion", "autoregressive", "autoencoder"):
+        raise ValueError(
+            f"{found}: recipe {name!r}; export handles 'diffusion', 'autoregressive' and "
+            "'autoencoder'"
+        )
+    if name != "diffusion" and (base is not None or guidance is not None):
+        raise ValueError("--base and --guidance apply to diffusion runs only")
+    kw = {"run_dir": Path(run_dir), "dtype": dtype, "data": data, "ema": ema}
+    module = recipe_module(name)
+    return module.export_checkpoint(
+        found, tensors, meta, Path(out), base=base, guidance=guidance, **kw
+    )

@@ -19,6 +19,21 @@ def open_dataset(spec: str, image_size: int, length: int = 100_000) -> tuple[Dat
     return dataset, first["image"].shape[0]
 
 
+TRAINED = "trained"  # --text_encoder value: a TextTransformer trained with the recipe's network
+
+
+class TrainedText:
+    """captions -> (context, mask) through a TextTransformer trained with the network; gradients
+    flow. As TextCache, it holds its encoder as `.encoder` (what a model folder saves)."""
+
+    def __init__(self, encoder):
+        self.encoder, self.dim = encoder, encoder.dim
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.encoder.encode(captions)
+        return emb.context, emb.mask
+
+
 class TextCache:
     """The frozen pretrained text encoder + an in-memory cache keyed by caption text.
 

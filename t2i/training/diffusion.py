@@ -6,6 +6,10 @@ small word-level transformer trained with the UNet from scratch (as GLIDE trains
 transformer): the frozen sentence encoder barely separates "left" from "right" (BENCHMARKS.md,
 "Why position fails"). Captions are dropped to "" with probability `caption_dropout` so the model
 also learns the unconditional prediction for classifier-free guidance (Ho & Salimans 2022).
+
+Presets: `CONFIG_PRESETS` (one run each) and `SHIPPED`, the bundled models as the stages that made
+them (t2i/training/presets.py). The sample grid is drawn by a `Pipeline` over the live EMA
+networks with the model_index.json that export writes, so it is what the exported folder draws.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from t2i.cascade import low_res_condition
 from t2i.checkpoint import (
     CONFIG_NAME,
+    DTYPES,
     INDEX_NAME,
     WEIGHTS_NAME,
     load_component,
@@ -30,15 +35,17 @@ from t2i.checkpoint import (
 )
 from t2i.data.cache import file_digest
 from t2i.denoisers import make_denoiser as wrap_network
-from t2i.guidance import CFGDenoiser
-from t2i.images import enlarge, shrink
+from t2i.images import enlarge, image_grid, shrink
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
 from t2i.models.unet import UNet, UNetConfig
-from t2i.samplers import get_sampler, sigmas_for
+from t2i.pipeline import Pipeline
+from t2i.samplers import get_sampler
 from t2i.schedules import DiscreteSchedule
 from t2i.training.config import LoopConfig, OptimConfig, native_bf16
 from t2i.training.data import (
+    TRAINED,
     TextCache,
+    TrainedText,
     component_dir,
     first_captions,
     first_items,
@@ -46,9 +53,15 @@ from t2i.training.data import (
     load_frozen_autoencoder,
     open_dataset,
 )
-from t2i.training.loop import Recipe, StepRNG, image_grid, seed_everything
-
-TRAINED = "trained"  # --text_encoder value: a TextTransformer trained with the UNet
+from t2i.training.export import (
+    add_base,
+    model_weights,
+    nested_config,
+    run_facts,
+    training_card,
+)
+from t2i.training.loop import Recipe, StepRNG, seed_everything
+from t2i.training.presets import Stage
 
 
 @dataclass
@@ -91,6 +104,8 @@ class DiffusionRecipeConfig:
     sample_steps: int = 20
     sampler: str = "ddim"
     guidance_scale: float = 3.0
+    # the card's default guidance interval (sigma_lo, sigma_hi); None: guidance at every step
+    guidance_interval: tuple[float, float] | None = None
     cache_dir: str = "data_cache"  # latents of the data set through --autoencoder
     # NCHW: with bf16 the recipe's step is 3-12% faster than NHWC, in fp32 within 3% (BENCHMARKS)
     channels_last: bool = False
@@ -100,30 +115,34 @@ class DiffusionRecipeConfig:
 
 
 def _small() -> DiffusionRecipeConfig:
+    """The recipe's defaults: the `small` UNet (3 levels) on 64 px RGB, eps, frozen MiniLM text."""
     return DiffusionRecipeConfig(model=UNetConfig.preset("small", context_dim=384))
 
 
-def _shapes() -> DiffusionRecipeConfig:
-    """shapes 64x64: grids every 500 steps, checkpoints every 250; on 2 idle cores with bf16 a
-    step of 32 images takes ~1.8 s (BENCHMARKS.md "Training"): 8,000 steps are ~4 hours."""
+def _shapes_small() -> DiffusionRecipeConfig:
+    """64 px pixels through the `small` UNet, 8,000 steps of 32 (~4 h on 2 cores with bf16)."""
     cfg = _small()
     cfg.loop = replace(cfg.loop, steps=8000, batch_size=32, ckpt_every=250, sample_every=500)
     cfg.optim = OptimConfig(lr=3e-4, warmup_steps=200)
     return cfg
 
 
-def _fashion() -> DiffusionRecipeConfig:
+def _fashion_small() -> DiffusionRecipeConfig:
+    """Fashion-MNIST 32 px grey through the `small` UNet, the recipe's other defaults."""
     model = UNetConfig.preset("small", context_dim=384, in_channels=1)
     return DiffusionRecipeConfig(model=model, image_size=32)
 
 
 def _latent() -> DiffusionRecipeConfig:
+    """The `latent` UNet (4 latent channels); give --autoencoder FOLDER."""
     return DiffusionRecipeConfig(model=UNetConfig.preset("latent", context_dim=384))
 
 
 def _tiny() -> DiffusionRecipeConfig:
-    """For tests: a few thousand parameters on 16x16 images, a few steps; fp32, so that the
-    tests' float comparisons (two processes vs one, resume) do not depend on the CPU."""
+    """For tests: a few thousand parameters on 16x16 images, a few steps, fp32.
+
+    fp32, so that the tests' float comparisons (two processes vs one, resume) do not depend on
+    the CPU."""
     return DiffusionRecipeConfig(
         model=UNetConfig.preset("tiny", context_dim=384),
         image_size=16,
@@ -134,12 +153,137 @@ def _tiny() -> DiffusionRecipeConfig:
     )
 
 
+# ---------------------------------------------------------------- the shipped models
+# Each is the config its run recorded (docs/training/*/config.json) plus the sampling defaults of
+# its card; tests/test_training_presets.py holds them to both and to the bundled folders.
+
+
+def _fashion() -> DiffusionRecipeConfig:
+    """The bundled `fashion`: 4.25 M UNet, 2x2 patch stem, v, min-SNR-5, 3,000 steps of 64."""
+    model = UNetConfig(
+        in_channels=1,
+        channels=(64, 128),
+        layers_per_block=1,
+        attention_levels=(1,),
+        head_dim=32,
+        groups=32,
+        patch_size=2,
+    )
+    return DiffusionRecipeConfig(
+        model=model,
+        parameterisation="v",
+        min_snr_gamma=5.0,
+        image_size=32,
+        channels_last=True,
+        loop=LoopConfig(
+            steps=3000, batch_size=64, bf16=True, log_every=50, ckpt_every=250, sample_every=500
+        ),
+        optim=OptimConfig(lr=4e-4, warmup_steps=200),
+    )
+
+
+EMOJI_PROMPTS = (
+    "grinning face emoji, twemoji style",
+    "red apple emoji, noto style",
+    "fox emoji, fluent-3d style",
+    "red heart emoji, openmoji style",
+    "pizza emoji, twemoji style",
+    "rocket emoji, noto style",
+    "sun emoji, fluent-flat style",
+    "cat face emoji, emojione style",
+)
+
+
+def _emoji() -> DiffusionRecipeConfig:
+    """The bundled `emoji` UNet: 17.2 M, in the emoji autoencoder's 16x16x4 latents, v, min-SNR-5,
+    8,000 steps of 64; guidance 5 between sigma 0.3 and 8.5 (the card's default)."""
+    model = UNetConfig(in_channels=4, channels=(64, 128, 256), layers_per_block=1)
+    return DiffusionRecipeConfig(
+        model=model,
+        parameterisation="v",
+        min_snr_gamma=5.0,
+        sample_prompts=EMOJI_PROMPTS,
+        guidance_scale=5.0,
+        guidance_interval=(0.3, 8.5),
+        channels_last=True,
+        loop=LoopConfig(steps=8000, batch_size=64, bf16=True, ckpt_every=200, sample_every=500),
+        optim=OptimConfig(lr=4e-4, warmup_steps=200),
+    )
+
+
+def _shapes_patch(steps: int, lr: float) -> DiffusionRecipeConfig:
+    """The bundled `shapes` network: a one-level UNet (5.5 M, 128 channels, two transformer
+    blocks, a linear patch embedding) over the patch autoencoder's 3x3x768 latents, x0,
+    min-SNR-5 with an SNR floor of 1, and a 0.5 M word-level text encoder trained with it."""
+    model = UNetConfig(
+        in_channels=768,
+        channels=(128,),
+        layers_per_block=1,
+        attention_levels=(0,),
+        transformer_depth=2,
+        context_dim=128,
+        stem_kernel=1,
+    )
+    return DiffusionRecipeConfig(
+        model=model,
+        parameterisation="x0",
+        min_snr_gamma=5.0,
+        snr_floor=1.0,
+        data_length=200_000,
+        text_encoder=TRAINED,
+        text_model=TextTransformerConfig(dim=128, layers=2, heads=4),
+        loop=LoopConfig(steps=steps, batch_size=128, bf16=True, ckpt_every=250, sample_every=1000),
+        optim=OptimConfig(lr=lr, warmup_steps=100),
+    )
+
+
+def _shapes_high_noise() -> DiffusionRecipeConfig:
+    """`shapes` stage 1, from scratch: timesteps logit-normal (mean 1), where objects are placed."""
+    cfg = _shapes_patch(steps=4500, lr=5e-4)
+    cfg.timesteps, cfg.timestep_mean = "logit_normal", 1.0
+    return cfg
+
+
+def _shapes_uniform() -> DiffusionRecipeConfig:
+    """`shapes` stage 2, from stage 1's EMA weights: uniform timesteps (shapes, binding, size)."""
+    return _shapes_patch(steps=14_000, lr=3.5e-4)
+
+
 CONFIG_PRESETS = {
     "default": _small,
-    "shapes": _shapes,
-    "fashion": _fashion,
+    "shapes_small": _shapes_small,
+    "fashion_small": _fashion_small,
     "latent": _latent,
     "tiny": _tiny,
+    "fashion": _fashion,
+    "emoji": _emoji,
+    "shapes_high_noise": _shapes_high_noise,
+    "shapes_uniform": _shapes_uniform,
+}
+
+EMOJI_DATA = "data_cache/emoji64"  # `t2i data emoji --out data_cache/emoji64`
+
+# The shipped models: `t2i train diffusion --preset NAME --out DIR` runs the stages in order.
+# Where a shipped run was stopped and resumed with a longer schedule, the stage holds the
+# schedule it finished with (docs/training/README.md says which).
+SHIPPED = {
+    "fashion": (Stage("fashion", "diffusion", "fashion", "fashion"),),
+    "emoji": (
+        Stage("autoencoder", "autoencoder", "emoji", EMOJI_DATA),
+        Stage("diffusion", "diffusion", "emoji", EMOJI_DATA, autoencoder="autoencoder"),
+    ),
+    "shapes": (
+        Stage("patch", "autoencoder", "patch", "shapes"),
+        Stage("high_noise", "diffusion", "shapes_high_noise", "shapes", autoencoder="patch"),
+        Stage(
+            "uniform",
+            "diffusion",
+            "shapes_uniform",
+            "shapes",
+            init="high_noise",
+            autoencoder="patch",
+        ),
+    ),
 }
 
 
@@ -195,6 +339,12 @@ def check(cfg: DiffusionRecipeConfig) -> None:
             f"timesteps logit_normal, not {cfg.timesteps!r}"
         )
     get_sampler(cfg.sampler)
+    lo, hi = cfg.guidance_interval or (0.0, 1.0)
+    if not 0 <= lo < hi:
+        raise ValueError(
+            f"guidance_interval {cfg.guidance_interval} must be (sigma_lo, sigma_hi) with "
+            "0 <= sigma_lo < sigma_hi, or none"
+        )
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ValueError(f"caption_dropout {cfg.caption_dropout} must be in [0, 1)")
     if cfg.text_encoder == TRAINED:
@@ -288,17 +438,6 @@ class TextAndUNet(nn.Module):
     def __init__(self, unet: UNet, text: TextTransformer):
         super().__init__()
         self.unet, self.text = unet, text
-
-
-class TrainedText:
-    """captions -> (context, mask) through a trained TextTransformer; gradients flow."""
-
-    def __init__(self, encoder: TextTransformer):
-        self.encoder, self.dim = encoder, encoder.dim
-
-    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.encoder.encode(captions)
-        return emb.context, emb.mask
 
 
 def split(model: nn.Module, text: TextCache | None) -> tuple[nn.Module, TextCache | TrainedText]:
@@ -422,7 +561,7 @@ def diffusion_recipe(
             cond["x_cond"] = low_res_condition(low, x0.shape[-2:], aug, scale)
         return denoiser.loss(x0, sigma, noise, **cond).mean()
 
-    def sample(ema: nn.Module) -> np.ndarray:
+    def sample(ema: nn.Module) -> Image.Image:
         ema_net, ema_text = split(ema, text)
         images = generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed, grid_low)
         if grid_low is not None:
@@ -452,24 +591,46 @@ def enlarge_nearest(low: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=(size, size), mode="nearest")
 
 
+def sampling_pipeline(cfg, net, text, ae) -> Pipeline:
+    """The live networks as the pipeline their exported folder would load: the same
+    model_index.json, so the grid is drawn with the card's defaults (guidance scale and
+    interval) through the one generation path."""
+    components = {"unet": net, "text_encoder": text.encoder}
+    if ae is not None:
+        components["autoencoder"] = ae
+    return Pipeline(components, model_index(cfg, ""))
+
+
+@torch.no_grad()
 def generate(
     cfg, net, text, ae, prompts: list[str], seed: int, low: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(N, C, H, W) images in [-1, 1]; image i starts from torch.Generator seed `seed + i`.
-    low (N, C, h, w): an upscaler's small images, one per prompt."""
-    denoiser = make_denoiser(cfg, net)
-    context, mask = text(prompts)
-    u_ctx, u_mask = text([""])
-    guided = CFGDenoiser(denoiser, {"context": u_ctx, "context_mask": u_mask}, cfg.guidance_scale)
-    size = ae.config.latent_side(cfg.image_size) if ae is not None else cfg.image_size
-    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
-    noise = torch.stack([torch.randn(cfg.model.in_channels, size, size, generator=g) for g in gens])
-    sigmas = sigmas_for(denoiser, cfg.sample_steps)
-    cond = {"context": context, "context_mask": mask}
-    if low is not None:
-        cond["x_cond"] = enlarge(low, (size, size))
-    x0 = get_sampler(cfg.sampler)(guided, noise * sigmas[0], sigmas, cond, generator=gens)
-    return (ae.from_latent(x0) if ae is not None else x0).clamp(-1, 1)
+    """(N, C, H, W) images in [-1, 1]; image i from prompts[i] and seed `seed + i`, with the
+    card's sampler defaults. low (N, C, h, w): an upscaler's small images, one per prompt."""
+    pipe = sampling_pipeline(cfg, net, text, ae)
+    items = [pipe.params(prompt, seed=seed + i) for i, prompt in enumerate(prompts)]
+    if low is None:
+        return pipe.generate_items(items)
+    cond = pipe.encode_text(prompts)
+    cond["x_cond"] = enlarge(low, pipe.latent_size(items[0].height, items[0].width))
+    return pipe.generate(items[0], len(items), seeds=[p.seed for p in items], cond=cond)
+
+
+def model_index(cfg, data_name: str) -> dict:
+    """model_index.json of the recipe's model: parameterisation, schedule, sampler defaults."""
+    schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
+    sampler = {"name": cfg.sampler, "steps": cfg.sample_steps, "guidance_scale": cfg.guidance_scale}
+    if cfg.guidance_interval is not None:
+        sampler["guidance_interval"] = list(cfg.guidance_interval)
+    return {
+        "parameterisation": cfg.parameterisation,
+        **({"sigma_data": cfg.sigma_data} if cfg.parameterisation == "edm" else {}),
+        "schedule": schedule.to_dict() if schedule else None,
+        "sampler": sampler,
+        "image_size": cfg.image_size,
+        **({"low_res": cfg.low_res} if cfg.low_res else {}),
+        "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
+    }
 
 
 def export_model(
@@ -491,36 +652,47 @@ def export_model(
     components = {"unet": net, "text_encoder": text.encoder}
     if ae is not None:
         components["autoencoder"] = ae
-    schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
-    index = {
-        "parameterisation": cfg.parameterisation,
-        **({"sigma_data": cfg.sigma_data} if cfg.parameterisation == "edm" else {}),
-        "schedule": schedule.to_dict() if schedule else None,
-        "sampler": {
-            "name": cfg.sampler,
-            "steps": cfg.sample_steps,
-            "guidance_scale": cfg.guidance_scale,
-        },
-        "image_size": cfg.image_size,
-        **({"low_res": cfg.low_res} if cfg.low_res else {}),
-        "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
-    }
-    save_model_folder(folder, components, {**index, **run_facts(training, ae_record)}, dtype)
+    index = {**model_index(cfg, data_name), **run_facts(training, ae_record)}
+    save_model_folder(folder, components, index, dtype)
 
 
-def run_facts(training: dict | None, ae_record: dict | None) -> dict:
-    """The data card's training facts and its autoencoder's own card, where known."""
-    facts = {"training": training} if training else {}
-    if ae_record is not None:
-        facts["autoencoder"] = autoencoder_card(Path(ae_record["path"]))
-    return facts
-
-
-def autoencoder_card(folder: Path) -> dict:
-    """The autoencoder folder's own data and training facts: part of what the model cost."""
-    index_path = folder / INDEX_NAME
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    return {k: index[k] for k in ("data", "training") if k in index}
+def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -> Path:
+    """A diffusion run's checkpoint -> a model folder (`t2i export`). kw: run_dir, dtype, data,
+    ema, base (an upscaler's base model folder, copied in), guidance (the default scale)."""
+    recipe = dict(meta["config"]["recipe"])
+    recipe.pop("recipe", None)
+    data = recipe.pop("data", None) or kw["data"]
+    ae_record = recipe.pop("autoencoder", None)
+    recipe.pop("init", None)  # where a fine-tuning run started: not part of the model
+    if not data:
+        raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
+    cfg = nested_config(DiffusionRecipeConfig, recipe, str(found))
+    base, guidance = kw.get("base"), kw.get("guidance")
+    if guidance is not None:
+        if not 0 <= guidance <= 100:
+            raise ValueError(f"--guidance must be in [0, 100], got {guidance}")
+        cfg.guidance_scale = guidance
+    if base is not None and not cfg.low_res:
+        run = kw["run_dir"]
+        raise ValueError(f"--base {base}: {run} is not an upscaler run (it has no low_res)")
+    if base is not None and not (Path(base) / INDEX_NAME).is_file():
+        raise FileNotFoundError(f"--base {base}: not a model folder (no {INDEX_NAME})")
+    model = net = UNet(cfg.model)
+    text = None
+    if cfg.text_encoder == TRAINED:  # the text encoder trained with the UNet is in the checkpoint
+        model = TextAndUNet(net, TextTransformer(cfg.text_model))
+    else:
+        text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    model.load_state_dict(model_weights(tensors, kw["ema"]))
+    net, text = split(model.to(memory_format=torch.contiguous_format).eval(), text)
+    ae = None
+    if ae_record is not None:  # a latent run: the model folder carries its autoencoder
+        ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
+    card = training_card(kw["run_dir"], meta)
+    export_model(cfg, net, text, ae, out, data, DTYPES[kw["dtype"]], card, ae_record)
+    if base is not None:
+        add_base(out, Path(base))
+    return out
 
 
 def _public(cfg: DiffusionRecipeConfig) -> dict:

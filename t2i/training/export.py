@@ -1,9 +1,11 @@
-"""Export a diffusion or autoregressive run's newest checkpoint (EMA weights) as a model folder,
-with a data card.
+"""What every recipe's export shares: the data card's training facts, configs read back from a
+checkpoint, the weights to export, and an upscaler's base model.
 
     t2i export runs/shapes --out my-model            # fp16 weights, any step of a run
 
 A run need not be finished: this is how a model is taken from a long run while it continues.
+Each recipe writes its own folder (`export_checkpoint` in its module); the training CLI picks the
+recipe from the checkpoint (`t2i.training.cli.export_run`).
 """
 
 from __future__ import annotations
@@ -17,18 +19,17 @@ from pathlib import Path
 import torch
 
 from t2i.checkpoint import DTYPES, INDEX_NAME, atomic_write_json
-from t2i.models.autoencoder import AutoencoderConfig, VQConfig
+from t2i.families import load
 from t2i.models.autoencoder_loss import AutoencoderLossConfig
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.models.token_transformer import TokenTransformer, TokenTransformerConfig
-from t2i.models.unet import UNet, UNetConfig
+from t2i.models.text_encoder import TextTransformerConfig
+from t2i.models.unet import UNetConfig
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig
 
 
-def _nested(cls, data: dict, source: str, model_cls=UNetConfig):
-    """A dataclass (with dataclass fields) from its asdict(); unknown keys are errors.
-    model_cls: the class of its "model" field (the recipe's network config)."""
+def nested_config(cls, data: dict, source: str, model_cls=UNetConfig):
+    """A recipe config (a dataclass with dataclass fields) from its asdict(); unknown keys are
+    errors. model_cls: the class of its "model" field (the recipe's network config)."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -42,7 +43,7 @@ def _nested(cls, data: dict, source: str, model_cls=UNetConfig):
             "optim": OptimConfig,
             "loss": AutoencoderLossConfig,
         }.get(key)
-        kw[key] = _nested(sub, value, source) if sub and isinstance(value, dict) else value
+        kw[key] = nested_config(sub, value, source) if sub and isinstance(value, dict) else value
     return cls(**kw)
 
 
@@ -81,93 +82,41 @@ def add_training_card(folder: Path, run_dir: Path, checkpoint: Path) -> None:
     atomic_write_json(index_path, index)
 
 
-def export_run(
-    run_dir: str | Path,
-    out: str | Path,
-    dtype: str = "float16",
-    data: str | None = None,
-    ema: bool = True,
-    base: str | Path | None = None,
-    guidance: float | None = None,
-) -> Path:
-    """The newest complete checkpoint of a diffusion run -> a model folder at `out`.
-
-    data: the run's `--data`, for the data card (runs record it; give it for older runs).
-    ema: export the EMA weights (when the run keeps them), else the raw trained weights.
-    base: for an upscaler run, the model folder of its base model, copied into `out/base`: the
-    folder is then a cascade (t2i/cascade.py) that `t2i generate` runs end to end.
-    guidance: the folder's default guidance scale instead of the run's (a cascade's base stages
-    sample with their own default: a 1 px stage wants 1).
-    """
-    from t2i.training.data import TextCache, load_frozen_autoencoder
-    from t2i.training.diffusion import (
-        TRAINED,
-        DiffusionRecipeConfig,
-        TextAndUNet,
-        export_model,
-        split,
-    )
-
-    run_dir, out = Path(run_dir), Path(out)
+def latest(run_dir: str | Path, dtype: str) -> tuple[Path, dict, dict]:
+    """(the newest complete checkpoint of a run, its tensors, its meta); dtype is checked."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
-    found = state.latest_checkpoint(run_dir / "checkpoints")
+    found = state.latest_checkpoint(Path(run_dir) / "checkpoints")
     if found is None:
-        raise FileNotFoundError(f"no complete checkpoint in {run_dir / 'checkpoints'}")
+        raise FileNotFoundError(f"no complete checkpoint in {Path(run_dir) / 'checkpoints'}")
     tensors, meta = state.load_checkpoint(found)
-    if meta.get("recipe") == "autoencoder":
-        if base is not None or guidance is not None:
-            raise ValueError("--base and --guidance apply to diffusion runs only")
-        return _export_autoencoder(run_dir, out, found, tensors, meta, dtype, data, ema)
-    if meta.get("recipe") == "autoregressive":
-        if base is not None or guidance is not None:
-            raise ValueError("--base and --guidance apply to diffusion runs only")
-        return _export_autoregressive(run_dir, out, found, tensors, meta, dtype, data, ema)
-    if meta.get("recipe") != "diffusion":
-        raise ValueError(
-            f"{found}: recipe {meta.get('recipe')!r}; export handles 'diffusion', "
-            "'autoregressive' and 'autoencoder'"
-        )
-    recipe = dict(meta["config"]["recipe"])
-    recipe.pop("recipe", None)
-    data = recipe.pop("data", None) or data
-    ae_record = recipe.pop("autoencoder", None)
-    recipe.pop("init", None)  # where a fine-tuning run started: not part of the model
-    if not data:
-        raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
-    cfg = _nested(DiffusionRecipeConfig, recipe, str(found))
-    if guidance is not None:
-        if not 0 <= guidance <= 100:
-            raise ValueError(f"--guidance must be in [0, 100], got {guidance}")
-        cfg.guidance_scale = guidance
-    if base is not None and not cfg.low_res:
-        raise ValueError(f"--base {base}: {run_dir} is not an upscaler run (it has no low_res)")
-    if base is not None and not (Path(base) / INDEX_NAME).is_file():
-        raise FileNotFoundError(f"--base {base}: not a model folder (no {INDEX_NAME})")
-    model = net = UNet(cfg.model)
-    text = None
-    if cfg.text_encoder == TRAINED:  # the text encoder trained with the UNet is in the checkpoint
-        model = TextAndUNet(net, TextTransformer(cfg.text_model))
-    else:
-        text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    return found, tensors, meta
+
+
+def model_weights(tensors: dict[str, torch.Tensor], ema: bool = True) -> dict[str, torch.Tensor]:
+    """The model's state dict from a checkpoint: the EMA weights when kept (and wanted)."""
     prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
-    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    net, text = split(model.to(memory_format=torch.contiguous_format).eval(), text)
-    ae = None
-    if ae_record is not None:  # a latent run: the model folder carries its autoencoder
-        ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
-    card = training_card(run_dir, meta)
-    export_model(cfg, net, text, ae, out, data, DTYPES[dtype], card, ae_record)
-    if base is not None:
-        add_base(out, Path(base))
-    return out
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def run_facts(training: dict | None, ae_record: dict | None) -> dict:
+    """The data card's training facts and its autoencoder's own card, where known."""
+    facts = {"training": training} if training else {}
+    if ae_record is not None:
+        facts["autoencoder"] = autoencoder_card(Path(ae_record["path"]))
+    return facts
+
+
+def autoencoder_card(folder: Path) -> dict:
+    """The autoencoder folder's own data and training facts: part of what the model cost."""
+    index_path = folder / INDEX_NAME
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    return {k: index[k] for k in ("data", "training") if k in index}
 
 
 def add_base(folder: Path, base: Path) -> None:
     """Copy the base model into the upscaler's folder and name it there; the folder is checked
     by loading it, so a base of the wrong size or channels fails here, not at generation."""
-    from t2i.families import load
-
     target = folder / "base"
     if target.exists():
         shutil.rmtree(target)
@@ -175,53 +124,3 @@ def add_base(folder: Path, base: Path) -> None:
     index_path = folder / INDEX_NAME
     atomic_write_json(index_path, {**json.loads(index_path.read_text()), "base": "base"})
     load(folder)
-
-
-def _export_autoregressive(run_dir, out, found, tensors, meta, dtype, data, ema) -> Path:
-    """An autoregressive run's checkpoint -> transformer/, text_encoder/ and its VQ autoencoder."""
-    from t2i.training.autoregressive import (
-        TRAINED,
-        AutoregressiveRecipeConfig,
-        TextAndTokens,
-        export_model,
-    )
-    from t2i.training.data import TextCache, load_frozen_autoencoder
-
-    recipe = dict(meta["config"]["recipe"])
-    data = recipe.pop("data", None) or data
-    ae_record = recipe.pop("autoencoder")
-    cfg = _nested(AutoregressiveRecipeConfig, recipe, str(found), TokenTransformerConfig)
-    model, cache = TokenTransformer(cfg.model), None
-    if cfg.text_encoder == TRAINED:
-        model = TextAndTokens(model, TextTransformer(cfg.text_model))
-    else:
-        cache = TextCache.load(cfg.text_encoder, cfg.max_tokens)
-    prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
-    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
-    card = training_card(run_dir, meta)
-    export_model(cfg, model.eval(), cache, ae, out, data, DTYPES[dtype], card, ae_record)
-    return out
-
-
-def _export_autoencoder(run_dir, out, found, tensors, meta, dtype, data, ema) -> Path:
-    """An autoencoder run's checkpoint -> autoencoder/ (KL or VQ), latent stats from its data."""
-    from t2i.training.autoencoder import AutoencoderRecipeConfig, AutoencoderWithLoss, export_model
-    from t2i.training.data import open_dataset
-
-    recipe = dict(meta["config"]["recipe"])
-    data = recipe.pop("data", None) or data
-    if not data:
-        raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")
-    vq = "codebook_size" in recipe["model"]
-    cfg = _nested(
-        AutoencoderRecipeConfig, recipe, str(found), VQConfig if vq else AutoencoderConfig
-    )
-    model = AutoencoderWithLoss(cfg)
-    prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
-    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    dataset, _ = open_dataset(data, cfg.image_size, cfg.stats_images)
-    card = training_card(run_dir, meta)
-    export_model(cfg, model.ae, dataset, out, data, DTYPES[dtype], card)
-    return out

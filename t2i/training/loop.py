@@ -35,6 +35,7 @@ from t2i.images import image_grid  # noqa: F401  (the recipes' sample grids impo
 from t2i.training import state as ckpt
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.dist import World, all_reduce_sum, close_world, init_world
+from t2i.training.export import add_training_card
 
 
 class TrainingDiverged(RuntimeError):
@@ -300,8 +301,6 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
                 return {"status": "interrupted", "step": step, "checkpoint": str(saved)}
         out = {"status": "done", "step": step, "checkpoint": str(saved)}
         if world.is_main and recipe.export is not None:
-            from t2i.training.export import add_training_card
-
             recipe.export(ema if ema is not None else model, run_dir / "model")
             if (run_dir / "model" / INDEX_NAME).is_file():  # a feature extractor writes its card
                 add_training_card(run_dir / "model", run_dir, saved)

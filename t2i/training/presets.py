@@ -1,0 +1,112 @@
+"""Shipped models as named presets: the runs that made each one, as stages run in order.
+
+A recipe keeps its single-run configs in `CONFIG_PRESETS` (name -> function returning the config)
+and the shipped models in `SHIPPED` (name -> stages). A stage is one run of a recipe's preset in its
+own folder; a later stage may start from an earlier one's model (`init`, fine-tuning) or train in
+its autoencoder's latents (`autoencoder`). One command reproduces the whole model:
+
+    t2i train diffusion --preset shapes --out runs/shapes   # runs/shapes/{patch,high_noise,uniform}
+    t2i train diffusion --preset shapes --out runs/shapes --resume   # skips finished stages
+
+A one-stage preset runs in --out itself. This module runs stages through a callable the training
+CLI passes in (it alone picks recipes, so no recipe is imported here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from t2i.checkpoint import INDEX_NAME
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of a shipped model's training."""
+
+    name: str  # its run folder inside --out
+    recipe: str  # the recipe that trains it: "autoencoder" or "diffusion"
+    preset: str  # that recipe's CONFIG_PRESETS name
+    data: str  # its --data: a built-in set, or the folder `t2i data` writes
+    init: str = ""  # "": from scratch; else the earlier stage whose model it fine-tunes (--init)
+    autoencoder: str = ""  # "": pixels; else the earlier stage whose model is its --autoencoder
+
+
+def check_stages(name: str, stages: tuple[Stage, ...]) -> None:
+    """Stage names are unique, and a stage starts from or encodes with earlier stages only."""
+    seen: set[str] = set()
+    for stage in stages:
+        for needed in (stage.init, stage.autoencoder):
+            if needed and needed not in seen:
+                raise ValueError(f"preset {name!r}: stage {stage.name!r} needs {needed!r} first")
+        if stage.name in seen:
+            raise ValueError(f"preset {name!r}: two stages named {stage.name!r}")
+        seen.add(stage.name)
+
+
+def stage_dirs(stages: tuple[Stage, ...], out: Path) -> dict[str, Path]:
+    """Each stage's run folder: --out itself for a one-stage preset, else out/<stage name>."""
+    if len(stages) == 1:
+        return {stages[0].name: out}
+    return {stage.name: out / stage.name for stage in stages}
+
+
+def stage_args(stage: Stage, dirs: dict[str, Path], data: str | None) -> dict:
+    """The flags a stage runs with: its data (or the caller's --data) and earlier stages' models."""
+    args = {"data": data or stage.data, "init": None, "autoencoder": None}
+    if stage.init:
+        args["init"] = str(dirs[stage.init] / "model")
+    if stage.autoencoder:
+        args["autoencoder"] = str(dirs[stage.autoencoder] / "model")
+    return args
+
+
+def run_stages(
+    name: str,
+    stages: tuple[Stage, ...],
+    out: Path,
+    data: str | None,
+    resume: bool,
+    train_stage: Callable[[Stage, Path, dict], dict],
+) -> dict:
+    """Run the stages in order; with `resume`, a stage whose model folder exists is done and one
+    with checkpoints continues. train_stage(stage, run_dir, flags) -> the loop's summary; the
+    first stage that does not finish ("interrupted") ends the sequence there."""
+    check_stages(name, stages)
+    dirs = stage_dirs(stages, out)
+    result: dict = {"status": "done"}
+    for stage in stages:
+        run_dir = dirs[stage.name]
+        if resume and (run_dir / "model" / INDEX_NAME).is_file():
+            print(f"stage {stage.name}: done already ({run_dir / 'model'})")
+            continue
+        print(f"stage {stage.name}: t2i train {stage.recipe} --preset {stage.preset} in {run_dir}")
+        result = train_stage(stage, run_dir, stage_args(stage, dirs, data))
+        if result.get("status") != "done":
+            return {**result, "stage": stage.name}
+    return {**result, "model": str(dirs[stages[-1].name] / "model")}
+
+
+def describe(presets: dict, shipped: dict) -> str:
+    """--help's list: one line per preset (a shipped model's stages; a config's docstring)."""
+    lines = []
+    for name in sorted(shipped):
+        chain = " -> ".join(
+            f"{s.recipe} {s.preset}" + (f" (from {s.init})" if s.init else "")
+            for s in shipped[name]
+        )
+        lines.append((name, f"the bundled `{name}`: {chain}"))
+    for name in sorted(set(presets) - set(shipped)):
+        make = presets[name]
+        if isinstance(make, type):
+            lines.append((name, "the recipe config's defaults"))
+            continue
+        doc = (make.__doc__ or "").strip()
+        lines.append((name, doc.splitlines()[0] if doc else "-"))
+    width = max(len(n) for n, _ in lines)
+    body = "\n".join(f"  {n:<{width}}  {text}" for n, text in lines)
+    return (
+        "presets (--preset NAME; --show-config prints one's resolved config as JSON: every key\n"
+        f"and its value, overrides applied; any key can be set as --section.key VALUE):\n{body}\n"
+    )

@@ -1,0 +1,283 @@
+"""Every shipped model is a named preset: its stages' configs are the ones its runs recorded
+(docs/training/*/config.json), build the networks of its bundled folder, and give the schedule,
+parameterisation, sampler defaults and stage structure its card (model_index.json) states."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from t2i.checkpoint import CONFIG_NAME, INDEX_NAME, bundled_models, config_from_dict
+from t2i.cli import main as t2i_main
+from t2i.models.autoencoder import AutoencoderConfig
+from t2i.models.autoencoder_patch import PatchConfig
+from t2i.models.unet import UNetConfig
+from t2i.training import autoencoder, diffusion
+from t2i.training.presets import Stage, run_stages
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "t2i" / "bundled"
+RUNS = ROOT / "docs" / "training"
+RECIPES = {"diffusion": diffusion, "autoencoder": autoencoder}
+# the run folder of docs/training that recorded each stage's config (the patch autoencoder has
+# nothing to train and so no run)
+RUN_OF = {
+    ("shapes", "high_noise"): "shapes_patch/p16h",
+    ("shapes", "uniform"): "shapes_patch/p16hu",
+    ("fashion", "fashion"): "fashion32",
+    ("emoji", "autoencoder"): "emoji_ae",
+    ("emoji", "diffusion"): "emoji_ldm",
+}
+# where a run was, not what it learnt: the machine's paths and the data-built vocabulary
+NOT_CONFIG = {"recipe", "data", "autoencoder", "init", "cache_dir"}
+LATENT_STATS = ("latent_scale", "latent_shift")  # set from the data at export
+STRUCTURE = {
+    "shapes": [("patch", "autoencoder", "", ""), ("high_noise", "diffusion", "", "patch")]
+    + [("uniform", "diffusion", "high_noise", "patch")],
+    "fashion": [("fashion", "diffusion", "", "")],
+    "emoji": [
+        ("autoencoder", "autoencoder", "", ""),
+        ("diffusion", "diffusion", "", "autoencoder"),
+    ],
+}
+
+
+def config(stage: Stage):
+    return RECIPES[stage.recipe].preset(stage.preset)
+
+
+def jsonable(obj) -> dict:
+    return json.loads(json.dumps(asdict(obj) if not isinstance(obj, dict) else obj))
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def differences(want: dict, got: dict, where: str) -> list[str]:
+    """Every key of `want` that `got` gives another value (nested dicts key by key)."""
+    out = []
+    for key, value in want.items():
+        if isinstance(value, dict) and isinstance(got.get(key), dict):
+            out += differences(value, got[key], f"{where}.{key}")
+        elif got.get(key, "<missing>") != value:
+            out.append(f"{where}.{key}: recorded {value!r}, preset {got.get(key, '<missing>')!r}")
+    return out
+
+
+def component(folder: Path, name: str, cls) -> dict:
+    """A bundled component's config as its class fills it (older folders lack newer keys, whose
+    defaults are the old behaviour), without the type and the data-set latent statistics."""
+    data = read(folder / name / CONFIG_NAME)
+    data.pop("type")
+    data.pop("vocab", None)
+    built = jsonable(config_from_dict(cls, data, str(folder / name)))
+    return {k: v for k, v in built.items() if k not in LATENT_STATS}
+
+
+def mismatches(name: str) -> list[str]:
+    """What in the shipped model `name` its preset does not reproduce (empty: all of it)."""
+    stages = diffusion.SHIPPED[name]
+    card = read(BUNDLED / name / INDEX_NAME)
+    folder = BUNDLED / name
+    wrong = []
+    for stage in stages:  # each stage: the config its run recorded
+        run = RUN_OF.get((name, stage.name))
+        if run is None:
+            continue
+        recorded = read(RUNS / run / "config.json")
+        if recorded.get("data", stage.data) != stage.data:  # (older runs did not record it)
+            wrong.append(f"{run}: data {recorded['data']!r}, stage {stage.data!r}")
+        recorded = {k: v for k, v in recorded.items() if k not in NOT_CONFIG}
+        recorded.get("text_model", {}).pop("vocab", None)
+        wrong += differences(recorded, jsonable(config(stage)), f"{run}/config.json")
+    last = stages[-1]
+    cfg = config(last)
+    wrong += differences(component(folder, "unet", UNetConfig), jsonable(cfg.model), "unet")
+    # the card: parameterisation, schedule, sampler defaults, image size, data
+    index = diffusion.model_index(cfg, last.data)
+    wrong += differences({k: card[k] for k in index}, jsonable(index), "model_index.json")
+    text = read(folder / "text_encoder" / CONFIG_NAME)
+    if text["type"] == "text_transformer":
+        if cfg.text_encoder != diffusion.TRAINED:
+            wrong.append(f"text encoder: bundled trained, preset {cfg.text_encoder!r}")
+        got = {k: v for k, v in jsonable(cfg.text_model).items() if k != "vocab"}
+        wrong += differences({k: v for k, v in text.items() if k in got}, got, "text_encoder")
+    elif (text["path"], text["max_length"]) != (
+        None,
+        cfg.max_tokens,
+    ) or cfg.text_encoder != "minilm":
+        wrong.append(f"text encoder: bundled {text}, preset {cfg.text_encoder} {cfg.max_tokens}")
+    ae_stage = next((s for s in stages if s.name == last.autoencoder), None)
+    if (folder / "autoencoder").is_dir() != (ae_stage is not None):
+        wrong.append("autoencoder: the folder has one and the preset none, or the reverse")
+    elif ae_stage is not None:
+        ae_model = config(ae_stage).model
+        kind = PatchConfig if isinstance(ae_model, PatchConfig) else AutoencoderConfig
+        bundled = component(folder, "autoencoder", kind)
+        own = {k: v for k, v in jsonable(ae_model).items() if k not in LATENT_STATS}
+        wrong += differences(bundled, own, "autoencoder")
+    return wrong
+
+
+@pytest.mark.parametrize("name", ["shapes", "fashion", "emoji"])
+def test_each_shipped_preset_is_what_its_runs_recorded_and_its_folder_holds(name):
+    assert mismatches(name) == []
+
+
+def test_every_bundled_model_is_a_preset_its_card_names():
+    assert set(bundled_models()) == set(diffusion.SHIPPED)
+    for name in bundled_models():
+        card = read(BUNDLED / name / INDEX_NAME)
+        assert card["training"]["preset"] == name
+        assert f"--preset {name}" in card["training"]["command"]
+        assert not re.search(r"session \d", json.dumps(card).lower())  # the preset, not a diary
+
+
+@pytest.mark.parametrize("name", ["shapes", "fashion", "emoji"])
+def test_the_stages_are_the_ones_the_card_states(name):
+    stages = diffusion.SHIPPED[name]
+    structure = [(s.name, s.recipe, s.init, s.autoencoder) for s in stages]
+    assert structure == STRUCTURE[name]
+    card = read(BUNDLED / name / INDEX_NAME)
+    training, last = card["training"], config(stages[-1])
+    # the card's images are its steps at the preset's batch size
+    assert training["images_seen"] == training["steps"] * last.loop.batch_size
+    if name == "fashion":  # shipped from the checkpoint where the run was stopped
+        assert training["steps"] < last.loop.steps and "stopped at step" in training["note"]
+    else:
+        assert training["steps"] == last.loop.steps
+    if len([s for s in stages if s.recipe == "diffusion"]) > 1:  # a fine-tuned stage
+        assert stages[-1].init and training.get("stage") == stages[-1].name
+        start = training["initialised_from"]
+        first = next(s for s in stages if s.name == stages[-1].init)
+        assert start["stage"] == first.name
+        assert start["steps"] == config(first).loop.steps
+        assert start["images_seen"] == start["steps"] * config(first).loop.batch_size
+    ae_card = card.get("autoencoder", {}).get("training")
+    if ae_card:  # an autoencoder trained for this model: its own stage
+        ae = config(next(s for s in stages if s.recipe == "autoencoder"))
+        assert ae_card["preset"] == name and ae_card["steps"] == ae.loop.steps
+        assert ae_card["images_seen"] == ae.loop.steps * ae.loop.batch_size
+
+
+def test_a_changed_preset_is_caught(monkeypatch):
+    """The comparison can fail: one channel more in a stage's UNet, or another schedule."""
+    original = diffusion.CONFIG_PRESETS["shapes_uniform"]
+
+    def wider():
+        cfg = original()
+        cfg.model = replace(cfg.model, channels=(160,))
+        return cfg
+
+    monkeypatch.setitem(diffusion.CONFIG_PRESETS, "shapes_uniform", wider)
+    found = mismatches("shapes")
+    assert any("channels" in w and "unet" in w for w in found), found
+
+    emoji = diffusion.CONFIG_PRESETS["emoji"]
+
+    def other_guidance():
+        return replace(emoji(), guidance_interval=None)
+
+    monkeypatch.setitem(diffusion.CONFIG_PRESETS, "emoji", other_guidance)
+    found = mismatches("emoji")
+    assert any("guidance_interval" in w for w in found), found
+
+
+def test_stages_run_in_order_from_each_others_models_and_resume_skips_finished_ones(tmp_path):
+    stages = (
+        Stage("ae", "autoencoder", "patch", "shapes"),
+        Stage("first", "diffusion", "tiny", "shapes", autoencoder="ae"),
+        Stage("second", "diffusion", "tiny", "shapes", init="first", autoencoder="ae"),
+    )
+    calls = []
+
+    def train_stage(stage, run_dir, flags):
+        calls.append((stage.name, run_dir, flags))
+        (run_dir / "model").mkdir(parents=True, exist_ok=True)
+        (run_dir / "model" / INDEX_NAME).write_text("{}")
+        if len(calls) == 2:  # the first try of stage "first" is stopped
+            return {"status": "interrupted", "step": 3, "checkpoint": "c"}
+        return {"status": "done", "step": 5}
+
+    result = run_stages("x", stages, tmp_path, None, False, train_stage)
+    assert result["status"] == "interrupted" and result["stage"] == "first"
+    assert [c[0] for c in calls] == ["ae", "first"]
+    (tmp_path / "first" / "model" / INDEX_NAME).unlink()  # interrupted: not exported
+    result = run_stages("x", stages, tmp_path, "other", True, train_stage)
+    assert [c[0] for c in calls] == ["ae", "first", "first", "second"]
+    name, run_dir, flags = calls[-1]
+    assert run_dir == tmp_path / "second"
+    assert flags == {
+        "data": "other",
+        "init": str(tmp_path / "first" / "model"),
+        "autoencoder": str(tmp_path / "ae" / "model"),
+    }
+    assert result["model"] == str(tmp_path / "second" / "model")
+    with pytest.raises(ValueError, match="needs 'later' first"):
+        run_stages(
+            "x",
+            (Stage("a", "diffusion", "tiny", "shapes", init="later"),),
+            tmp_path,
+            None,
+            False,
+            train_stage,
+        )
+
+
+def test_show_config_prints_a_shipped_presets_stages_as_json(capsys):
+    assert (
+        t2i_main(["train", "diffusion", "--preset", "shapes", "--show-config", "--out", "r"]) == 0
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in shown["stages"]] == ["patch", "high_noise", "uniform"]
+    uniform = shown["stages"][-1]
+    assert uniform["init"] == str(Path("r/high_noise/model"))
+    assert uniform["config"]["optim"]["lr"] == 3.5e-4
+    argv = ["train", "diffusion", "--preset", "tiny", "--show-config", "--optim.lr", "0.5"]
+    assert t2i_main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["optim"]["lr"] == 0.5
+
+
+def test_help_lists_every_preset(capsys):
+    with pytest.raises(SystemExit):
+        t2i_main(["train", "diffusion", "--help"])
+    out = capsys.readouterr().out
+    for name in [*diffusion.CONFIG_PRESETS, *diffusion.SHIPPED]:
+        assert f"\n  {name} " in out, name
+    assert "--show-config" in out
+
+
+def test_one_command_trains_the_stages_and_a_later_one_starts_from_an_earlier(
+    tmp_path, monkeypatch, capsys
+):
+    stages = (
+        Stage("first", "diffusion", "tiny", "shapes"),
+        Stage("second", "diffusion", "tiny", "shapes", init="first"),
+    )
+    monkeypatch.setitem(diffusion.SHIPPED, "tiny_two", stages)
+    argv = ["train", "diffusion", "--preset", "tiny_two", "--out", str(tmp_path), "--no-progress"]
+    argv += ["--loop.steps", "2", "--loop.sample_every", "0"]
+    assert t2i_main(argv) == 0
+    second = read(tmp_path / "second" / "config.json")
+    assert second["init"]["path"] == str((tmp_path / "first" / "model").resolve())
+    assert (tmp_path / "second" / "model" / INDEX_NAME).is_file()
+    assert t2i_main([*argv, "--resume"]) == 0  # both done: nothing to train again
+    out = capsys.readouterr().out
+    assert out.count("done already") == 2, out
+
+
+def test_the_shapes_stages_data_builds_the_shipped_words():
+    """The trained text encoder's vocabulary comes from the stage's data (its first captions)."""
+    from t2i.models.text_encoder import build_vocab
+    from t2i.training.data import first_captions, open_dataset
+
+    stage = diffusion.SHIPPED["shapes"][1]
+    cfg = config(stage)
+    dataset, _ = open_dataset(stage.data, cfg.image_size, cfg.data_length)
+    vocab = build_vocab(first_captions(dataset, cfg.vocab_captions))
+    assert vocab == read(BUNDLED / "shapes" / "text_encoder" / CONFIG_NAME)["vocab"]
