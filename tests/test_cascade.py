@@ -16,7 +16,7 @@ from t2i.families import load
 from t2i.images import enlarge, shrink
 from t2i.models.unet import UNet, UNetConfig
 from t2i.params import read_png_params
-from t2i.training.diffusion import widen_conv_in
+from t2i.training.diffusion_init import widen_conv_in
 
 TRAIN = ["train", "diffusion", "--data", "shapes", "--preset", "tiny", "--no-progress"]
 UPSCALER = ["--low_res", "8", "--model.cond_channels", "3", "--low_res_noise", "0.1"]

@@ -47,7 +47,7 @@ class AutoencoderRecipeConfig:
     # "all", or "decoder": the encoder frozen (needs --init), so the latents a diffusion model was
     # trained on stay what they were while the decoder draws them better (SD's ft-MSE decoder)
     train: str = "all"
-    channels_last: bool = True  # NHWC convolutions: measured faster on CPU (BENCHMARKS.md)
+    channels_last: bool = True  # NHWC convolutions, as its runs trained (no A/B recorded)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=20_000, batch_size=16))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4.5e-4, ema_decay=0.999))
 

@@ -4,9 +4,9 @@
 once (cached on disk, like latent diffusion's latents), and the transformer learns each code from
 the codes before it and the caption (cross-entropy, teacher forcing). Text comes from a word-level
 transformer trained with it (default: the frozen sentence encoder barely separates "left" from
-"right", BENCHMARKS.md) or from the frozen pretrained encoder (`--text_encoder minilm`). Captions
-are dropped to "" with probability `caption_dropout` for classifier-free guidance.
-"""
+"right", docs/history.md, "Why position fails: the probe") or from the frozen pretrained encoder
+(`--text_encoder minilm`). Captions are dropped to "" with probability `caption_dropout` for
+classifier-free guidance."""
 
 from __future__ import annotations
 

@@ -3,20 +3,20 @@
 Pixel space (shapes 64x64, fashion 32x32) or latent space (`--autoencoder DIR`). Text from the
 frozen pretrained encoder, embeddings cached by caption text, or (`--text_encoder trained`) from a
 small word-level transformer trained with the UNet from scratch (as GLIDE trains its text
-transformer): the frozen sentence encoder barely separates "left" from "right" (BENCHMARKS.md,
-"Why position fails"). Captions are dropped to "" with probability `caption_dropout` so the model
-also learns the unconditional prediction for classifier-free guidance (Ho & Salimans 2022).
+transformer): the frozen sentence encoder barely separates "left" from "right" (docs/history.md,
+"Why position fails: the probe"). Captions are dropped to "" with probability `caption_dropout` so
+the model also learns the unconditional prediction for classifier-free guidance (Ho & Salimans
+2022).
 
-Presets: `CONFIG_PRESETS` (one run each) and `SHIPPED`, the bundled models as the stages that made
-them (t2i/training/presets.py). The sample grid is drawn by a `Pipeline` over the live EMA
-networks with the model_index.json that export writes, so it is what the exported folder draws.
+The configuration and presets (`CONFIG_PRESETS`, `SHIPPED`: the bundled models as the stages that
+made them) are in t2i/training/diffusion_config.py. The sample grid is drawn by a `Pipeline` over
+the live EMA networks with the model_index.json that export writes: what the exported folder draws.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,34 +25,36 @@ from torch import nn
 
 from t2i.cascade import low_res_condition
 from t2i.checkpoint import (
-    CONFIG_NAME,
     DTYPES,
     INDEX_NAME,
-    WEIGHTS_NAME,
-    load_component,
-    read_safetensors,
     save_model_folder,
 )
-from t2i.data.cache import file_digest
 from t2i.denoisers import make_denoiser as wrap_network
 from t2i.images import enlarge, image_grid, shrink
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig, build_vocab
-from t2i.models.unet import UNet, UNetConfig
+from t2i.models.text_encoder import TextTransformer, build_vocab
+from t2i.models.unet import UNet
 from t2i.pipeline import Pipeline
 from t2i.samplers import get_sampler
 from t2i.schedules import DiscreteSchedule
-from t2i.training.config import LoopConfig, OptimConfig, native_bf16
 from t2i.training.data import (
     TRAINED,
     TextCache,
     TrainedText,
-    component_dir,
     first_captions,
     first_items,
     latent_dataset,
     load_frozen_autoencoder,
     open_dataset,
 )
+from t2i.training.diffusion_config import (  # noqa: F401
+    CONFIG_PRESETS,
+    SHIPPED,
+    DiffusionRecipeConfig,
+    preset,
+)
+
+# CONFIG_PRESETS, SHIPPED and preset are this recipe's interface to the training CLI
+from t2i.training.diffusion_init import init_text, init_unet
 from t2i.training.export import (
     add_base,
     model_weights,
@@ -61,236 +63,6 @@ from t2i.training.export import (
     training_card,
 )
 from t2i.training.loop import Recipe, StepRNG, seed_everything
-from t2i.training.presets import Stage
-
-
-@dataclass
-class DiffusionRecipeConfig:
-    model: UNetConfig = field(default_factory=lambda: UNetConfig.preset("small"))
-    parameterisation: str = "eps"  # eps | v | x0 | edm
-    sigma_data: float = 0.5  # edm: the data's std (0.5 for pixels; 1 for latents of unit std)
-    # edm: training log sigma ~ N(p_mean, 1.2^2); a data std twice EDM's 0.5 puts the same noise
-    # levels at -1.2 + ln 2 = -0.5
-    p_mean: float = -1.2
-    schedule: str = "ddpm"  # DiscreteSchedule preset for eps/v/x0 (ddpm, sd, cosine)
-    min_snr_gamma: float = 0.0  # 0: plain loss; 5: min-SNR weighting (Hang et al. 2023)
-    snr_floor: float = 0.0  # with min_snr_gamma: the least weight (1: truncated SNR at high noise)
-    # which timesteps training draws: "uniform" (DDPM) or "logit_normal": t/T = sigmoid(N(mean,
-    # 1)), mean > 0 leans to high noise, where flat, redundant images get their layout (SD3)
-    timesteps: str = "uniform"
-    timestep_mean: float = 0.0
-    # logit_normal: the fraction of each batch drawn so; the rest uniform, so a run can weigh the
-    # layout's noise levels up without starving the details' (low noise) of draws
-    timestep_mix: float = 1.0
-    image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
-    # >0: read the data at data_size px and shrink it (area) to image_size: a cascade's base then
-    # learns the very small images its upscaler is trained on (t2i/cascade.py), not a re-render
-    data_size: int = 0
-    # >0: an upscaler (t2i/cascade.py): the UNet also sees the image shrunk to low_res x low_res
-    # and enlarged again to its own grid, on model.cond_channels = the image's channels (3 for
-    # RGB, also in latent space)
-    low_res: int = 0
-    low_res_noise: float = 0.0  # conditioning augmentation: noise std ~ U(0, this) on that image
-    data_length: int = 100_000  # items drawn from procedural sources (shapes)
-    text_encoder: str = "minilm"  # frozen: minilm or a local HF folder; or "trained" (text_model)
-    max_tokens: int = 40  # caption tokens (shapes captions reach ~31)
-    text_model: TextTransformerConfig = field(  # text_encoder "trained": width = model.context_dim
-        default_factory=lambda: TextTransformerConfig(dim=384, layers=4, heads=6)
-    )
-    vocab_captions: int = 5000  # captions of the data that build the trained encoder's words
-    caption_dropout: float = 0.1  # P(caption -> "") for classifier-free guidance
-    sample_prompts: tuple[str, ...] = ()  # empty: the first 8 captions of the data
-    sample_seed: int = 0  # image i of every grid starts from seed sample_seed + i
-    sample_steps: int = 20
-    sampler: str = "ddim"
-    guidance_scale: float = 3.0
-    # the card's default guidance interval (sigma_lo, sigma_hi); None: guidance at every step
-    guidance_interval: tuple[float, float] | None = None
-    cache_dir: str = "data_cache"  # latents of the data set through --autoencoder
-    # NCHW: with bf16 the recipe's step is 3-12% faster than NHWC, in fp32 within 3% (BENCHMARKS)
-    channels_last: bool = False
-    # bf16 autocast where the CPU has it natively: 1.6x the fp32 step (BENCHMARKS.md "Training")
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(bf16=native_bf16()))
-    optim: OptimConfig = field(default_factory=OptimConfig)
-
-
-def _small() -> DiffusionRecipeConfig:
-    """The recipe's defaults: the `small` UNet (3 levels) on 64 px RGB, eps, frozen MiniLM text."""
-    return DiffusionRecipeConfig(model=UNetConfig.preset("small", context_dim=384))
-
-
-def _shapes_small() -> DiffusionRecipeConfig:
-    """64 px pixels through the `small` UNet, 8,000 steps of 32 (~4 h on 2 cores with bf16)."""
-    cfg = _small()
-    cfg.loop = replace(cfg.loop, steps=8000, batch_size=32, ckpt_every=250, sample_every=500)
-    cfg.optim = OptimConfig(lr=3e-4, warmup_steps=200)
-    return cfg
-
-
-def _fashion_small() -> DiffusionRecipeConfig:
-    """Fashion-MNIST 32 px grey through the `small` UNet, the recipe's other defaults."""
-    model = UNetConfig.preset("small", context_dim=384, in_channels=1)
-    return DiffusionRecipeConfig(model=model, image_size=32)
-
-
-def _latent() -> DiffusionRecipeConfig:
-    """The `latent` UNet (4 latent channels); give --autoencoder FOLDER."""
-    return DiffusionRecipeConfig(model=UNetConfig.preset("latent", context_dim=384))
-
-
-def _tiny() -> DiffusionRecipeConfig:
-    """For tests: a few thousand parameters on 16x16 images, a few steps, fp32.
-
-    fp32, so that the tests' float comparisons (two processes vs one, resume) do not depend on
-    the CPU."""
-    return DiffusionRecipeConfig(
-        model=UNetConfig.preset("tiny", context_dim=384),
-        image_size=16,
-        data_length=64,
-        sample_steps=2,
-        loop=LoopConfig(steps=8, batch_size=4, log_every=1, ckpt_every=4, sample_every=4),
-        optim=OptimConfig(lr=1e-3, warmup_steps=2),
-    )
-
-
-# ---------------------------------------------------------------- the shipped models
-# Each is the config its run recorded (docs/training/*/config.json) plus the sampling defaults of
-# its card; tests/test_training_presets.py holds them to both and to the bundled folders.
-
-
-def _fashion() -> DiffusionRecipeConfig:
-    """The bundled `fashion`: 4.25 M UNet, 2x2 patch stem, v, min-SNR-5, 3,000 steps of 64."""
-    model = UNetConfig(
-        in_channels=1,
-        channels=(64, 128),
-        layers_per_block=1,
-        attention_levels=(1,),
-        head_dim=32,
-        groups=32,
-        patch_size=2,
-    )
-    return DiffusionRecipeConfig(
-        model=model,
-        parameterisation="v",
-        min_snr_gamma=5.0,
-        image_size=32,
-        channels_last=True,
-        loop=LoopConfig(
-            steps=3000, batch_size=64, bf16=True, log_every=50, ckpt_every=250, sample_every=500
-        ),
-        optim=OptimConfig(lr=4e-4, warmup_steps=200),
-    )
-
-
-EMOJI_PROMPTS = (
-    "grinning face emoji, twemoji style",
-    "red apple emoji, noto style",
-    "fox emoji, fluent-3d style",
-    "red heart emoji, openmoji style",
-    "pizza emoji, twemoji style",
-    "rocket emoji, noto style",
-    "sun emoji, fluent-flat style",
-    "cat face emoji, emojione style",
-)
-
-
-def _emoji() -> DiffusionRecipeConfig:
-    """The bundled `emoji` UNet: 17.2 M, in the emoji autoencoder's 16x16x4 latents, v, min-SNR-5,
-    8,000 steps of 64; guidance 5 between sigma 0.3 and 8.5 (the card's default)."""
-    model = UNetConfig(in_channels=4, channels=(64, 128, 256), layers_per_block=1)
-    return DiffusionRecipeConfig(
-        model=model,
-        parameterisation="v",
-        min_snr_gamma=5.0,
-        sample_prompts=EMOJI_PROMPTS,
-        guidance_scale=5.0,
-        guidance_interval=(0.3, 8.5),
-        channels_last=True,
-        loop=LoopConfig(steps=8000, batch_size=64, bf16=True, ckpt_every=200, sample_every=500),
-        optim=OptimConfig(lr=4e-4, warmup_steps=200),
-    )
-
-
-def _shapes_patch(steps: int, lr: float) -> DiffusionRecipeConfig:
-    """The bundled `shapes` network: a one-level UNet (5.5 M, 128 channels, two transformer
-    blocks, a linear patch embedding) over the patch autoencoder's 3x3x768 latents, x0,
-    min-SNR-5 with an SNR floor of 1, and a 0.5 M word-level text encoder trained with it."""
-    model = UNetConfig(
-        in_channels=768,
-        channels=(128,),
-        layers_per_block=1,
-        attention_levels=(0,),
-        transformer_depth=2,
-        context_dim=128,
-        stem_kernel=1,
-    )
-    return DiffusionRecipeConfig(
-        model=model,
-        parameterisation="x0",
-        min_snr_gamma=5.0,
-        snr_floor=1.0,
-        data_length=200_000,
-        text_encoder=TRAINED,
-        text_model=TextTransformerConfig(dim=128, layers=2, heads=4),
-        loop=LoopConfig(steps=steps, batch_size=128, bf16=True, ckpt_every=250, sample_every=1000),
-        optim=OptimConfig(lr=lr, warmup_steps=100),
-    )
-
-
-def _shapes_high_noise() -> DiffusionRecipeConfig:
-    """`shapes` stage 1, from scratch: timesteps logit-normal (mean 1), where objects are placed."""
-    cfg = _shapes_patch(steps=4500, lr=5e-4)
-    cfg.timesteps, cfg.timestep_mean = "logit_normal", 1.0
-    return cfg
-
-
-def _shapes_uniform() -> DiffusionRecipeConfig:
-    """`shapes` stage 2, from stage 1's EMA weights: uniform timesteps (shapes, binding, size)."""
-    return _shapes_patch(steps=14_000, lr=3.5e-4)
-
-
-CONFIG_PRESETS = {
-    "default": _small,
-    "shapes_small": _shapes_small,
-    "fashion_small": _fashion_small,
-    "latent": _latent,
-    "tiny": _tiny,
-    "fashion": _fashion,
-    "emoji": _emoji,
-    "shapes_high_noise": _shapes_high_noise,
-    "shapes_uniform": _shapes_uniform,
-}
-
-EMOJI_DATA = "data_cache/emoji64"  # `t2i data emoji --out data_cache/emoji64`
-
-# The shipped models: `t2i train diffusion --preset NAME --out DIR` runs the stages in order.
-# Where a shipped run was stopped and resumed with a longer schedule, the stage holds the
-# schedule it finished with (docs/training/README.md says which).
-SHIPPED = {
-    "fashion": (Stage("fashion", "diffusion", "fashion", "fashion"),),
-    "emoji": (
-        Stage("autoencoder", "autoencoder", "emoji", EMOJI_DATA),
-        Stage("diffusion", "diffusion", "emoji", EMOJI_DATA, autoencoder="autoencoder"),
-    ),
-    "shapes": (
-        Stage("patch", "autoencoder", "patch", "shapes"),
-        Stage("high_noise", "diffusion", "shapes_high_noise", "shapes", autoencoder="patch"),
-        Stage(
-            "uniform",
-            "diffusion",
-            "shapes_uniform",
-            "shapes",
-            init="high_noise",
-            autoencoder="patch",
-        ),
-    ),
-}
-
-
-def preset(name: str) -> DiffusionRecipeConfig:
-    if name not in CONFIG_PRESETS:
-        raise ValueError(f"unknown diffusion preset {name!r}; choose from {sorted(CONFIG_PRESETS)}")
-    return CONFIG_PRESETS[name]()
 
 
 def make_denoiser(cfg: DiffusionRecipeConfig, net: nn.Module) -> nn.Module:
@@ -447,70 +219,6 @@ def split(model: nn.Module, text: TextCache | None) -> tuple[nn.Module, TextCach
     return model, text
 
 
-def init_text(cfg: DiffusionRecipeConfig, folder: str | Path) -> TextTransformer | None:
-    """A fine-tuning run's trained text encoder: the --init folder's, when it has one (its words
-    become the run's vocabulary). None when the folder's text encoder is a frozen one."""
-    path = Path(folder) / "text_encoder"
-    config = path / CONFIG_NAME
-    if not config.is_file() or json.loads(config.read_text()).get("type") != "text_transformer":
-        return None
-    encoder = load_component(path).train()
-    wanted = replace(cfg.text_model, vocab=encoder.config.vocab)
-    if wanted != encoder.config:
-        raise ValueError(
-            f"--init {folder}: its text encoder {replace(encoder.config, vocab=[])} does not fit "
-            f"this run's text_model {replace(cfg.text_model, vocab=[])}; give the same "
-            "--text_model.* settings"
-        )
-    cfg.text_model = encoder.config
-    return encoder
-
-
-def init_unet(net: UNet, folder: str | Path) -> dict:
-    """Start from a trained model folder's UNet (fine-tuning); returns {"path", "digest"}.
-
-    The folder's UNet must have this run's architecture; parameters it lacks are allowed only where
-    they start at zero and so change nothing (`model.position_features` added to a trained UNet),
-    and so are extra input channels (`model.cond_channels` added: an upscaler from a base model).
-    """
-    weights = component_dir(folder, "unet") / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"--init {folder}: no unet/model.safetensors (a model folder?)")
-    state = read_safetensors(weights)
-    own = net.state_dict()  # freshly built: parts that start at zero are all zeros here
-    state = widen_conv_in(state, own, net.config)
-    shared = state.keys() & own.keys()
-    problems = {
-        "not in this UNet": sorted(state.keys() - own.keys()),
-        "missing": sorted(k for k in own.keys() - state.keys() if own[k].count_nonzero() > 0),
-        "of another shape": sorted(k for k in shared if state[k].shape != own[k].shape),
-    }
-    detail = "; ".join(f"{what}: {keys[:4]}" for what, keys in problems.items() if keys)
-    if detail:
-        raise ValueError(
-            f"--init {folder}: its UNet does not fit this run's model config ({detail}); "
-            "give the same --model.* settings it was trained with (see its unet/config.json)"
-        )
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    return {"path": str(Path(folder).resolve()), "digest": file_digest(weights)}
-
-
-def widen_conv_in(state: dict, own: dict, config: UNetConfig) -> dict:
-    """A trained UNet's stem with zero weights for this UNet's extra x_cond channels, so the
-    widened UNet computes what the trained one did until training moves them. The UNet
-    concatenates x_cond after x before the patch stem, so the new channels come last."""
-    key = "conv_in.weight"
-    old, new = state.get(key), own[key]
-    if old is None or old.shape == new.shape or config.cond_channels == 0:
-        return state
-    trained_in = config.in_channels * config.patch_size**2
-    if old.shape[1] != trained_in or old.shape[0] != new.shape[0] or old.shape[2:] != new.shape[2:]:
-        return state  # not just the extra channels: reported as a shape mismatch
-    widened = torch.zeros(new.shape, dtype=old.dtype)
-    widened[:, :trained_in] = old
-    return {**state, key: widened}
-
-
 def diffusion_recipe(
     cfg,
     model,
@@ -534,33 +242,6 @@ def diffusion_recipe(
         grid_low = torch.stack([small_image(item, cfg.low_res) for item in firsts])
     prompts = prompts or first_captions(dataset, 8)
 
-    def collate(items: list[dict]) -> dict:
-        x0 = torch.stack([it["latent"] if "latent" in it else it["image"] for it in items])
-        if cfg.data_size:
-            x0 = shrink(x0, (cfg.image_size, cfg.image_size))
-        batch = {
-            "x0": x0.contiguous(memory_format=fmt),
-            "captions": [it["caption"] for it in items],
-        }
-        if cfg.low_res:
-            batch["low"] = torch.stack([small_image(it, cfg.low_res) for it in items])
-        return batch
-
-    def loss(batch: dict, rng: StepRNG) -> torch.Tensor:
-        x0 = batch["x0"]
-        drop = rng.rand() < cfg.caption_dropout
-        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"])]
-        context, mask = encode(captions)
-        sigma = rng.draw(draw_sigmas)
-        noise = rng.randn(*x0.shape[1:])
-        cond = {"context": context, "context_mask": mask}
-        if cfg.low_res:
-            low = batch["low"]
-            aug = rng.randn(*low.shape[1:])
-            scale = rng.rand() * cfg.low_res_noise
-            cond["x_cond"] = low_res_condition(low, x0.shape[-2:], aug, scale)
-        return denoiser.loss(x0, sigma, noise, **cond).mean()
-
     def sample(ema: nn.Module) -> Image.Image:
         ema_net, ema_text = split(ema, text)
         images = generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed, grid_low)
@@ -577,7 +258,48 @@ def diffusion_recipe(
         config["autoencoder"] = ae_record
     if init_record is not None:  # a fine-tuning run: what it started from
         config["init"] = init_record
+    collate, loss = collate_fn(cfg, fmt), loss_fn(cfg, encode, denoiser, draw_sigmas)
     return Recipe("diffusion", model, dataset, collate, loss, sample, export, config)
+
+
+def collate_fn(cfg, fmt: torch.memory_format):
+    """Items -> {"x0", "captions"[, "low": an upscaler's small images]}."""
+
+    def collate(items: list[dict]) -> dict:
+        x0 = torch.stack([it["latent"] if "latent" in it else it["image"] for it in items])
+        if cfg.data_size:
+            x0 = shrink(x0, (cfg.image_size, cfg.image_size))
+        batch = {
+            "x0": x0.contiguous(memory_format=fmt),
+            "captions": [it["caption"] for it in items],
+        }
+        if cfg.low_res:
+            batch["low"] = torch.stack([small_image(it, cfg.low_res) for it in items])
+        return batch
+
+    return collate
+
+
+def loss_fn(cfg, encode, denoiser, draw_sigmas):
+    """The step's loss: captions dropped for CFG, sigma and noise from the step's generators,
+    an upscaler's small image noised (conditioning augmentation); the draws in a fixed order."""
+
+    def loss(batch: dict, rng: StepRNG) -> torch.Tensor:
+        x0 = batch["x0"]
+        drop = rng.rand() < cfg.caption_dropout
+        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"])]
+        context, mask = encode(captions)
+        sigma = rng.draw(draw_sigmas)
+        noise = rng.randn(*x0.shape[1:])
+        cond = {"context": context, "context_mask": mask}
+        if cfg.low_res:
+            low = batch["low"]
+            aug = rng.randn(*low.shape[1:])
+            scale = rng.rand() * cfg.low_res_noise
+            cond["x_cond"] = low_res_condition(low, x0.shape[-2:], aug, scale)
+        return denoiser.loss(x0, sigma, noise, **cond).mean()
+
+    return loss
 
 
 def small_image(item: dict, low_res: int) -> torch.Tensor:

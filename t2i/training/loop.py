@@ -19,7 +19,6 @@ import json
 import math
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +30,11 @@ from PIL import Image
 from torch import nn
 
 from t2i.checkpoint import INDEX_NAME
-from t2i.images import image_grid  # noqa: F401  (the recipes' sample grids import it from here)
 from t2i.training import state as ckpt
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.dist import World, all_reduce_sum, close_world, init_world
 from t2i.training.export import add_training_card
+from t2i.training.log import RunLogger
 
 
 class TrainingDiverged(RuntimeError):
@@ -276,7 +275,7 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
     if world.size > 1:
         wrapped = nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True)
     batches = _batches(recipe, loop, world, start)
-    with _StopFlag() as stop, _Logger(run_dir, loop, world, start, progress) as log:
+    with _StopFlag() as stop, RunLogger(run_dir, loop, world, start, progress) as log:
         step, saved = start, found
         while step < loop.steps:
             loss, gnorm, lr = _step(wrapped, model, opt, batches, loop, optim, world, step)
@@ -439,74 +438,6 @@ def _save_grid(recipe: Recipe, model: nn.Module, run_dir: Path, step: int) -> No
     torch.set_rng_state(rng)
     (run_dir / "samples").mkdir(exist_ok=True)
     grid.save(run_dir / "samples" / f"step-{step:06d}.png")
-
-
-class _Logger:
-    """tqdm bar (loss, images/s, ETA) + log.jsonl + optional TensorBoard, on rank 0 only."""
-
-    def __init__(self, run_dir: Path, loop: LoopConfig, world: World, start: int, progress: bool):
-        self.run_dir, self.loop, self.world, self.start = run_dir, loop, world, start
-        self.progress = progress and world.is_main
-        self.losses: list[float] = []
-        self.t_last = time.perf_counter()
-        self.step_last = start
-        self.t0 = self.t_last
-
-    def __enter__(self):
-        if not self.world.is_main:
-            return self
-        from tqdm import tqdm
-
-        self.file = open(self.run_dir / "log.jsonl", "a")
-        self.bar = tqdm(
-            total=self.loop.steps, initial=self.start, disable=not self.progress, unit="step"
-        )
-        self.tb = None
-        if self.loop.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-        return self
-
-    def step(self, step: int, loss: float, gnorm: float, lr: float) -> None:
-        if not self.world.is_main:
-            return
-        self.losses.append(loss)
-        self.bar.update(1)
-        if step % self.loop.log_every and step != self.loop.steps:
-            return
-        now = time.perf_counter()
-        ips = (step - self.step_last) * self.loop.batch_size / max(now - self.t_last, 1e-9)
-        rec = {
-            "step": step,
-            "loss": sum(self.losses) / len(self.losses),
-            "lr": lr,
-            "grad_norm": gnorm,
-            "images_per_s": ips,
-            "elapsed_s": now - self.t0,
-        }
-        self.losses, self.t_last, self.step_last = [], now, step
-        self.bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{ips:.1f}")
-        self._write(rec)
-        if self.tb is not None:
-            for key in ("loss", "lr", "grad_norm", "images_per_s"):
-                self.tb.add_scalar(f"train/{key}", rec[key], step)
-
-    def event(self, name: str, step: int, **fields) -> None:
-        if self.world.is_main:
-            self._write({"step": step, "event": name, **fields})
-
-    def _write(self, rec: dict) -> None:
-        self.file.write(json.dumps(rec) + "\n")
-        self.file.flush()
-
-    def __exit__(self, *exc):
-        if self.world.is_main:
-            self.bar.close()
-            self.file.close()
-            if self.tb is not None:
-                self.tb.close()
-        return False
 
 
 def seed_everything(seed: int) -> None:
