@@ -68,6 +68,7 @@ def train_tiny_vq(tmp_path: Path) -> Path:
     return run / "model"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "recipe,extra",
     [
@@ -115,6 +116,7 @@ def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
         assert pipe("a red circle")[0].size == (16, 16)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_two_processes_equal_one(tmp_path):
     args = [
@@ -185,6 +187,7 @@ def test_bad_input_fails_before_work(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_latent_diffusion_through_a_trained_autoencoder(tmp_path, capsys):
     from t2i.checkpoint import load_model_folder
 
@@ -226,6 +229,7 @@ def test_latent_diffusion_through_a_trained_autoencoder(tmp_path, capsys):
     assert "changed since the run was trained on it" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_latent_diffusion_through_a_patch_autoencoder(tmp_path, capsys):
     import t2i
     from t2i.checkpoint import load_model_folder
@@ -248,6 +252,7 @@ def test_latent_diffusion_through_a_patch_autoencoder(tmp_path, capsys):
     assert image.size == (16, 16)
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_model_folder_and_checks_it_fits(tmp_path, capsys):
     import argparse
 
@@ -273,6 +278,7 @@ def test_fine_tuning_starts_from_the_model_folder_and_checks_it_fits(tmp_path, c
     assert "does not fit this run's model config" in err and "of another shape" in err, err
 
 
+@pytest.mark.slow
 def test_decoder_fine_tuning_keeps_the_encoder_and_so_the_latents(tmp_path):
     from t2i.checkpoint import load_model_folder
 
