@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import write_small_emoji_set
 
-from t2i.data import emoji_sources as es
-from t2i.data.emoji import build_emoji_dataset
 from t2i.evaluation.emoji_clip import (
     embed,
     emoji_clip_config,
@@ -22,17 +21,11 @@ from t2i.evaluation.emoji_clip import (
 from t2i.evaluation.metrics import clip_score, r_precision
 from t2i.models.clip import CLIP
 
-INSTALLED = [s for s in es.STYLES if es.missing_reason(s, es.sources_dir()) is None]
-
 
 @pytest.fixture(scope="module")
 def emoji64(tmp_path_factory) -> Path:
     """~150 real 64 px emoji of every installed style (about a second to render)."""
-    if not INSTALLED:
-        pytest.skip("no emoji style installed: bash scripts/install-emoji-sources.sh")
-    out = tmp_path_factory.mktemp("emoji64")
-    build_emoji_dataset(out, size=64, limit=20, heldout_fraction=0.2, workers=1, verbose=False)
-    return out
+    return write_small_emoji_set(tmp_path_factory.mktemp("emoji64"), 64, 20, 0.2)
 
 
 def test_to_input_box_averages_to_the_encoder_size(tmp_path):

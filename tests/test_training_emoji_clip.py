@@ -11,26 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import write_small_emoji_set
 
 from t2i.cli import main as t2i_main
-from t2i.data import emoji_sources as es
-from t2i.data.emoji import build_emoji_dataset
 from t2i.evaluation.emoji_clip import BUNDLED_DIR, load_emoji_clip, read_card
 from t2i.training import emoji_clip as recipe
 from t2i.training import state
 from t2i.training.loop import train
 
-INSTALLED = [s for s in es.STYLES if es.missing_reason(s, es.sources_dir()) is None]
-
 
 @pytest.fixture(scope="module")
 def emoji32(tmp_path_factory) -> Path:
     """~200 real 32 px emoji of every installed style (about a second to render)."""
-    if not INSTALLED:
-        pytest.skip("no emoji style installed: bash scripts/install-emoji-sources.sh")
-    out = tmp_path_factory.mktemp("emoji32")
-    build_emoji_dataset(out, size=32, limit=25, heldout_fraction=0.15, workers=1, verbose=False)
-    return out
+    return write_small_emoji_set(tmp_path_factory.mktemp("emoji32"), 32, 25, 0.15)
 
 
 def test_tiny_run_learns_and_retrieves_its_training_images(emoji32, tmp_path, capsys):

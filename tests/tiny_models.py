@@ -74,3 +74,19 @@ def write_tiny_autoregressive_model(
     }
     save_model_folder(folder, components, index)
     return folder
+
+
+def write_small_emoji_set(folder: Path, size: int, limit: int, heldout_fraction: float) -> Path:
+    """Real emoji of every installed art style (`limit` per style, about a second to render);
+    skips the test where scripts/install-emoji-sources.sh has installed none."""
+    import pytest
+
+    from t2i.data import emoji_sources as es
+    from t2i.data.emoji import build_emoji_dataset
+
+    if not any(es.missing_reason(s, es.sources_dir()) is None for s in es.STYLES):
+        pytest.skip("no emoji style installed: bash scripts/install-emoji-sources.sh")
+    build_emoji_dataset(
+        folder, size=size, limit=limit, heldout_fraction=heldout_fraction, workers=1, verbose=False
+    )
+    return folder

@@ -33,6 +33,7 @@ from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import load_frozen_autoencoder, open_dataset
 from t2i.training.export import model_weights, nested_config, training_card
 from t2i.training.loop import Recipe, StepRNG, seed_everything
+from t2i.training.presets import pick
 
 
 @dataclass
@@ -143,11 +144,7 @@ CONFIG_PRESETS = {
 
 
 def preset(name: str) -> AutoencoderRecipeConfig:
-    if name not in CONFIG_PRESETS:
-        raise ValueError(
-            f"unknown autoencoder preset {name!r}; choose from {sorted(CONFIG_PRESETS)}"
-        )
-    return CONFIG_PRESETS[name]()
+    return pick("autoencoder", CONFIG_PRESETS, name)
 
 
 class AutoencoderWithLoss(nn.Module):

@@ -41,6 +41,7 @@ from t2i.training.data import (
 )
 from t2i.training.export import model_weights, nested_config, run_facts, training_card
 from t2i.training.loop import Recipe, StepRNG, seed_everything
+from t2i.training.presets import pick
 
 
 @dataclass
@@ -95,11 +96,7 @@ CONFIG_PRESETS = {"default": AutoregressiveRecipeConfig, "shapes": _shapes, "tin
 
 
 def preset(name: str) -> AutoregressiveRecipeConfig:
-    if name not in CONFIG_PRESETS:
-        raise ValueError(
-            f"unknown autoregressive preset {name!r}; choose from {sorted(CONFIG_PRESETS)}"
-        )
-    return CONFIG_PRESETS[name]()
+    return pick("autoregressive", CONFIG_PRESETS, name)
 
 
 class TextAndTokens(nn.Module):

@@ -31,6 +31,7 @@ from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import first_items, open_dataset
 from t2i.training.export import training_card
 from t2i.training.loop import Recipe, StepRNG, seed_everything
+from t2i.training.presets import pick
 
 
 @dataclass
@@ -78,11 +79,7 @@ CONFIG_PRESETS = {
 
 
 def preset(name: str) -> ClassifierRecipeConfig:
-    if name not in CONFIG_PRESETS:
-        raise ValueError(
-            f"unknown classifier preset {name!r}; choose from {sorted(CONFIG_PRESETS)}"
-        )
-    return CONFIG_PRESETS[name]()
+    return pick("classifier", CONFIG_PRESETS, name)
 
 
 def build(cfg: ClassifierRecipeConfig, args: argparse.Namespace) -> Recipe:

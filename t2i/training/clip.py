@@ -18,6 +18,7 @@ from t2i.models.text_encoder import TextTransformerConfig, build_vocab
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import first_captions, open_dataset
 from t2i.training.loop import Recipe, StepRNG, seed_everything
+from t2i.training.presets import pick
 
 
 def _small_clip() -> CLIPConfig:
@@ -55,9 +56,7 @@ CONFIG_PRESETS = {"default": ClipRecipeConfig, "fashion": _fashion, "tiny": _tin
 
 
 def preset(name: str) -> ClipRecipeConfig:
-    if name not in CONFIG_PRESETS:
-        raise ValueError(f"unknown clip preset {name!r}; choose from {sorted(CONFIG_PRESETS)}")
-    return CONFIG_PRESETS[name]()
+    return pick("clip", CONFIG_PRESETS, name)
 
 
 def build(cfg: ClipRecipeConfig, args: argparse.Namespace) -> Recipe:

@@ -13,7 +13,7 @@ from t2i.training.config import LoopConfig, OptimConfig, native_bf16
 from t2i.training.data import (
     TRAINED,
 )
-from t2i.training.presets import Stage
+from t2i.training.presets import Stage, pick
 
 
 @dataclass
@@ -240,6 +240,4 @@ SHIPPED = {
 
 
 def preset(name: str) -> DiffusionRecipeConfig:
-    if name not in CONFIG_PRESETS:
-        raise ValueError(f"unknown diffusion preset {name!r}; choose from {sorted(CONFIG_PRESETS)}")
-    return CONFIG_PRESETS[name]()
+    return pick("diffusion", CONFIG_PRESETS, name)

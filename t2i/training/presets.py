@@ -110,3 +110,10 @@ def describe(presets: dict, shipped: dict) -> str:
         "presets (--preset NAME; --show-config prints one's resolved config as JSON: every key\n"
         f"and its value, overrides applied; any key can be set as --section.key VALUE):\n{body}\n"
     )
+
+
+def pick(recipe: str, presets: dict[str, Callable], name: str):
+    """A recipe's config preset `name`, built fresh; an unknown name names the known ones."""
+    if name not in presets:
+        raise ValueError(f"unknown {recipe} preset {name!r}; choose from {sorted(presets)}")
+    return presets[name]()
