@@ -23,14 +23,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from t2i.cascade import low_res_condition
+from t2i.cascade import CascadePipeline, low_res_condition
 from t2i.checkpoint import (
     DTYPES,
     INDEX_NAME,
     save_model_folder,
 )
 from t2i.denoisers import make_denoiser as wrap_network
-from t2i.images import enlarge, image_grid, shrink
+from t2i.images import image_grid, shrink
 from t2i.models.text_encoder import TextTransformer, build_vocab
 from t2i.models.unet import UNet
 from t2i.pipeline import Pipeline
@@ -333,9 +333,8 @@ def generate(
     items = [pipe.params(prompt, seed=seed + i) for i, prompt in enumerate(prompts)]
     if low is None:
         return pipe.generate_items(items)
-    cond = pipe.encode_text(prompts)
-    cond["x_cond"] = enlarge(low, pipe.latent_size(items[0].height, items[0].width))
-    return pipe.generate(items[0], len(items), seeds=[p.seed for p in items], cond=cond)
+    seeds = [p.seed for p in items]  # the upscaler stage of a cascade, drawn from `low`
+    return CascadePipeline(None, pipe).draw_from(items[0], seeds, pipe.encode_text(prompts), low)
 
 
 def model_index(cfg, data_name: str) -> dict:
