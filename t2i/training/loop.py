@@ -258,14 +258,7 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume or pick a new --out")
     model = recipe.model
     ema = copy.deepcopy(model).requires_grad_(False) if optim.ema_decay > 0 else None
-    opt = torch.optim.AdamW(
-        _param_groups(model, recipe.decays, optim.weight_decay),
-        lr=optim.lr,
-        betas=tuple(optim.betas),
-        eps=optim.eps,
-        weight_decay=optim.weight_decay,
-        fused=True,  # one kernel over all parameters: the per-tensor loop cost ~10% of a step
-    )
+    opt = _optimizer(model, recipe, optim)
     start = _resume(found, model, ema, opt, loop) if found is not None else 0
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +299,17 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
             out["model"] = str(run_dir / "model")
             log.event("exported", step, path=out["model"])
         return out
+
+
+def _optimizer(model: nn.Module, recipe: Recipe, optim: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        _param_groups(model, recipe.decays, optim.weight_decay),
+        lr=optim.lr,
+        betas=tuple(optim.betas),
+        eps=optim.eps,
+        weight_decay=optim.weight_decay,
+        fused=True,  # one kernel over all parameters: the per-tensor loop cost ~10% of a step
+    )
 
 
 def _param_groups(model: nn.Module, decays, weight_decay: float) -> list[dict]:
