@@ -12,7 +12,7 @@ from tqdm import tqdm
 from t2i import DEFAULT_MODEL
 from t2i.families import load
 from t2i.images import to_pil
-from t2i.params import MAX_IMAGES, GenerationParams, read_png_params, save_png
+from t2i.params import MAX_IMAGES, GenerationParams, check_seeds, read_png_params, save_png
 
 
 def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:
@@ -73,7 +73,7 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     model, kw = request_from_args(args)
     pipe = load(model, bf16=args.bf16)
     p = pipe.params(kw.pop("prompt"), **kw)
-    seeds = [p.seed + i for i in range(args.n)]
+    seeds = check_seeds(p, args.n, None)  # the last one too, before any file is named
     paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling
     with tqdm(total=pipe.total_steps(p), disable=args.quiet, desc="sampling", unit="step") as bar:
         images = pipe.generate(p, args.n, callback=lambda info: bar.update(1))

@@ -3,6 +3,7 @@ names, read and checked before any work starts."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +18,44 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
 
 
+MAX_SIDE = 1024  # pixels of an image read or drawn
+FORMATS = ("PNG", "JPEG", "WEBP")  # what is decoded: no other PIL plugin is reached
+
+
+def check_header(img: Image.Image, what: str) -> Image.Image:
+    """An opened, not yet decoded image of an allowed format and size, or a ValueError naming
+    them: checked from the header, so nothing large or exotic is ever decoded."""
+    if img.format not in FORMATS:
+        raise ValueError(f"{what} is {img.format or 'an unknown format'}; allowed: {FORMATS}")
+    w, h = img.size
+    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+        raise ValueError(f"{what} is {w}x{h}; each side must be in [1, {MAX_SIDE}] pixels")
+    return img
+
+
+def open_checked(source, what: str):
+    """Image.open limited to FORMATS, with PIL's own errors (decompression bombs included) as a
+    ValueError that names `what`; `source` is a path or a binary file."""
+    try:
+        with warnings.catch_warnings():  # nothing is decoded: check_header refuses by size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source, formats=FORMATS)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read {what} as an image ({', '.join(FORMATS)}): {err}") from err
+    try:
+        return check_header(img, what)
+    except ValueError:
+        img.close()
+        raise
+
+
 def read_image_size(path: str | Path) -> tuple[int, int]:
-    """(W, H) of an init image, read without decoding its pixels."""
+    """(W, H) of an init image, read from its header without decoding its pixels."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"init image {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except OSError as err:
-        raise ValueError(f"cannot read init image {str(path)!r} as an image: {err}") from err
+    with open_checked(path, f"init image {str(path)!r}") as img:
+        return img.size
 
 
 def open_image(path: str | Path | Image.Image, what: str) -> Image.Image:
@@ -36,12 +65,12 @@ def open_image(path: str | Path | Image.Image, what: str) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as img:
+    with open_checked(path, f"{what} {str(path)!r}") as img:
+        try:
             img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read {what} {str(path)!r} as an image: {err}") from err
+        except (OSError, Image.DecompressionBombError) as err:
+            raise ValueError(f"cannot decode {what} {str(path)!r}: {err}") from err
+        return img.copy()
 
 
 def load_image(

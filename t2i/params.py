@@ -17,11 +17,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from t2i.guidance import check_interval
+from t2i.images import MAX_SIDE
 from t2i.prompts import parse_prompt
 
 PNG_KEY = "t2i"  # the PNG text chunk that holds a GenerationParams as JSON
 MAX_IMAGES = 64  # per call: more is a typo or a job for a loop
-MAX_SIDE = 1024  # pixels
 MAX_SEED = 2**63 - 1
 
 

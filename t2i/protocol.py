@@ -22,6 +22,7 @@ parameters). Image i of a call is the image made alone from its seed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -38,6 +39,7 @@ from t2i.params import (
 )
 from t2i.prompts import encode_prompt
 
+MAX_CACHED_PROMPTS = 1024  # text states kept per model (~0.1 MB each for long prompts)
 REQUEST_KEYS = {
     "negative",
     "sampler",
@@ -80,7 +82,9 @@ class Generator(ABC):
         # bf16 autocast of the networks: faster on CPUs with AMX/AVX512-BF16; its accuracy
         # against fp32 is measured in BENCHMARKS.md ("Generation time")
         self.bf16 = bf16
-        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # prompt -> text states, least recently used evicted past MAX_CACHED_PROMPTS (a server
+        # sees unboundedly many distinct prompts)
+        self._text_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     # ------------------------------------------------------------ what a family says
 
@@ -127,16 +131,23 @@ class Generator(ABC):
     def encode_text(self, prompts: list[str]) -> dict:
         """{context (B, L, D), context_mask (B, L)}; each distinct prompt is encoded once,
         weighted and chunked by t2i.prompts.encode_prompt."""
-        for p in dict.fromkeys(prompts):
-            if p not in self._text_cache:
-                self._text_cache[p] = encode_prompt(self.text_encoder, p)
-        length = max(self._text_cache[p][0].shape[0] for p in prompts)
-        ctx = torch.zeros(len(prompts), length, self._text_cache[prompts[0]][0].shape[-1])
+        states = {p: self._cached_states(p) for p in dict.fromkeys(prompts)}
+        length = max(states[p][0].shape[0] for p in prompts)
+        ctx = torch.zeros(len(prompts), length, states[prompts[0]][0].shape[-1])
         mask = torch.zeros(len(prompts), length, dtype=torch.bool)
         for i, p in enumerate(prompts):
-            c, m = self._text_cache[p]
+            c, m = states[p]
             ctx[i, : len(c)], mask[i, : len(m)] = c, m
         return {"context": ctx, "context_mask": mask}
+
+    def _cached_states(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if prompt in self._text_cache:
+            self._text_cache.move_to_end(prompt)
+        else:
+            self._text_cache[prompt] = encode_prompt(self.text_encoder, prompt)
+            while len(self._text_cache) > MAX_CACHED_PROMPTS:
+                self._text_cache.popitem(last=False)
+        return self._text_cache[prompt]
 
     def counted(self, run: Callable[[], torch.Tensor], p: GenerationParams):
         """(run(), the network evaluations it made): calls of the networks' forward."""

@@ -103,6 +103,7 @@ def test_guidance_interval_is_recorded_and_reproduced_from_the_png(interval_mode
         (["--n", "1000000"], "--n must be in [1, 64], got 1000000"),
         (["--out", "/nonexistent-dir/x.png"], "folder /nonexistent-dir does not exist"),
         (["--out", "x.jpg"], "--out must name a .png file"),
+        (["--seed", str(2**63 - 1), "--n", "2"], "seed must be in [0, 9223372036854775807]"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_exit_2(model_dir, tmp_path, capsys, flags, message):

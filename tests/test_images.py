@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from tiny_models import png_header_only
 
-from t2i.images import image_grid, psnr
+from t2i.images import MAX_SIDE, image_grid, load_image, psnr, read_image_size
 
 
 def test_image_grid_places_tiles_row_major_with_white_gaps():
@@ -29,3 +31,21 @@ def test_psnr_known_values_and_bad_input():
     assert psnr(x + 0.1, x, value_range=(0.0, 1.0)) == pytest.approx(20.0)
     with pytest.raises(ValueError, match="one shape"):
         psnr(x, x[:1])
+
+
+def test_init_images_are_checked_from_their_header_before_decoding(tmp_path):
+    """A format outside the allow-list, a side past MAX_SIDE, and a header that claims
+    13000x13000 over a few bytes (a decompression bomb) are refused without decoding."""
+    bmp = tmp_path / "x.bmp"
+    Image.new("RGB", (8, 8)).save(bmp)
+    with pytest.raises(ValueError, match=r"as an image \(PNG, JPEG, WEBP\)"):
+        load_image(bmp)
+    wide = tmp_path / "wide.png"
+    Image.new("L", (MAX_SIDE + 1, 2)).save(wide)
+    with pytest.raises(ValueError, match=f"is {MAX_SIDE + 1}x2; each side"):
+        read_image_size(wide)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(13000, 13000))
+    for read in (read_image_size, load_image):
+        with pytest.raises(ValueError, match="13000x13000"):
+            read(bomb)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import io
 import json
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import write_tiny_model
+from tiny_models import png_header_only, write_tiny_model
 
 from t2i.cli import build_parser
 from t2i.families import load
@@ -312,10 +313,17 @@ def test_img2img_follows_strength(server):
         ({"init": "SMALL", "mask": "BIG"}, "mask is 32x32"),
         ({"init": "SMALL", "strength": 2}, "strength must be in [0, 1]"),
         ({"init": "SMALL", "mask": "SMALL", "resample": 100}, "max_resample"),
+        ({"init": "SMALL", "mask": "not base64!"}, "base64-encoded"),  # the saved init goes too
+        ({"init": "BMP"}, "base64-encoded"),  # a format outside PNG / JPEG / WebP
+        ({"init": "HUGE"}, "13000x13000"),  # refused from its header, never decoded
     ],
 )
 def test_bad_edit_requests_are_4xx(server, extra, message):
     images = {"SMALL": b64png(Image.new("RGB", (16, 16))), "BIG": b64png(Image.new("L", (32, 32)))}
+    bmp = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(bmp, format="BMP")
+    images["BMP"] = base64.b64encode(bmp.getvalue()).decode()
+    images["HUGE"] = base64.b64encode(png_header_only(13000, 13000)).decode()
     body = {"prompt": PROMPT, **{k: images.get(v, v) for k, v in extra.items()}}
     status, _, answer = server.post("/api/generate", body)
     assert (status, message in answer["error"]) == (400, True), answer
@@ -345,3 +353,43 @@ def test_an_autoregressive_model_is_served_with_its_own_sampler(tmp_path):
         assert status == 400 and "the only sampler is 'autoregressive'" in body["error"]
     finally:
         running.close()
+
+
+def test_the_last_seed_of_a_request_is_checked_at_admission(server):
+    body = {"prompt": PROMPT, "seed": 2**63 - 1, "n": 2}
+    status, _, answer = server.post("/api/generate", body)
+    assert status == 400 and "seed must be in [0, 9223372036854775807]" in answer["error"]
+    assert server.post("/api/generate", {**body, "n": 1})[0] == 200
+
+
+def test_a_job_that_breaks_in_the_worker_fails_alone(pipes):
+    """The jobs batched with a failing one are served without it (here the failure is a seed
+    past the limit put straight on the queue, which admission would have refused)."""
+    running = Running(pipes, max_batch=8)
+    try:
+        running.gate.clear()
+        blocker = running.post("/api/jobs", {"prompt": PROMPT, "guidance": 1.0})[2]["id"]
+        ids = [running.post("/api/jobs", {"prompt": PROMPT, "seed": s})[2]["id"] for s in (1, 2)]
+        queue = running.server.queue
+        bad = queue.get(ids[0])
+        bad.params = dataclasses.replace(bad.params, seed=2**63 - 1)
+        bad.n = 2
+        running.gate.set()
+        jobs = [queue.get(i) for i in [blocker, *ids]]
+        assert all(job.done.wait(20) for job in jobs)
+        assert [job.status for job in jobs] == ["done", "failed", "done"]
+        assert "seed" in jobs[1].error
+    finally:
+        running.close()
+
+
+def test_the_prompt_cache_keeps_the_most_recent_prompts_only(pipes, monkeypatch):
+    import t2i.protocol
+
+    monkeypatch.setattr(t2i.protocol, "MAX_CACHED_PROMPTS", 3)
+    pipe = pipes["tiny"]
+    pipe._text_cache.clear()
+    prompts = ["a red circle", "a blue circle", "a red square", "a blue square", "a red circle"]
+    for prompt in prompts:
+        pipe.encode_text([prompt])
+    assert list(pipe._text_cache) == ["a red square", "a blue square", "a red circle"]

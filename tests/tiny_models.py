@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import torch
@@ -90,3 +92,19 @@ def write_small_emoji_set(folder: Path, size: int, limit: int, heldout_fraction:
         folder, size=size, limit=limit, heldout_fraction=heldout_fraction, workers=1, verbose=False
     )
     return folder
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height over a few bytes of data: a decompression bomb
+    if anything decoded it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )

@@ -15,10 +15,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from t2i.images import load_image, load_mask
-from t2i.params import GenerationParams
+from t2i.images import load_image, load_mask, open_checked
+from t2i.params import GenerationParams, check_seeds
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 
@@ -114,11 +114,11 @@ def _save_upload(text: str, name: str, folder: Path) -> Path:
     """A base64 image -> a PNG file in `folder` (the pipeline takes init and mask as files)."""
     try:
         raw = base64.b64decode(text.split(",", 1)[-1], validate=True)  # data: URLs too
-        with Image.open(io.BytesIO(raw)) as img:
+        with open_checked(io.BytesIO(raw), name) as img:  # format and size from the header
             img.load()
             path = folder / f"{name}-{uuid.uuid4().hex}.png"
             img.save(path, format="PNG")
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as err:
+    except (binascii.Error, OSError, ValueError, Image.DecompressionBombError) as err:
         raise ApiError(400, f"{name} must be a base64-encoded PNG or JPEG image: {err}") from err
     return path
 
@@ -133,7 +133,16 @@ def _uploads(data: dict, folder: Path | None) -> dict:
         return {}
     if folder is None:
         raise ApiError(400, "this server takes no image uploads (init, mask)")
-    return {k: _save_upload(data[k], k, folder) for k in ("init", "mask") if k in data}
+    saved: dict = {}
+    try:
+        for key in ("init", "mask"):
+            if key in data:
+                saved[key] = _save_upload(data[key], key, folder)
+    except ApiError:  # the request owns its files: a bad mask takes the saved init with it
+        for path in saved.values():
+            path.unlink(missing_ok=True)
+        raise
+    return saved
 
 
 def parse_generate(
@@ -166,6 +175,7 @@ def parse_generate(
     files = _uploads(data, upload_dir)
     try:
         p = _params(pipes[model], data, files)
+        check_seeds(p, n, None)  # seed + n - 1 too: a bad last seed fails here, not its batch
         _limit("side", max(p.width, p.height), limits.max_side)
         if pipes[model].supports.steps:  # else the model fixes them (a code count)
             _limit("steps", p.steps, limits.max_steps)

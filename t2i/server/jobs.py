@@ -186,8 +186,11 @@ class JobQueue:
                 job.finish("cancelled", str(err))
             return
         except Exception as err:  # a failed batch must not kill the worker
-            for job in batch:
-                job.finish("failed", f"{type(err).__name__}: {err}")
+            if len(batch) > 1:  # nor fail the jobs batched with the one that broke it
+                for job in batch:
+                    self._serve([job])
+                return
+            batch[0].finish("failed", f"{type(err).__name__}: {err}")
             return
         elapsed = time.monotonic() - start
         self.seconds_per_image = 0.8 * self.seconds_per_image + 0.2 * elapsed / len(items)
