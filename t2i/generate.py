@@ -18,6 +18,8 @@ from t2i.params import MAX_IMAGES, GenerationParams, check_seeds, read_png_param
 def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:
     """One path per image: `out` itself for one image, `stem-<seed>.png` for several."""
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a folder; name a .png file: {out / 't2i.png'}")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {str(out)!r}")
     parent = out.parent if str(out.parent) else Path(".")
@@ -25,9 +27,13 @@ def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:
         raise ValueError(f"cannot write {out}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise ValueError(f"cannot write {out}: folder {parent} is not writable")
-    if len(seeds) == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{s}{out.suffix}") for s in seeds]
+    paths = (
+        [out.with_name(f"{out.stem}-{s}{out.suffix}") for s in seeds] if len(seeds) > 1 else [out]
+    )
+    for path in paths:
+        if path.is_dir():
+            raise ValueError(f"cannot write {path}: a folder of that name is there")
+    return paths
 
 
 def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:

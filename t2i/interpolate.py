@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from t2i.families import load
+from t2i.generate import output_paths
 from t2i.guidance import pad_context
 from t2i.images import load_image, read_image_size, to_pil
 from t2i.params import MAX_IMAGES, GenerationParams, save_png
@@ -100,11 +101,7 @@ def strip(images: list[Image.Image]) -> Image.Image:
 
 def interpolate_to_file(args: argparse.Namespace) -> Path:
     """The `t2i interpolate` command: check, load, sample the frames, write one strip PNG."""
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out must name a .png file, got {str(out)!r}")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
+    (out,) = output_paths(args.out, [args.seed])  # a .png in a writable folder, not a folder
     if len(args.prompts) > 2:
         raise ValueError(f"give one or two prompts, got {len(args.prompts)}")
     if args.seeds and len(args.seeds) != 2:

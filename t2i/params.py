@@ -9,6 +9,7 @@ checks here are the family-independent ones.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from t2i.guidance import check_interval
-from t2i.images import MAX_SIDE
+from t2i.images import MAX_SIDE, open_checked
 from t2i.prompts import parse_prompt
 
 PNG_KEY = "t2i"  # the PNG text chunk that holds a GenerationParams as JSON
 MAX_IMAGES = 64  # per call: more is a typo or a job for a loop
 MAX_SEED = 2**63 - 1
+MAX_PARAMS_CHARS = 100_000  # a PNG's parameter text: prompts, paths and numbers fit in far less
 
 
 @dataclass
@@ -52,14 +54,58 @@ class GenerationParams:
 
     @classmethod
     def from_json(cls, text: str, source: str = "params") -> GenerationParams:
+        """Parameters from JSON that came from outside (a PNG, a file): its size, nesting and
+        every field's type are checked; ValueError names `source` and the field."""
+        if len(text) > MAX_PARAMS_CHARS:
+            raise ValueError(
+                f"{source}: parameters are {len(text)} characters; at most {MAX_PARAMS_CHARS}"
+            )
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: deep nesting
             raise ValueError(f"{source}: parameters are not valid JSON: {err}") from err
         allowed = {f.name for f in fields(cls)}
         if not isinstance(data, dict) or "prompt" not in data or set(data) - allowed:
             raise ValueError(f"{source}: expected a JSON object with keys from {sorted(allowed)}")
+        for name, value in data.items():
+            _check_type(name, value, source)
         return cls(**data)
+
+
+_STRINGS = {"prompt", "negative", "model", "sampler", "init", "mask"}
+_INTS = {"steps", "seed", "width", "height", "resample"}
+_NUMBERS = {"guidance", "strength"}
+
+
+def _check_type(name: str, value, source: str) -> None:
+    """One field of outside parameters has its dataclass type (numbers finite); ranges are the
+    model's checks, made later like any request's."""
+    if name in _STRINGS:
+        ok = isinstance(value, str)
+    elif name in _INTS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif name in _NUMBERS:
+        ok = _finite(value)
+    else:  # guidance_interval: null or [lo, hi]
+        ok = value is None or (
+            isinstance(value, list) and len(value) == 2 and all(_finite(v) for v in value)
+        )
+    if not ok:
+        want = {"guidance_interval": "null or [lo, hi]"}.get(name, _kind(name))
+        raise ValueError(f"{source}: {name} must be {want}, got {_short(value)}")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _kind(name: str) -> str:
+    return "a string" if name in _STRINGS else "an integer" if name in _INTS else "a finite number"
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_int(name: str, value, low: int, high: int) -> int:
@@ -132,13 +178,16 @@ def save_png(image: Image.Image, path: str | Path, params: GenerationParams) -> 
 
 
 def read_png_params(path: str | Path) -> GenerationParams:
-    """The GenerationParams stored in a PNG written by `save_png`."""
+    """The GenerationParams stored in a PNG written by `save_png`; read from the chunks before
+    the image data (where `save_png` puts them), so no pixel is decoded."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--from image {str(path)!r} does not exist")
     try:
-        with Image.open(path) as img:
-            text = img.text.get(PNG_KEY) if hasattr(img, "text") else None
-    except OSError as err:
-        raise ValueError(f"cannot read {path} as an image: {err}") from err
-    if text is None:
+        with open_checked(path, f"--from image {str(path)!r}") as img:
+            text = img.info.get(PNG_KEY)
+    except ValueError as err:  # PIL's own limits (a zTXt bomb) name no file
+        raise err if str(path) in str(err) else ValueError(f"{path}: {err}") from err
+    if not isinstance(text, str):
         raise ValueError(f"{path} carries no t2i parameters (no {PNG_KEY!r} PNG text chunk)")
     return GenerationParams.from_json(text, str(path))

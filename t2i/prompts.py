@@ -7,9 +7,11 @@
 `encode_prompt(encoder, prompt)` parses the prompt into (text, weight) spans, splits its words into
 chunks that fit the encoder's window (max_length minus the two special tokens), encodes each chunk
 on its own and concatenates the token states along L, as A1111 does with CLIP's 77-token chunks.
-The states of weighted tokens are multiplied by their weight. Unlike A1111 we do not rescale the
-result back to the unweighted mean: the encoders here end in a LayerNorm, so the mean of the
-states is near zero and the ratio old_mean / new_mean is ill-conditioned. A weight of 1 is the
+The states of weighted tokens are multiplied by their weight, which must lie in
+[-MAX_WEIGHT, MAX_WEIGHT] (A1111 takes any float; (red:1e30) only gives a black image). Unlike
+A1111 we do not rescale the result back to the unweighted mean: the encoders here end in a
+LayerNorm, so the mean of the states is near zero and the ratio old_mean / new_mean is
+ill-conditioned. A weight of 1 is the
 identity either way.
 """
 
@@ -23,14 +25,16 @@ import torch
 from t2i.models.text_encoder import WordTokenizer, words
 
 ATTENTION_UP = 1.1  # (word) and [word] factors, as in A1111
+MAX_WEIGHT = 10.0  # |weight| of a span, nesting multiplied in; beyond it the image is ruined
 MAX_CHUNKS = 4  # windows per prompt; beyond this the prompt is truncated with a warning
-_WEIGHT = re.compile(r":\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*$")
+_WEIGHT = re.compile(r":\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*$")  # 1.3, .5, 1e3
 
 
 def parse_prompt(prompt: str) -> list[tuple[str, float]]:
     """A1111 prompt syntax -> [(text, weight)] with adjacent equal weights merged.
 
-    Raises ValueError naming the position of an unbalanced bracket.
+    Raises ValueError naming the position of an unbalanced bracket, or a weight (nested factors
+    multiplied) outside [-MAX_WEIGHT, MAX_WEIGHT].
     """
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -53,7 +57,14 @@ def parse_prompt(prompt: str) -> list[tuple[str, float]]:
     if stack:
         ch, pos, _ = stack[-1]
         raise ValueError(f"unbalanced {ch!r} at position {pos} in prompt {prompt!r}: never closed")
-    return _merge(spans)
+    merged = _merge(spans)
+    for text, weight in merged:
+        if not abs(weight) <= MAX_WEIGHT:
+            raise ValueError(
+                f"prompt weight {weight:g} on {text!r} is outside [-{MAX_WEIGHT:g}, "
+                f"{MAX_WEIGHT:g}] (nested brackets multiply) in prompt {prompt!r}"
+            )
+    return merged
 
 
 def _close(prompt: str, i: int, stack: list, spans: list[list]) -> None:

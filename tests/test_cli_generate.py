@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import sys
 import pytest
 import torch
 from PIL import Image
-from tiny_models import write_tiny_model
+from PIL.PngImagePlugin import PngInfo
+from tiny_models import png_header_only, write_tiny_model
 
 from t2i.cli import main
 from t2i.params import read_png_params
@@ -110,6 +112,78 @@ def test_bad_input_is_a_clear_error_and_exit_2(model_dir, tmp_path, capsys, flag
     argv = ["a red circle", "--model", str(model_dir), "--out", str(tmp_path / "x.png"), *flags]
     assert run(*argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_out_that_is_a_folder_fails_before_sampling(model_dir, tmp_path, capsys):
+    """Issue 39: `--out DIR` (or a folder named like the file, or like one of --n's files)
+    failed only after sampling; now before, naming the folder, with nothing written."""
+    (tmp_path / "dir.png").mkdir()
+    (tmp_path / "img-5.png").mkdir()
+    cases = [
+        ([str(tmp_path)], "is a folder"),
+        ([str(tmp_path / "dir.png")], "is a folder"),
+        ([str(tmp_path / "img.png"), "--n", "2", "--seed", "4"], "a folder of that name"),
+    ]
+    for out, message in cases:
+        assert run("a red circle", "--model", str(model_dir), "--out", *out) == 2
+        assert message in capsys.readouterr().err, out
+    assert not (tmp_path / "img-4.png").exists()
+
+
+def _png_with_params(path, text: str, zip: bool = False):
+    info = PngInfo()
+    info.add_text("t2i", text, zip=zip)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, zip, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, False, "parameters are 200000 characters; at most"),
+        ("[" * 40_000 + "]" * 40_000, False, "parameters are not valid JSON"),  # recursion
+        ('{"prompt": "' + "x" * 2_000_000 + '"}', False, "at most 100000"),
+        ('{"prompt": "' + "x" * 20_000_000 + '"}', True, "Decompressed data too large"),
+        ('{"prompt": "a", "steps": "3"}', False, "steps must be an integer, got '3'"),
+        ('{"prompt": "a", "guidance": NaN}', False, "guidance must be a finite number"),
+        ('{"prompt": ["a"]}', False, "prompt must be a string"),
+        ('{"prompt": "a", "guidance_interval": [1]}', False, "null or [lo, hi]"),
+    ],
+)
+def test_hostile_from_png_is_one_line_and_exit_2(tmp_path, capsys, text, zip, message):
+    """Issue 39: a `--from` PNG whose t2i chunk is JSON nested 100k deep ended in a traceback;
+    huge, compressed-bomb or mistyped parameters are one line naming the file, exit 2."""
+    png = _png_with_params(tmp_path / "hostile.png", text, zip)
+    assert run("--from", str(png), "--out", str(tmp_path / "x.png")) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(png) in err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 600
+
+
+def test_decompression_bomb_init_exits_2_without_decoding(model_dir, tmp_path):
+    """Issue 39: `--init` of a PNG whose header says 13000x13000 over a few bytes is refused by
+    its header: exit 2, a message with its size, no traceback (in a real process)."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(13000, 13000))
+    argv = ["a red circle", "--model", str(model_dir), "--init", str(bomb)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "t2i", "generate", *argv, "--out", str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "13000x13000" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("prompt", ["a (red:1e30) circle", "a (red:100) circle", "((red:5):3)"])
+def test_huge_prompt_weight_is_refused_not_a_black_image(model_dir, tmp_path, capsys, prompt):
+    """Issue 39: (red:1e30) gave a black image and exit 0; weights are bounded to [-10, 10]."""
+    assert run(prompt, "--model", str(model_dir), "--out", str(tmp_path / "x.png")) == 2
+    assert "prompt weight" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_corrupted_or_pickled_weights_are_refused(model_dir, tmp_path, capsys):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
 import torch
 
 from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
-from t2i.prompts import chunk_words, count_tokens, encode_prompt, parse_prompt
+from t2i.prompts import MAX_WEIGHT, chunk_words, count_tokens, encode_prompt, parse_prompt
 
 VOCAB = "a red blue green circle square star above below small big".split()
 
@@ -99,3 +100,26 @@ def test_chunking_keeps_each_chunk_within_the_window():
 def test_count_tokens_of_the_word_tokenizer(encoder):
     assert count_tokens(encoder, "a red, circle") == 4  # punctuation is a token
     assert count_tokens(encoder, "") == 0
+
+
+@pytest.mark.parametrize(
+    "prompt, weight",
+    [
+        ("a (red:1e30) circle", "1e+30"),  # issue 39: a black image with exit 0
+        ("(red:1e999)", "inf"),
+        ("((red:0):1e999)", "nan"),
+        ("(red:10.5)", "10.5"),
+        ("(red:-11)", "-11"),
+        ("((red:5):3)", "15"),  # nested factors multiply
+        ("(" * 30 + "red" + ")" * 30, "17.4494"),  # 1.1 ** 30
+    ],
+)
+def test_weight_outside_the_bound_is_an_error_naming_it(prompt, weight):
+    with pytest.raises(ValueError, match=rf"prompt weight {re.escape(weight)} on 'r"):
+        parse_prompt(prompt)
+
+
+def test_weights_within_the_bound_parse():
+    assert parse_prompt("(red:10) (blue:-10) [a]")[0] == ("red", 10.0)
+    assert parse_prompt("(red:1.5e-1)") == [("red", 0.15)]
+    assert parse_prompt(f"(red:{MAX_WEIGHT})") == [("red", MAX_WEIGHT)]

@@ -216,6 +216,7 @@ def test_stages_run_in_order_from_each_others_models_and_resume_skips_finished_o
         "data": "other",
         "init": str(tmp_path / "first" / "model"),
         "autoencoder": str(tmp_path / "ae" / "model"),
+        "resume": False,  # not begun: from step 0 (a begun stage with checkpoints resumes)
     }
     assert result["model"] == str(tmp_path / "second" / "model")
     with pytest.raises(ValueError, match="needs 'later' first"):

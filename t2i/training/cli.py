@@ -41,6 +41,14 @@ EXAMPLES = """examples:
 """
 
 
+EXIT_DIVERGED = 3  # the loss became NaN/inf; the last good checkpoint is kept
+EXIT_INTERRUPTED = 4  # SIGINT/SIGTERM: checkpointed at the end of the step; continue with --resume
+EXIT_CODES = f"""exit status: 0 trained to the last step; 2 bad input (nothing trained);
+  {EXIT_DIVERGED} the loss diverged (the last good checkpoint is kept);
+  {EXIT_INTERRUPTED} interrupted by Ctrl-C or SIGTERM (checkpoint written; continue with --resume)
+"""
+
+
 class _OverridesParser(argparse.ArgumentParser):
     """Keeps unknown `--dotted.key value` flags as `args.overrides` instead of failing on them."""
 
@@ -66,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a model (autoencoder, diffusion, autoregressive, CLIP) or a feature extractor",
         description=__doc__,
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     recipes = train.add_subparsers(
@@ -78,7 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help=f"train the {name} recipe",
             description=f"Train the {name} recipe. Any other --section.key VALUE flag overrides "
             "the config (--optim.lr 1e-4, --loop.steps 2000); a run's config.json lists them all.",
-            epilog=EXAMPLES,
+            epilog=EXAMPLES + EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
         )
@@ -95,7 +103,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help="print the preset's resolved config (every key and value, overrides applied) "
             "as JSON and exit; any key can be given as --section.key VALUE",
         )
-        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+        p.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue from the newest checkpoint that loads (an error if --out has none)",
+        )
         p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
         if name == "diffusion":
             p.add_argument("--autoencoder", help="trained autoencoder folder: train in its latents")
@@ -179,10 +191,12 @@ def train_one(module, preset: str, overrides: dict, args: argparse.Namespace, ou
 
 
 def report(result: dict, out: Path) -> int:
+    """Print where the run is; its exit status (EXIT_CODES)."""
     if result["status"] == "diverged":
-        return 3
+        return EXIT_DIVERGED
+    code = EXIT_INTERRUPTED if result["status"] == "interrupted" else 0
     if os.environ.get("RANK", "0") != "0" or result.get("fixed"):
-        return 0  # rank 0 reports; a fixed model has said where it is
+        return code  # rank 0 reports; a fixed model has said where it is
     if result["status"] == "interrupted":
         stage = f" (stage {result['stage']})" if "stage" in result else ""
         print(
@@ -192,7 +206,7 @@ def report(result: dict, out: Path) -> int:
     else:
         step = result.get("step", "-")
         print(f"trained {step} steps; run in {out}; model in {result.get('model', '-')}")
-    return 0
+    return code
 
 
 def export_run(

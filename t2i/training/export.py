@@ -25,6 +25,7 @@ from t2i.models.text_encoder import TextTransformerConfig
 from t2i.models.unet import UNetConfig
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig
+from t2i.training.log import read_log
 
 
 def nested_config(cls, data: dict, source: str, model_cls=UNetConfig):
@@ -56,8 +57,8 @@ def training_card(run_dir: Path, meta: dict) -> dict:
     segments: list[float] = []
     log = run_dir / "log.jsonl"
     if log.is_file():
-        for line in log.read_text().splitlines():
-            elapsed = json.loads(line).get("elapsed_s")
+        for rec in read_log(log):  # a torn last line (a killed run) is dropped
+            elapsed = rec.get("elapsed_s")
             if elapsed is None:
                 continue
             if not segments or float(elapsed) < segments[-1]:
@@ -86,10 +87,10 @@ def latest(run_dir: str | Path, dtype: str) -> tuple[Path, dict, dict]:
     """(the newest complete checkpoint of a run, its tensors, its meta); dtype is checked."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
-    found = state.latest_checkpoint(Path(run_dir) / "checkpoints")
-    if found is None:
+    loaded = state.load_latest(Path(run_dir) / "checkpoints")  # past a damaged newest one
+    if loaded is None:
         raise FileNotFoundError(f"no complete checkpoint in {Path(run_dir) / 'checkpoints'}")
-    tensors, meta = state.load_checkpoint(found)
+    found, tensors, meta, _ = loaded
     return found, tensors, meta
 
 

@@ -5,12 +5,32 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
 from t2i.training.config import LoopConfig
 from t2i.training.dist import World
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a run's log.jsonl. A torn last line (the process was killed mid-write) is
+    dropped with a warning; a bad line anywhere else is a ValueError naming the file and line."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError(f"a record is a JSON object, got {type(rec).__name__}")
+        except ValueError as err:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}, line {i + 1}: not a log record: {err}") from err
+            warnings.warn(f"{path}: dropped its torn last line {line[:60]!r}", stacklevel=2)
+            continue
+        records.append(rec)
+    return records
 
 
 class RunLogger:

@@ -34,7 +34,7 @@ from t2i.training import state as ckpt
 from t2i.training.config import LoopConfig, OptimConfig
 from t2i.training.dist import World, all_reduce_sum, close_world, init_world
 from t2i.training.export import add_training_card
-from t2i.training.log import RunLogger
+from t2i.training.log import RunLogger, read_log
 
 
 class TrainingDiverged(RuntimeError):
@@ -256,10 +256,18 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
     found = ckpt.latest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
     if found is not None and not resume:
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume or pick a new --out")
+    if found is None and resume:
+        raise ValueError(
+            f"--resume: no checkpoint in {ckpt_dir}; drop --resume to start {run_dir} from step 0"
+        )
+    loaded = ckpt.load_latest(ckpt_dir) if resume else None  # falls back past a damaged one
     model = recipe.model
     ema = copy.deepcopy(model).requires_grad_(False) if optim.ema_decay > 0 else None
     opt = _optimizer(model, recipe, optim)
-    start = _resume(found, model, ema, opt, loop) if found is not None else 0
+    start, skipped = 0, []
+    if loaded is not None:
+        found, tensors, meta, skipped = loaded
+        start = _resume(found, tensors, meta, model, ema, opt, loop)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_config(run_dir, recipe, loop, optim)
@@ -270,6 +278,8 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
     batches = _batches(recipe, loop, world, start)
     with _StopFlag() as stop, RunLogger(run_dir, loop, world, start, progress) as log:
         step, saved = start, found
+        for reason in skipped:
+            log.event("checkpoint_skipped", start, reason=reason)
         while step < loop.steps:
             loss, gnorm, lr = _step(wrapped, model, opt, batches, loop, optim, world, step)
             if ema is not None:
@@ -392,8 +402,8 @@ def _save(ckpt_dir, step, model, ema, opt, recipe, loop, optim, world) -> Path:
     return path
 
 
-def _resume(found: Path, model: nn.Module, ema: nn.Module | None, opt, loop: LoopConfig) -> int:
-    tensors, meta = ckpt.load_checkpoint(found)
+def _resume(found: Path, tensors: dict, meta: dict, model, ema, opt, loop: LoopConfig) -> int:
+    """Load a checkpoint's state into the model, EMA, optimizer and RNGs; its step."""
     saved = meta["config"]["loop"]
     for key in ("seed", "batch_size", "grad_accum"):  # they fix the data order and the noise
         if saved[key] != getattr(loop, key):
@@ -427,9 +437,8 @@ def _trim_log(path: Path, step: int) -> None:
     """On resume, drop log lines written after the checkpoint (a killed run logged past it)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = [rec for rec in read_log(path) if rec.get("step", 0) <= step]  # a torn line dropped
+    path.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
 
 
 def _save_grid(recipe: Recipe, model: nn.Module, run_dir: Path, step: int) -> None:

@@ -70,11 +70,13 @@ def run_stages(
     resume: bool,
     train_stage: Callable[[Stage, Path, dict], dict],
 ) -> dict:
-    """Run the stages in order; with `resume`, a stage whose model folder exists is done and one
-    with checkpoints continues. train_stage(stage, run_dir, flags) -> the loop's summary; the
-    first stage that does not finish ("interrupted") ends the sequence there."""
+    """Run the stages in order; with `resume`, a stage whose model folder exists is done, one
+    with checkpoints continues, and one not begun starts from step 0 (but --resume on an `out`
+    where no stage has begun is the loop's error). train_stage(stage, run_dir, flags) -> the
+    loop's summary; the first stage that does not finish ("interrupted") ends the sequence."""
     check_stages(name, stages)
     dirs = stage_dirs(stages, out)
+    begun = any(_begun(d) for d in dirs.values())
     result: dict = {"status": "done"}
     for stage in stages:
         run_dir = dirs[stage.name]
@@ -82,10 +84,17 @@ def run_stages(
             print(f"stage {stage.name}: done already ({run_dir / 'model'})")
             continue
         print(f"stage {stage.name}: t2i train {stage.recipe} --preset {stage.preset} in {run_dir}")
-        result = train_stage(stage, run_dir, stage_args(stage, dirs, data))
+        flags = stage_args(stage, dirs, data)
+        flags["resume"] = resume and (_begun(run_dir) or not begun)
+        result = train_stage(stage, run_dir, flags)
         if result.get("status") != "done":
             return {**result, "stage": stage.name}
     return {**result, "model": str(dirs[stages[-1].name] / "model")}
+
+
+def _begun(run_dir: Path) -> bool:
+    """A stage has begun once it has written a checkpoint or its model."""
+    return (run_dir / "checkpoints").is_dir() or (run_dir / "model" / INDEX_NAME).is_file()
 
 
 def describe(presets: dict, shipped: dict) -> str:

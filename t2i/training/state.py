@@ -3,7 +3,9 @@
 A checkpoint is a directory `ckpt-000100/` holding `state.safetensors` (weights, EMA, optimizer
 tensors, torch RNG state) and `state.json` (step, data position, python/numpy RNG, config). It is
 written as `ckpt-000100.tmp/`, fsynced, then renamed; `latest` (a one-line text file, also replaced
-atomically) names the newest complete one. A crash at any moment leaves the previous one loadable.
+atomically) names the newest complete one. A crash at any moment leaves the previous one loadable;
+a checkpoint damaged later (a truncated copy, a full disk) is skipped with a warning by
+`load_latest`, which falls back to the newest one that loads.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import os
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 TENSORS = "state.safetensors"
@@ -57,6 +61,30 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
             return cand
     done = [p for p in sorted(ckpt_dir.glob("ckpt-*")) if _complete(p)]
     return done[-1] if done else None
+
+
+def load_latest(ckpt_dir: Path) -> tuple[Path, dict[str, torch.Tensor], dict, list[str]] | None:
+    """(path, tensors, meta, skipped) of the newest checkpoint that loads, None if there is none.
+
+    A complete checkpoint that does not load (truncated weights, broken JSON) is skipped with a
+    warning, and the next older one is tried; `skipped` says which and why. If checkpoints exist
+    but none loads, a ValueError names each and its error.
+    """
+    newest = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    if newest is None:
+        return None
+    older = [p for p in sorted(ckpt_dir.glob("ckpt-*"), reverse=True) if _complete(p)]
+    skipped: list[str] = []
+    for path in [newest, *(p for p in older if p != newest)]:
+        try:
+            tensors, meta = load_checkpoint(path)
+            int(meta["step"])
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+            skipped.append(f"{path.name} ({type(err).__name__}: {err})")
+            warnings.warn(f"skipping checkpoint {path}: {err}", stacklevel=2)
+            continue
+        return path, tensors, meta, skipped
+    raise ValueError(f"no checkpoint in {ckpt_dir} loads: {'; '.join(skipped)}")
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
