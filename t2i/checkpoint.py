@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import struct
 import tempfile
@@ -24,6 +25,7 @@ from torch import nn
 from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL, AutoencoderVQ, VQConfig
 from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.models.clip import CLIP, CLIPConfig
+from t2i.models.config_bounds import check_fields
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,
     PretrainedTextEncoderConfig,
@@ -46,6 +48,22 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
 }
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model_index.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MAX_JSON_BYTES = 16 << 20  # config.json / model_index.json (a 10^6-word vocabulary fits)
+MAX_HEADER_BYTES = 100 << 20  # a safetensors header (safetensors' own limit)
+MAX_PARAMETERS = 10**9  # per component: 4 GB in fp32, more than a CPU project ever trains
+# bytes per element of the safetensors dtypes a state dict can hold
+ST_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -133,96 +151,215 @@ def save_component(
 
 
 def config_from_dict(config_cls: type, data: dict, source: str):
-    """Build a config dataclass; unknown or invalid keys are errors naming the file."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown config keys {unknown}; {config_cls.__name__} has {sorted(names)}"
-        )
+    """Build a config dataclass after checking every field's type and bounds
+    (t2i/models/config_bounds.py); any problem is a ValueError naming the file and field."""
+    check_fields(config_cls, data, source)
     try:
         return config_cls(**data)
-    except TypeError as e:  # e.g. a nested config with a bad key
+    except (TypeError, ValueError) as e:  # __post_init__: fields that do not fit together
         raise ValueError(f"{source}: invalid config: {e}") from e
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file after checking it is one; a pickle or a cut file is refused."""
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a small file; anything else is a ValueError naming the file."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{path}: {size} bytes; at most {MAX_JSON_BYTES} are read")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise ValueError(f"{path} is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def confined(path: Path, root: Path, what: str) -> Path:
+    """path with symlinks and '..' resolved; a ValueError if that is outside root."""
+    resolved, top = path.resolve(), root.resolve()
+    if resolved != top and top not in resolved.parents:
+        raise ValueError(f"{path}: {what} resolves to {resolved}, outside the model folder {top}")
+    return resolved
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{name: (dtype, shape)} after reading only the 8-byte length and the JSON header; refused:
+    a pickle, a bad header, a tensor whose offsets do not match its shape and dtype, a file
+    larger or smaller than its header says (a symlink to a 20 GB file is never read)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    data = path.read_bytes()
     expected = "a safetensors file (8-byte header length, JSON header, tensor data)"
-    n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else -1
-    if not 0 < n <= len(data) - 8 or data[8:9] != b"{":
-        if data[:2] == b"PK" or data[:1] == b"\x80":  # torch.save zip archive / raw pickle
-            raise ValueError(
-                f"{path} looks like a pickled PyTorch file (torch.save); t2i loads only "
-                f"{expected}, never pickles. Convert it with safetensors.torch.save_file."
-            )
-        raise ValueError(f"{path} is not {expected}: bad header (truncated or another format)")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+        n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
+        if not 0 < n <= min(size - 8, MAX_HEADER_BYTES) or head[8:9] != b"{":
+            if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive / raw pickle
+                raise ValueError(
+                    f"{path} looks like a pickled PyTorch file (torch.save); t2i loads only "
+                    f"{expected}, never pickles. Convert it with safetensors.torch.save_file."
+                )
+            raise ValueError(f"{path} is not {expected}: bad header (truncated or another format)")
+        f.seek(8)
+        raw = f.read(n)
     try:
-        header = json.loads(data[8 : 8 + n])
-        end = max(
-            (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not {expected}: unreadable header ({e})") from e
-    if 8 + n + end != len(data):
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        tensors, end = _tensor_entries(header)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ValueError(f"{path} is not {expected}: unreadable header ({str(e)[:200]})") from None
+    if 8 + n + end != size:
         raise ValueError(
-            f"{path} is truncated or padded: header promises {8 + n + end} bytes, "
-            f"file has {len(data)}"
+            f"{path} is truncated or padded: header promises {8 + n + end} bytes, file has {size}"
         )
+    return tensors
+
+
+def _tensor_entries(header: dict) -> tuple[dict[str, tuple[str, tuple[int, ...]]], int]:
+    """Check each entry's dtype, shape and offsets (contiguous, in order) -> entries, data end."""
+    entries, spans = {}, []
+    for name, v in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape, (start, stop) = v["dtype"], v["shape"], v["data_offsets"]
+        if dtype not in ST_DTYPE_BYTES:
+            raise ValueError(
+                f"tensor {name!r}: dtype {str(dtype)[:20]!r}; known {sorted(ST_DTYPE_BYTES)}"
+            )
+        if not isinstance(shape, list) or len(shape) > 8:
+            raise ValueError(f"tensor {name!r}: bad shape {str(shape)[:60]}")
+        if not all(type(d) is int and 0 <= d <= 2**40 for d in shape):
+            raise ValueError(f"tensor {name!r}: bad shape {str(shape)[:60]}")
+        if not (type(start) is int and type(stop) is int and 0 <= start <= stop):
+            raise ValueError(f"tensor {name!r}: bad data_offsets")
+        if stop - start != math.prod(shape) * ST_DTYPE_BYTES[dtype]:
+            raise ValueError(f"tensor {name!r}: {stop - start} bytes for shape {shape} {dtype}")
+        entries[name] = (dtype, tuple(shape))
+        spans.append((start, stop))
+    at = 0
+    for start, stop in sorted(spans):
+        if start != at:
+            raise ValueError("tensor data overlaps or leaves gaps")
+        at = stop
+    return entries, at
+
+
+def read_safetensors(
+    path: str | os.PathLike, expected: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a safetensors file after checking its header (read_safetensors_header); with
+    `expected` ({name: shape}), names and shapes are compared before the data is read. Every
+    floating tensor must be finite (a NaN weight is a black image)."""
+    path = Path(path)
+    header = read_safetensors_header(path)
+    if expected is not None:
+        check_names_and_shapes({k: s for k, (_, s) in header.items()}, expected, str(path))
     try:
-        return st_load(data)
+        tensors = st_load(path.read_bytes())
     except Exception as e:  # safetensors raises its own error type
-        raise ValueError(f"{path} is not {expected}: {e}") from e
+        raise ValueError(f"{path} is not a safetensors file: {str(e)[:200]}") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: tensor {name!r} holds NaN or infinite values")
+    return tensors
+
+
+def check_names_and_shapes(
+    found: dict[str, tuple[int, ...]], own: dict[str, tuple[int, ...]], source: str, what="model"
+) -> None:
+    """Every name present on both sides with the same shape; else one error listing them all."""
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(set(found) - set(own))
+    mismatched = [
+        f"{k}: file {tuple(found[k])} vs {what} {tuple(own[k])}"
+        for k in sorted(set(own) & set(found))
+        if tuple(found[k]) != tuple(own[k])
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{source} does not fit {what}: missing {missing[:20]}, "
+            f"unexpected {unexpected[:20]}, shape mismatches {mismatched[:20]}"
+        )
 
 
 def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Copy tensors into module after checking every name and shape; lists every problem."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(tensors))
-        if tensors[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{source} does not fit {type(module).__name__}: missing {missing}, "
-            f"unexpected {unexpected}, shape mismatches {mismatched}"
-        )
+    check_names_and_shapes(
+        {k: tuple(v.shape) for k, v in tensors.items()},
+        {k: tuple(v.shape) for k, v in own.items()},
+        source,
+        type(module).__name__,
+    )
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(tensors[k])  # casts to the module's dtype (fp16 file -> fp32 model)
 
 
+def planned_shapes(module_cls: type[nn.Module], config, source: str) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of the state dict module_cls(config) would have, built on the meta device
+    (nothing allocated, the global RNG untouched); more than MAX_PARAMETERS is refused."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            module = module_cls(config)
+    except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as e:
+        raise ValueError(f"{source}: cannot build {module_cls.__name__}: {str(e)[:200]}") from None
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    n = sum(math.prod(s) for s in shapes.values())
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"{source}: {n:,} parameters; a component has at most {MAX_PARAMETERS:,}")
+    return shapes
+
+
 def load_component(
-    directory: str | os.PathLike, dtype: torch.dtype | None = None, device: str = "cpu"
+    directory: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    device: str = "cpu",
+    root: str | os.PathLike | None = None,
 ) -> nn.Module:
-    """Build the component named in config.json and load its weights (checked). dtype None: fp32."""
+    """Build the component named in config.json and load its weights (checked). dtype None: fp32.
+
+    Every file read must resolve inside `root` (the model folder; None: `directory`). The config
+    is checked field by field, the weights file's header against the network's shapes, all
+    before the network is allocated."""
     directory = Path(directory)
+    root = Path(root) if root is not None else directory
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} does not exist: not a t2i component folder")
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+    confined(config_path, root, CONFIG_NAME)
+    data = read_json_object(config_path)
     kind = data.pop("type", None)
-    if kind not in COMPONENT_TYPES:
+    if not isinstance(kind, str) or kind not in COMPONENT_TYPES:
         raise ValueError(
-            f"{config_path}: component type {kind!r}; choose from {sorted(COMPONENT_TYPES)}"
+            f"{config_path}: type: component type {str(kind)[:60]!r}; "
+            f"choose from {sorted(COMPONENT_TYPES)}"
         )
     module_cls, config_cls = COMPONENT_TYPES[kind]
-    module = module_cls(config_from_dict(config_cls, data, str(config_path)))
-    if getattr(module, "save_weights", True):
+    config = config_from_dict(config_cls, data, str(config_path))
+    if getattr(module_cls, "save_weights", True):
         weights = directory / WEIGHTS_NAME
-        load_weights(module, read_safetensors(weights), str(weights))
+        if weights.is_symlink() or weights.exists():
+            confined(weights, root, WEIGHTS_NAME)
+        tensors = read_safetensors(weights, planned_shapes(module_cls, config, str(config_path)))
+        module = module_cls(config)
+        load_weights(module, tensors, str(weights))
+    else:  # a pointer (PretrainedTextEncoder): a relative path is the component folder's
+        module = module_cls(_pointer_resolved(config, directory, root, config_path))
+        module.config = config  # saved again as it was written
     module.eval()
     return module.to(device=device, dtype=dtype) if dtype is not None else module.to(device)
+
+
+def _pointer_resolved(config, directory: Path, root: Path, config_path: Path):
+    """A relative `path` resolves against the component folder (never the working directory)
+    and must stay inside the model folder; an absolute one is the user's own folder."""
+    if config.path is None or os.path.isabs(config.path):
+        return config
+    where = confined(directory / config.path, root, f"{config_path.name}: path")
+    return dataclasses.replace(config, path=str(where))
 
 
 # ---------------------------------------------------------------- model folders
@@ -246,24 +383,58 @@ def save_model_folder(
     atomic_write_json(directory / INDEX_NAME, index)
 
 
+def _plain_name(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
+# model_index.json fields every family reads before it starts: int sizes, bounded
+INDEX_SIZES = {"image_size": (1, 4096), "low_res": (1, 4096)}
+
+
+def check_index(index: dict, path: Path) -> None:
+    """The fields of model_index.json that size anything: types and bounds, named with the file."""
+    for key, (low, high) in INDEX_SIZES.items():
+        v = index.get(key)
+        if key in index and (type(v) is not int or not low <= v <= high):
+            raise ValueError(
+                f"{path}: {key} must be an integer in {low}..{high}, got {str(v)[:60]}"
+            )
+    for key in ("family", "base", "parameterisation"):
+        if key in index and not isinstance(index[key], str):
+            raise ValueError(f"{path}: {key} must be a string, got {str(index[key])[:60]}")
+    for key in ("schedule", "sampler"):
+        if key in index and not isinstance(index[key], dict):
+            raise ValueError(f"{path}: {key} must be a JSON object, got {str(index[key])[:60]}")
+
+
 def load_model_folder(
     directory: str | os.PathLike, dtype: torch.dtype | None = None, device: str = "cpu"
 ) -> tuple[dict[str, nn.Module], dict]:
-    """-> ({name: module}, index without "components")."""
+    """-> ({name: module}, index without "components"). Each component is a subfolder of
+    `directory` (a name, no symlink out of it) and every file it reads stays inside it."""
     directory = Path(directory)
     path = directory / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: not a t2i model folder")
-    index = json.loads(path.read_text())
+    index = read_json_object(path)
     names = index.pop("components", None)
-    if not isinstance(names, dict):
-        raise ValueError(f"{path}: missing 'components' mapping")
+    if not isinstance(names, dict) or not names:
+        raise ValueError(f"{path}: components: missing or not an object {{name: type}}")
+    check_index(index, path)
     components = {}
     for name, kind in names.items():
-        module = load_component(directory / name, dtype, device)
+        if not _plain_name(name):
+            raise ValueError(f"{path}: components: {name[:60]!r} must name a subfolder")
+        if not isinstance(kind, str) or kind not in COMPONENT_TYPES:
+            raise ValueError(
+                f"{path}: components.{name}: type {str(kind)[:60]!r}; "
+                f"choose from {sorted(COMPONENT_TYPES)}"
+            )
+        confined(directory / name, directory, f"component {name!r}")
+        module = load_component(directory / name, dtype, device, root=directory)
         if component_type(module) != kind:
             raise ValueError(
-                f"{path}: component {name!r} is {component_type(module)!r} in its "
+                f"{path}: components.{name}: {component_type(module)!r} in its "
                 f"config.json but {kind!r} in the index"
             )
         components[name] = module

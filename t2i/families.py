@@ -15,7 +15,12 @@ from pathlib import Path
 
 from t2i import DEFAULT_MODEL
 from t2i.cascade import CascadePipeline
-from t2i.checkpoint import load_model_folder, resolve_model
+from t2i.checkpoint import INDEX_NAME, confined, load_model_folder, resolve_model
+from t2i.models.autoencoder import AutoencoderKL, AutoencoderVQ
+from t2i.models.autoencoder_patch import AutoencoderPatch
+from t2i.models.text_encoder import PretrainedTextEncoder, TextTransformer
+from t2i.models.token_transformer import TokenTransformer
+from t2i.models.unet import UNet
 from t2i.pipeline import Pipeline
 from t2i.protocol import Generator
 from t2i.token_pipeline import TokenPipeline
@@ -31,6 +36,7 @@ def load_diffusion(folder: Path, components: dict, index: dict, name: str, bf16:
         sub = index["base"]
         if not isinstance(sub, str) or Path(sub).name != sub or sub in ("", ".", ".."):
             raise ValueError(f"{folder}: 'base' must name a subfolder, got {sub!r}")
+        confined(folder / sub, folder, "base")  # a symlinked base/ may not lead out
         base = load(folder / sub, bf16=bf16)
         if "low_res" not in index:
             raise ValueError(f"model {name!r} has a base model but is no upscaler")
@@ -40,6 +46,20 @@ def load_diffusion(folder: Path, components: dict, index: dict, name: str, bf16:
 def load_autoregressive(folder: Path, components: dict, index: dict, name: str, bf16: bool):
     return TokenPipeline(components, index, name=name, bf16=bf16)
 
+
+TEXT_ENCODERS = (TextTransformer, PretrainedTextEncoder)
+AUTOENCODERS = (AutoencoderKL, AutoencoderVQ, AutoencoderPatch)
+# what each family reads from its folder (name -> classes); a pixel diffusion model has no
+# autoencoder, so there it is checked only when present (OPTIONAL)
+FAMILY_COMPONENTS: dict[str, dict[str, tuple[type, ...]]] = {
+    "diffusion": {"unet": (UNet,), "text_encoder": TEXT_ENCODERS, "autoencoder": AUTOENCODERS},
+    "autoregressive": {
+        "transformer": (TokenTransformer,),
+        "autoencoder": (AutoencoderVQ,),
+        "text_encoder": TEXT_ENCODERS,
+    },
+}
+OPTIONAL = {("diffusion", "autoencoder")}
 
 FAMILIES: dict[str, Callable[..., Generator]] = {
     "diffusion": load_diffusion,
@@ -55,6 +75,31 @@ def load(model: str | Path = DEFAULT_MODEL, bf16: bool = False) -> Generator:
     folder = resolve_model(model)
     components, index = load_model_folder(folder)
     family = index.get("family", "diffusion")
-    if family not in FAMILIES:
-        raise ValueError(f"{folder}: unknown family {family!r}; t2i draws {sorted(FAMILIES)}")
-    return FAMILIES[family](folder, components, index, str(model), bf16)
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise ValueError(
+            f"{folder / INDEX_NAME}: family: unknown family {str(family)[:60]!r}; "
+            f"t2i draws {sorted(FAMILIES)}"
+        )
+    check_components(family, components, folder / INDEX_NAME)
+    try:
+        return FAMILIES[family](folder, components, index, str(model), bf16)
+    except (ValueError, KeyError, TypeError) as e:  # an index field the family cannot use
+        if isinstance(e, ValueError) and str(folder) in str(e):
+            raise
+        what = f"missing {e}" if isinstance(e, KeyError) else str(e).splitlines()[0][:300]
+        raise ValueError(f"{folder / INDEX_NAME}: {what}") from e
+
+
+def check_components(family: str, components: dict, source: Path) -> None:
+    """The components a family reads, each of a class it can use; else one line naming them."""
+    for name, classes in FAMILY_COMPONENTS[family].items():
+        module = components.get(name)
+        if module is None and (family, name) in OPTIONAL:
+            continue
+        if not isinstance(module, classes):
+            found = type(module).__name__ if module is not None else "missing"
+            raise ValueError(
+                f"{source}: components.{name}: the {family} family needs "
+                f"{' or '.join(c.__name__ for c in classes)}, found {found} "
+                f"(components: {sorted(components)})"
+            )

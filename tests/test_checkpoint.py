@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import time
 
 import pytest
 import torch
@@ -145,3 +146,116 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     (tmp_path / "plain").write_bytes(b"x")
     atomic, plain = ((tmp_path / name).stat().st_mode & 0o777 for name in ("atomic", "plain"))
     assert atomic == plain
+
+
+# ---------------------------------------------------------------- hostile folders (issue 39)
+
+
+def _tiny_unet_folder(tmp_path):
+    save_component(UNet(UNetConfig.preset("tiny")), tmp_path / "unet")
+    return tmp_path / "unet", json.loads((tmp_path / "unet" / "config.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"channels": [20000, 20000]}, "channels"),  # was 6.4 GB allocated
+        ({"layers_per_block": 10**6}, "layers_per_block"),
+        ({"head_dim": 0}, "head_dim"),  # was a ZeroDivisionError
+        ({"groups": "8"}, "groups"),
+        ({"mid_attention": 1}, "mid_attention"),
+        ({"dropout": float("nan")}, "dropout"),
+    ],
+)
+def test_config_sizes_and_types_are_bounded_before_allocation(tmp_path, change, field):
+    unet, config = _tiny_unet_folder(tmp_path)
+    (unet / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ValueError, match=rf"config.json: {field}"):
+        load_component(unet)
+
+
+def test_text_encoder_dim_bounded_and_config_must_be_an_object(tmp_path):
+    save_component(TextTransformer(TextTransformerConfig.preset("tiny")), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "dim": 10**9}))
+    with pytest.raises(ValueError, match="config.json: dim"):
+        load_component(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps([config]))
+    with pytest.raises(ValueError, match="config.json: must be a JSON object"):
+        load_component(tmp_path)
+
+
+def test_component_paths_stay_inside_the_model_folder(tmp_path):
+    from tests.tiny_models import write_tiny_model
+
+    outside = write_tiny_model(tmp_path / "other")
+    folder = write_tiny_model(tmp_path / "model")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["components"] = {"../other/unet": "unet", "text_encoder": "text_transformer"}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="must name a subfolder"):
+        load_model_folder(folder)
+    index["components"] = {"unet": "unet", "text_encoder": "text_transformer"}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    import shutil
+
+    shutil.rmtree(folder / "unet")
+    (folder / "unet").symlink_to(outside / "unet")  # a symlinked unet/
+    with pytest.raises(ValueError, match="outside the model folder"):
+        load_model_folder(folder)
+    (folder / "unet").unlink()
+    (folder / "unet").mkdir()
+    (folder / "unet" / "config.json").write_bytes((outside / "unet" / "config.json").read_bytes())
+    (folder / "unet" / "model.safetensors").symlink_to(outside / "unet" / "model.safetensors")
+    with pytest.raises(ValueError, match="model.safetensors.*outside the model folder"):
+        load_model_folder(folder)
+
+
+def test_huge_weights_file_refused_from_its_header(tmp_path):
+    unet, _ = _tiny_unet_folder(tmp_path)
+    weights = unet / "model.safetensors"
+    with weights.open("r+b") as f:  # sparse: 20 GB on paper, nothing on disk
+        f.truncate(20 << 30)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="padded: header promises"):
+        load_component(unet)
+    assert time.perf_counter() - start < 1.0  # the 20 GB were never read
+
+
+def test_nan_weights_are_refused_naming_the_tensor(tmp_path):
+    unet_module = UNet(UNetConfig.preset("tiny"))
+    with torch.no_grad():
+        unet_module.conv_in.weight[0, 0, 0, 0] = float("nan")
+    save_component(unet_module, tmp_path)
+    with pytest.raises(ValueError, match=r"model.safetensors: tensor 'conv_in.weight' holds NaN"):
+        load_component(tmp_path)
+
+
+def test_pretrained_text_encoder_never_unpickles_and_resolves_in_its_folder(tmp_path, monkeypatch):
+    hf = tmp_path / "model" / "text_encoder" / "hf"
+    hf.mkdir(parents=True)
+    torch.save({"x": torch.zeros(1)}, hf / "pytorch_model.bin")
+    (hf / "config.json").write_text("{}")
+    te = tmp_path / "model" / "text_encoder"
+    (te / "config.json").write_text(
+        json.dumps({"type": "pretrained_text_encoder", "path": "hf", "max_length": 8})
+    )
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        load_component(te, root=tmp_path / "model")
+    monkeypatch.chdir(tmp_path)  # a relative path never resolves against the working directory
+    (te / "config.json").write_text(
+        json.dumps({"type": "pretrained_text_encoder", "path": "../../x", "max_length": 8})
+    )
+    with pytest.raises(ValueError, match="outside the model folder"):
+        load_component(te, root=tmp_path / "model")
+
+
+def test_family_that_does_not_match_the_components_is_one_line(tmp_path):
+    from t2i.families import load
+    from tests.tiny_models import write_tiny_model
+
+    folder = write_tiny_model(tmp_path / "m")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "family": "autoregressive"}))
+    with pytest.raises(ValueError, match="model_index.json: components.transformer: the auto"):
+        load(folder)

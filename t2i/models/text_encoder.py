@@ -71,8 +71,18 @@ class PretrainedTextEncoder(nn.Module):
         path = config.path or _package_model_path()
         if not os.path.isdir(path):
             raise FileNotFoundError(f"text encoder folder {path!r} does not exist")
+        if not any(
+            os.path.isfile(os.path.join(path, n))
+            for n in ("model.safetensors", "model.safetensors.index.json")
+        ):  # never unpickle: a folder with only pytorch_model.bin is refused before torch sees it
+            raise ValueError(
+                f"text encoder folder {path!r} has no model.safetensors; t2i loads no pickled "
+                "weights (pytorch_model.bin): convert them with safetensors first"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self.model = AutoModel.from_pretrained(
+            path, local_files_only=True, use_safetensors=True
+        ).eval()
         self.model.requires_grad_(False)
         self.dim = self.model.config.hidden_size
 
