@@ -259,3 +259,51 @@ def test_family_that_does_not_match_the_components_is_one_line(tmp_path):
     (folder / "model_index.json").write_text(json.dumps({**index, "family": "autoregressive"}))
     with pytest.raises(ValueError, match="model_index.json: components.transformer: the auto"):
         load(folder)
+
+
+def test_every_size_field_of_every_component_has_a_bound():
+    import dataclasses
+    import typing
+
+    from t2i.checkpoint import COMPONENT_TYPES
+    from t2i.models.config_bounds import FLOAT_BOUNDS, INT_BOUNDS
+
+    unbounded = []
+    for _, config_cls in COMPONENT_TYPES.values():
+        hints = typing.get_type_hints(config_cls)
+        for f in dataclasses.fields(config_cls):
+            text = str(hints[f.name])
+            if ("int" in text and f.name not in INT_BOUNDS) or (
+                "float" in text and f.name not in FLOAT_BOUNDS
+            ):
+                unbounded.append(f"{config_cls.__name__}.{f.name}")
+    assert not unbounded
+
+
+def test_cli_names_the_file_and_field_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.tiny_models import write_tiny_model
+
+    folder = write_tiny_model(tmp_path / "m")
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, "head_dim": 0}))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "t2i",
+            "generate",
+            "a red circle",
+            "--model",
+            str(folder),
+            "--out",
+            str(tmp_path / "x.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "config.json: head_dim" in out.stderr and "Traceback" not in out.stderr
