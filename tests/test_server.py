@@ -55,6 +55,8 @@ class Running:
         conn = http.client.HTTPConnection(host, port, timeout=30)
         if isinstance(body, dict):
             body = json.dumps(body).encode()
+        if method == "POST":
+            headers = {"Content-Type": "application/json", **(headers or {})}
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         out = resp.status, dict(resp.getheaders()), resp.read()

@@ -24,9 +24,9 @@ from t2i.samplers import SAMPLERS
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
 
 
 @dataclass
@@ -82,8 +82,12 @@ def read_json(body: bytes, limits: Limits) -> dict:
     if len(body) > limits.max_body:
         raise ApiError(413, body_too_large(len(body), limits))
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ApiError(400, f"body is not UTF-8: {err}") from err
+    except RecursionError as err:  # JSON nested too deep for the parser
+        raise ApiError(400, "body is nested too deeply") from err
+    except ValueError as err:  # not JSON, or an integer past Python's digit limit
         raise ApiError(400, f"body is not valid JSON: {err}") from err
     if not isinstance(data, dict):
         raise ApiError(400, f"body must be a JSON object, got {type(data).__name__}")
@@ -224,39 +228,46 @@ def openapi(limits: Limits) -> dict:
     props["n"]["maximum"] = limits.max_n
     props["width"]["maximum"] = props["height"]["maximum"] = limits.max_side
     request = {"type": "object", "required": ["prompt"], "properties": props}
-    err = {"description": "bad request: the message names the bad value and the limit"}
-    busy = {"description": "queue full; see the Retry-After header"}
     json_body = {"content": {"application/json": {"schema": request}}, "required": True}
+    common = {  # any route: every error body is {"error": message}
+        "401": {"description": "the server has a token (--token) and it was not sent"},
+        "403": {"description": "Host is not served here, or Origin is another site"},
+        "404": {"description": "no such route or job"},
+        "408": {"description": "the request was not received within the read timeout"},
+        "405": {"description": "method not allowed; see the Allow header"},
+        "503": {"description": "queue or connections full; see the Retry-After header"},
+    }
+    body_errors = {
+        "400": {"description": "bad request: framing, JSON, or a value (named with its limit)"},
+        "411": {"description": "no Content-Length (chunked Transfer-Encoding is refused)"},
+        "413": {"description": "body larger than limits.max_body"},
+        "415": {"description": "Content-Type is not application/json"},
+    }
+
+    def get(summary: str) -> dict:
+        responses = {"200": {"description": "JSON"}, **common}
+        return {"get": {"summary": summary, "responses": responses}}
+
+    def post(summary: str, ok: dict, extra: dict | None = None) -> dict:
+        responses = {**ok, **body_errors, **common, **(extra or {})}
+        return {"post": {"summary": summary, "requestBody": json_body, "responses": responses}}
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "t2i", "version": "1"},
         "paths": {
-            "/api/generate": {
-                "post": {
-                    "summary": "generate images and wait for them",
-                    "requestBody": json_body,
-                    "responses": {
-                        "200": {"description": "images: [{params, png_base64}] or image/png"},
-                        "400": err,
-                        "503": busy,
-                        "504": {"description": "timeout"},
-                    },
-                }
-            },
-            "/api/jobs": {
-                "post": {
-                    "summary": "queue a generation; poll /api/jobs/{id} for progress",
-                    "requestBody": json_body,
-                    "responses": {
-                        "202": {"description": "{id, status_url}"},
-                        "400": err,
-                        "503": busy,
-                    },
-                }
-            },
-            "/api/jobs/{id}": {"get": {"summary": "status, step/steps, queue position, images"}},
-            "/api/models": {"get": {"summary": "loaded models, their defaults, the samplers"}},
-            "/api/health": {"get": {"summary": "status and queue length"}},
+            "/api/generate": post(
+                "generate images and wait for them",
+                {"200": {"description": "images: [{params, png_base64}] or image/png"}},
+                {"504": {"description": "timeout"}},
+            ),
+            "/api/jobs": post(
+                "queue a generation; poll /api/jobs/{id} for progress",
+                {"202": {"description": "{id, status_url}"}},
+            ),
+            "/api/jobs/{id}": get("status, step/steps, queue position, images"),
+            "/api/models": get("loaded models, their defaults, the samplers"),
+            "/api/health": get("status and queue length (needs no token)"),
         },
     }
 

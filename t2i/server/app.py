@@ -10,9 +10,14 @@ and wait, the JobQueue's single worker runs the pipeline.
 from __future__ import annotations
 
 import base64
+import hmac
+import ipaddress
 import json
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import traceback
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
@@ -42,6 +47,9 @@ class ServerConfig:
     max_batch: int = 16  # images per sampler call; 1 = no batching
     timeout: float = 120.0  # seconds from submit to result
     limits: Limits = field(default_factory=Limits)
+    token: str | None = None  # when set, /api/* needs "Authorization: Bearer <token>"
+    read_timeout: float = 10.0  # seconds a client has to send its whole request (head + body)
+    max_connections: int = 64  # connections handled at once; one more gets 503 + Retry-After
 
 
 class T2IServer(ThreadingHTTPServer):
@@ -54,7 +62,52 @@ class T2IServer(ThreadingHTTPServer):
         self.pipes, self.config = pipes, config
         self.queue = JobQueue(pipes, config.max_queue, config.max_batch, config.timeout)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="t2i-serve-"))  # init / mask images
-        super().__init__((config.host, config.port), Handler)
+        self.slots = threading.BoundedSemaphore(config.max_connections)
+        try:
+            super().__init__((config.host, config.port), Handler)
+        except BaseException:
+            self.queue.stop()
+            shutil.rmtree(self.upload_dir, ignore_errors=True)
+            raise
+
+    def process_request(self, request, client_address) -> None:
+        """One thread per connection, at most max_connections at once: over the cap, a 503."""
+        if not self.slots.acquire(blocking=False):
+            body = json.dumps({"error": "too many connections", "retry_after": 1}).encode()
+            head = "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            head += f"Retry-After: 1\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            try:
+                request.settimeout(1)
+                request.sendall(head.encode() + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def allowed_host(self, host: str) -> bool:
+        """Host header check (against DNS rebinding): loopback names, the bound address, and
+        when bound to every interface, IP literals and this machine's names."""
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower()
+        if name in ("localhost", self.config.host.lower()):
+            return True
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            wildcard = self.config.host in ("", "0.0.0.0", "::")
+            return wildcard and name in (socket.gethostname().lower(), socket.getfqdn().lower())
+        return ip.is_loopback or self.config.host in ("", "0.0.0.0", "::")
 
     @property
     def url(self) -> str:
@@ -93,13 +146,48 @@ def job_json(job: Job, queue: JobQueue, pipe: Generator) -> dict:
     return out
 
 
+ALLOW = "GET, POST"  # the methods any route answers; others get 405 with this Allow header
+
+
 class Handler(BaseHTTPRequestHandler):
     server: T2IServer
-    timeout = 30  # seconds a client may take to send its request
     server_version = "t2i"
 
     def log_message(self, format: str, *args) -> None:  # no access log; counts: /api/health
         pass
+
+    def setup(self) -> None:
+        """Per-recv timeout and a whole-request deadline: a client sending one byte every few
+        seconds is cut off when read_timeout has passed since it connected."""
+        self.timeout = self.server.config.read_timeout
+        super().setup()
+        self._expired = False
+        self._deadline = threading.Timer(self.timeout, self._cut_off)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+    def _cut_off(self) -> None:
+        self._expired = True
+        try:
+            self.connection.shutdown(socket.SHUT_RD)  # a blocked read returns; we can still answer
+        except OSError:
+            pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        """http.server's own errors (bad request line, unknown method) as JSON, not HTML."""
+        if code == 501:  # an unknown method: http.server's 501 is a 405 for this API
+            code, message = 405, f"method {self.command!r} not allowed; use {ALLOW}"
+        self.close_connection = True
+        self.request_version = "HTTP/1.0"  # a garbled request line still gets a status line
+        try:
+            headers = {"Allow": ALLOW} if code == 405 else {}
+            self._json(code, {"error": message or HTTPStatus(code).phrase}, headers)
+        except OSError:
+            pass
 
     # ------------------------------------------------------------ routing
 
@@ -116,9 +204,19 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch({"/api/generate": self._generate, "/api/jobs": self._submit})
 
+    def _not_allowed(self) -> None:
+        self.send_error(405, f"method {self.command} not allowed; use {ALLOW}")
+
+    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
     def _dispatch(self, routes: dict) -> None:
         path = self.path.split("?")[0]
         try:
+            if self._expired:
+                raise ApiError(408, f"request not received within {self.timeout:g} s")
+            self._guard(path)
+            if self.command == "GET":
+                self._deadline.cancel()  # the request is read; POST cancels after its body
             if path in routes:
                 routes[path]()
             elif self.command == "GET" and path.startswith("/api/jobs/"):
@@ -126,15 +224,31 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 raise ApiError(404, f"no route {self.command} {path}; see /api/openapi.json")
         except ApiError as err:
-            self._json(err.status, {"error": str(err)})
+            self.close_connection = True
+            self._json(err.status, {"error": str(err)}, err.headers)
         except QueueFull as err:
             headers = {"Retry-After": str(err.retry_after)}
             self._json(503, {"error": str(err), "retry_after": err.retry_after}, headers)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client went away (or was cut off at its deadline)
             pass
         except Exception as err:  # a bug: say so to the client and the console, keep serving
             traceback.print_exc()
             self._json(500, {"error": f"internal error: {type(err).__name__}: {err}"})
+
+    def _guard(self, path: str) -> None:
+        """Cross-site checks: Host (DNS rebinding), Origin (another site's page), the token."""
+        host = self.headers.get("Host", "")
+        if not self.server.allowed_host(host):
+            raise ApiError(403, f"Host {host!r} is not served here; use {self.server.url}")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{host}":
+            raise ApiError(403, f"cross-origin request from {origin!r} refused")
+        token = self.server.config.token
+        if token and path.startswith("/api/") and path != "/api/health":
+            sent = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                message = "send the server's token: Authorization: Bearer <token>"
+                raise ApiError(401, message, {"WWW-Authenticate": "Bearer"})
 
     # ------------------------------------------------------------ endpoints
 
@@ -164,14 +278,36 @@ class Handler(BaseHTTPRequestHandler):
         limits = asdict(self.server.config.limits)
         self._json(200, {"models": models, "samplers": sorted(SAMPLERS), "limits": limits})
 
-    def _read_job(self) -> Job:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+    def _body(self) -> bytes:
+        """The request body, framed by exactly one Content-Length of ASCII digits."""
+        ctype = self.headers.get("Content-Type", "")
+        if ctype.split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, f"send Content-Type: application/json, got {ctype!r}")
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise ApiError(411, "Transfer-Encoding is not supported: send a Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
             raise ApiError(411, "send a Content-Length header with the JSON body")
+        if len(lengths) > 1:
+            raise ApiError(400, f"{len(lengths)} Content-Length headers; send one")
+        length = lengths[0].strip()
+        if not (length.isascii() and length.isdigit()):
+            raise ApiError(400, f"Content-Length must be a non-negative integer, got {length!r}")
         limits = self.server.config.limits
-        if int(length) > limits.max_body:
-            raise ApiError(413, body_too_large(int(length), limits))
-        data = read_json(self.rfile.read(int(length)), limits)
+        if len(length) > 12 or int(length) > limits.max_body:
+            raise ApiError(413, body_too_large(int(length[:13]), limits))
+        try:
+            body = self.rfile.read(int(length))
+        except TimeoutError:
+            body = b""
+        if len(body) < int(length):
+            raise ApiError(400, f"body ended after {len(body)} of {length} bytes")
+        self._deadline.cancel()
+        return body
+
+    def _read_job(self) -> Job:
+        limits = self.server.config.limits
+        data = read_json(self._body(), limits)
         req = parse_generate(data, self.server.pipes, limits, self.server.upload_dir)
         job = Job(req.model, req.params, req.n, req.format, uploads=req.uploads)
         try:
@@ -219,13 +355,22 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(pipes: dict[str, Generator], config: ServerConfig) -> None:
-    """Serve until Ctrl-C."""
-    server = make_server(pipes, config)
+    """Serve until Ctrl-C or SIGTERM; either way the upload folder is removed."""
+    try:
+        server = make_server(pipes, config)
+    except OSError as err:  # a busy port, an address not on this machine
+        raise ValueError(f"cannot serve on {config.host}:{config.port}: {err.strerror}") from err
     print(f"t2i serving {list(pipes)} at {server.url}  (API: {server.url}/api/openapi.json)")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()

@@ -7,7 +7,7 @@ queued job that can share its sampler call (same `batch_key`), up to `max_batch`
 
 from __future__ import annotations
 
-import itertools
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -75,7 +75,6 @@ class JobQueue:
         self._pending: list[Job] = []
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._cond = threading.Condition()
-        self._ids = itertools.count(1)
         self._stop = False
         self.seconds_per_image = 1.0  # running mean, for Retry-After
         self.served = 0
@@ -88,7 +87,7 @@ class JobQueue:
         with self._cond:
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(self.retry_after())
-            job.id = f"{next(self._ids)}"
+            job.id = secrets.token_urlsafe(12)  # unguessable: ids are capabilities
             self._pending.append(job)
             self._jobs[job.id] = job
             while len(self._jobs) > self.max_queue + KEEP_FINISHED:
