@@ -48,7 +48,8 @@ class ServerConfig:
     timeout: float = 120.0  # seconds from submit to result
     limits: Limits = field(default_factory=Limits)
     token: str | None = None  # when set, /api/* needs "Authorization: Bearer <token>"
-    read_timeout: float = 10.0  # seconds a client has to send its whole request (head + body)
+    read_timeout: float = 30.0  # seconds a client has to send its whole request (head + body)
+    idle_timeout: float = 10.0  # seconds a client may pause while sending (a short body: 400)
     max_connections: int = 64  # connections handled at once; one more gets 503 + Retry-After
 
 
@@ -157,12 +158,13 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def setup(self) -> None:
-        """Per-recv timeout and a whole-request deadline: a client sending one byte every few
-        seconds is cut off when read_timeout has passed since it connected."""
-        self.timeout = self.server.config.read_timeout
+        """A per-recv timeout (idle_timeout) and a whole-request deadline: a client sending one
+        byte every few seconds is cut off when read_timeout has passed since it connected."""
+        config = self.server.config
+        self.timeout = min(config.idle_timeout, config.read_timeout)  # per recv
         super().setup()
         self._expired = False
-        self._deadline = threading.Timer(self.timeout, self._cut_off)
+        self._deadline = threading.Timer(config.read_timeout, self._cut_off)
         self._deadline.daemon = True
         self._deadline.start()
 
@@ -213,7 +215,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         try:
             if self._expired:
-                raise ApiError(408, f"request not received within {self.timeout:g} s")
+                seconds = self.server.config.read_timeout
+                raise ApiError(408, f"request not received within {seconds:g} s")
             self._guard(path)
             if self.command == "GET":
                 self._deadline.cancel()  # the request is read; POST cancels after its body
@@ -296,14 +299,26 @@ class Handler(BaseHTTPRequestHandler):
         limits = self.server.config.limits
         if len(length) > 12 or int(length) > limits.max_body:
             raise ApiError(413, body_too_large(int(length[:13]), limits))
-        try:
-            body = self.rfile.read(int(length))
-        except TimeoutError:
-            body = b""
+        body = self._read(int(length))
         if len(body) < int(length):
             raise ApiError(400, f"body ended after {len(body)} of {length} bytes")
         self._deadline.cancel()
         return body
+
+    def _read(self, n: int) -> bytes:
+        """Up to n bytes: fewer when the client closes, pauses past idle_timeout or runs out of
+        time."""
+        chunks, got = [], 0
+        while got < n:
+            try:
+                chunk = self.rfile.read1(min(n - got, 2**16))
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
 
     def _read_job(self) -> Job:
         limits = self.server.config.limits
