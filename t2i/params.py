@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,6 @@ class GenerationParams:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-    def with_seed(self, seed: int) -> GenerationParams:
-        return replace(self, seed=seed)
 
     @classmethod
     def from_json(cls, text: str, source: str = "params") -> GenerationParams:
