@@ -89,7 +89,7 @@ def _check_type(name: str, value, source: str) -> None:
         )
     if not ok:
         want = {"guidance_interval": "null or [lo, hi]"}.get(name, _kind(name))
-        raise ValueError(f"{source}: {name} must be {want}, got {_short(value)}")
+        raise ValueError(f"{source}: {name} must be {want}, got {brief(value)}")
 
 
 def _finite(value) -> bool:
@@ -100,17 +100,21 @@ def _kind(name: str) -> str:
     return "a string" if name in _STRINGS else "an integer" if name in _INTS else "a finite number"
 
 
-def _short(value) -> str:
+def brief(value, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters: an error names the bad value without echoing a
+    4,000-digit number or a megabyte string back to whoever sent it."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # repr may refuse it outright
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
 def check_int(name: str, value, low: int, high: int) -> int:
     """`value` as an int in [low, high]; a bool, float or string is a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {brief(value)}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        raise ValueError(f"{name} must be in [{low}, {high}], got {brief(value)}")
     return int(value)
 
 
@@ -144,7 +148,7 @@ def check_common(p: GenerationParams) -> None:
         parse_prompt(text)
     check_int("seed", p.seed, 0, MAX_SEED)
     if isinstance(p.guidance, bool) or not isinstance(p.guidance, (int, float)):
-        raise ValueError(f"guidance must be a number in [0, 100], got {p.guidance!r}")
+        raise ValueError(f"guidance must be a number in [0, 100], got {brief(p.guidance)}")
     if not 0 <= p.guidance <= 100:
         raise ValueError(f"guidance must be in [0, 100], got {p.guidance}")
     check_interval(p.guidance_interval)
@@ -159,7 +163,7 @@ def resolve_interval(value, default) -> list[float] | None:
         value = default
     elif isinstance(value, str):
         if value != "all":
-            raise ValueError(f"guidance interval must be 'all' or (lo, hi), got {value!r}")
+            raise ValueError(f"guidance interval must be 'all' or (lo, hi), got {brief(value)}")
         return None
     interval = check_interval(value)
     return None if interval is None else list(interval)

@@ -146,7 +146,8 @@ def test_a_body_shorter_than_its_length_is_a_prompt_400(served):
 def test_hostile_json_is_a_400(served):
     for body, message in [
         (b'{"prompt": "a", "seed": ' + b"9" * 5000 + b"}", "not valid JSON"),  # past the int limit
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "must be a JSON object"),
         (b'{"prompt": "\xff\xfe red"}', "not UTF-8"),
         (b'{"prompt": NaN}', "prompt"),
         (b"", "empty body"),
@@ -154,6 +155,14 @@ def test_hostile_json_is_a_400(served):
         status, _, _ = response = served.post(body)
         assert status == 400 and message in error(response), body[:40]
     assert served.request("GET", "/api/health")[0] == 200
+
+
+def test_an_error_does_not_echo_a_huge_value_back(served):
+    for field, value in [("seed", 10**1000), ("prompt", 7 * 10**1000), ("format", "x" * 100_000)]:
+        body = json.dumps({"prompt": "a red circle", field: value}).encode()
+        status, _, _ = response = served.post(body)
+        message = error(response)
+        assert status == 400 and field in message and len(message) < 300, message[:400]
 
 
 def test_a_slow_client_is_cut_off_at_the_request_deadline(served):
@@ -191,6 +200,26 @@ def test_connections_over_the_cap_get_503_at_once(pipes):
         assert running.request("GET", "/api/health")[0] == 200
     finally:
         running.close()
+
+
+def test_bodies_held_at_once_are_bounded_by_the_budget(pipes):
+    """Memory is bounded by body_budget, not by connections x max_body: while one client holds
+    the whole budget with a body it is still sending, the next body gets 503 at once."""
+    running = Served(pipes, body_budget=1 << 20)
+    try:
+        with running.connect() as slow:
+            head = framed(str(1 << 20).encode()).removesuffix(b"{}")
+            slow.sendall(head.replace(b"127.0.0.1", running.host.encode()) + b'{"prompt": ')
+            time.sleep(0.2)  # its reservation is taken
+            status, headers, _ = response = running.post(b'{"prompt": "a red circle"}')
+            assert status == 503 and "reading other uploads" in error(response)
+            assert headers["retry-after"] == "1"
+        time.sleep(IDLE_TIMEOUT + 0.5)  # the slow one is cut off and its bytes released
+        assert running.post(b'{"prompt": "a red circle", "steps": 1}')[0] == 202
+    finally:
+        running.close()
+    with pytest.raises(ValueError, match="body_budget 1000 is below max_body"):
+        Served(pipes, body_budget=1000)
 
 
 def test_unsupported_methods_get_405_json_with_allow(served):
@@ -247,7 +276,7 @@ def test_openapi_documents_every_error_the_server_gives(served):
     schema = json.loads(served.request("GET", "/api/openapi.json")[2])
     jobs = schema["paths"]["/api/jobs"]["post"]["responses"]
     assert {"400", "401", "403", "404", "405", "408", "411", "413", "415", "503"} <= set(jobs)
-    assert "504" in schema["paths"]["/api/generate"]["post"]["responses"]
+    assert {"500", "504"} <= set(schema["paths"]["/api/generate"]["post"]["responses"])
     assert "403" in schema["paths"]["/api/models"]["get"]["responses"]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from t2i.images import load_image, load_mask, open_checked
-from t2i.params import GenerationParams, check_seeds
+from t2i.params import GenerationParams, brief, check_seeds
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 
@@ -81,6 +81,8 @@ def read_json(body: bytes, limits: Limits) -> dict:
         raise ApiError(400, 'empty body: send a JSON object such as {"prompt": "a red circle"}')
     if len(body) > limits.max_body:
         raise ApiError(413, body_too_large(len(body), limits))
+    if not body.lstrip().startswith(b"{"):  # refused before an 8 MB array is ever parsed
+        raise ApiError(400, "body must be a JSON object ({...})")
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -106,12 +108,13 @@ def _check_types(data: dict) -> None:
         if key == "seed" and (value is None or value == "random"):
             continue
         if not ok or (key == "seed" and isinstance(value, str)):
-            raise ApiError(400, f"{key} must be {meaning}, got {value!r}")
+            raise ApiError(400, f"{key} must be {meaning}, got {brief(value)}")
 
 
 def _limit(name: str, value: int, high: int, low: int = 1) -> None:
     if not low <= value <= high:
-        raise ApiError(400, f"{name}={value} is outside [{low}, {high}] (server limit max_{name})")
+        limit = f"server limit max_{name}"
+        raise ApiError(400, f"{name}={brief(value)} is outside [{low}, {high}] ({limit})")
 
 
 def _save_upload(text: str, name: str, folder: Path) -> Path:
@@ -158,10 +161,10 @@ def parse_generate(
     _check_types(data)
     model = data.get("model", next(iter(pipes)))
     if model not in pipes:
-        raise ApiError(400, f"unknown model {model!r}; this server loaded {sorted(pipes)}")
+        raise ApiError(400, f"unknown model {brief(model)}; this server loaded {sorted(pipes)}")
     fmt, n = data.get("format", "json"), data.get("n", 1)
     if fmt not in FORMATS:
-        raise ApiError(400, f"unknown format {fmt!r}; choose from {list(FORMATS)}")
+        raise ApiError(400, f"unknown format {brief(fmt)}; choose from {list(FORMATS)}")
     if fmt == "png" and n != 1:
         raise ApiError(400, f'format "png" returns one image; got n={n} (use format "json")')
     _limit("n", n, limits.max_n)
@@ -259,7 +262,13 @@ def openapi(limits: Limits) -> dict:
             "/api/generate": post(
                 "generate images and wait for them",
                 {"200": {"description": "images: [{params, png_base64}] or image/png"}},
-                {"504": {"description": "timeout"}},
+                {
+                    "500": {
+                        "description": "the generation failed in the worker (a bug or a broken"
+                        " model); only this request fails, the server keeps serving"
+                    },
+                    "504": {"description": "timeout"},
+                },
             ),
             "/api/jobs": post(
                 "queue a generation; poll /api/jobs/{id} for progress",

@@ -10,6 +10,7 @@ and wait, the JobQueue's single worker runs the pipeline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -51,6 +52,8 @@ class ServerConfig:
     read_timeout: float = 30.0  # seconds a client has to send its whole request (head + body)
     idle_timeout: float = 10.0  # seconds a client may pause while sending (a short body: 400)
     max_connections: int = 64  # connections handled at once; one more gets 503 + Retry-After
+    body_budget: int = 32 * 2**20  # bytes of request bodies held at once; past it, 503
+    max_parsing: int = 2  # bodies decoded at once (JSON, base64, images: ~4x a body's bytes)
 
 
 class T2IServer(ThreadingHTTPServer):
@@ -60,10 +63,15 @@ class T2IServer(ThreadingHTTPServer):
     def __init__(self, pipes: dict[str, Generator], config: ServerConfig):
         if not pipes:
             raise ValueError("no models to serve: give --model NAME|DIR")
+        if config.body_budget < config.limits.max_body:
+            budget, most = config.body_budget, config.limits.max_body
+            raise ValueError(f"body_budget {budget} is below max_body {most}: no body would fit")
         self.pipes, self.config = pipes, config
         self.queue = JobQueue(pipes, config.max_queue, config.max_batch, config.timeout)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="t2i-serve-"))  # init / mask images
         self.slots = threading.BoundedSemaphore(config.max_connections)
+        self.parsing = threading.BoundedSemaphore(config.max_parsing)
+        self.body_bytes, self.body_lock = 0, threading.Lock()
         try:
             super().__init__((config.host, config.port), Handler)
         except BaseException:
@@ -95,6 +103,21 @@ class T2IServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    @contextlib.contextmanager
+    def body_reserved(self, length: int):
+        """Hold `length` bytes of the body budget while a body is read and decoded: memory is
+        bounded by the budget, not by connections x max_body. Past the budget, a 503."""
+        with self.body_lock:
+            if self.body_bytes + length > self.config.body_budget:
+                message = "the server is reading other uploads; try again"
+                raise ApiError(503, message, {"Retry-After": "1"})
+            self.body_bytes += length
+        try:
+            yield
+        finally:
+            with self.body_lock:
+                self.body_bytes -= length
 
     def allowed_host(self, host: str) -> bool:
         """Host header check (against DNS rebinding): loopback names, the bound address, and
@@ -281,8 +304,8 @@ class Handler(BaseHTTPRequestHandler):
         limits = asdict(self.server.config.limits)
         self._json(200, {"models": models, "samplers": sorted(SAMPLERS), "limits": limits})
 
-    def _body(self) -> bytes:
-        """The request body, framed by exactly one Content-Length of ASCII digits."""
+    def _content_length(self) -> int:
+        """The body's length, framed by exactly one Content-Length of ASCII digits."""
         ctype = self.headers.get("Content-Type", "")
         if ctype.split(";")[0].strip().lower() != "application/json":
             raise ApiError(415, f"send Content-Type: application/json, got {ctype!r}")
@@ -299,8 +322,11 @@ class Handler(BaseHTTPRequestHandler):
         limits = self.server.config.limits
         if len(length) > 12 or int(length) > limits.max_body:
             raise ApiError(413, body_too_large(int(length[:13]), limits))
-        body = self._read(int(length))
-        if len(body) < int(length):
+        return int(length)
+
+    def _body(self, length: int) -> bytes:
+        body = self._read(length)
+        if len(body) < length:
             raise ApiError(400, f"body ended after {len(body)} of {length} bytes")
         self._deadline.cancel()
         return body
@@ -321,9 +347,14 @@ class Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _read_job(self) -> Job:
-        limits = self.server.config.limits
-        data = read_json(self._body(), limits)
-        req = parse_generate(data, self.server.pipes, limits, self.server.upload_dir)
+        limits, server = self.server.config.limits, self.server
+        length = self._content_length()
+        with server.body_reserved(length):
+            body = self._body(length)
+            with server.parsing:
+                data = read_json(body, limits)
+                req = parse_generate(data, server.pipes, limits, server.upload_dir)
+            del body, data
         job = Job(req.model, req.params, req.n, req.format, uploads=req.uploads)
         try:
             return self.server.queue.submit(job)
