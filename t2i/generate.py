@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -79,6 +80,13 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     model, kw = request_from_args(args)
     pipe = load(model, bf16=args.bf16)
     p = pipe.params(kw.pop("prompt"), **kw)
+    if unknown := pipe.unknown_words(p):
+        listed = ", ".join(repr(w) for w in unknown)
+        print(
+            f"warning: {model} cannot read {listed}: each becomes one unknown token, "
+            "which it was never trained to draw",
+            file=sys.stderr,
+        )
     seeds = check_seeds(p, args.n, None)  # the last one too, before any file is named
     paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling
     with tqdm(total=pipe.total_steps(p), disable=args.quiet, desc="sampling", unit="step") as bar:

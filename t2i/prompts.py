@@ -96,6 +96,15 @@ def _merge(spans: list[list]) -> list[tuple[str, float]]:
     return out or [("", 1.0)]
 
 
+def unknown_words(encoder, prompt: str) -> list[str]:
+    """Words of a prompt (weights syntax removed) that `encoder` cannot read; [] for an encoder
+    that does not say."""
+    known = getattr(encoder, "unknown_words", None)
+    if known is None:
+        return []
+    return list(dict.fromkeys(w for text, _ in parse_prompt(prompt) for w in known(text)))
+
+
 def count_tokens(encoder, text: str) -> int:
     """Tokens of `text` without special tokens, for either tokenizer family."""
     if isinstance(encoder.tokenizer, WordTokenizer):

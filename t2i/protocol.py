@@ -37,7 +37,7 @@ from t2i.params import (
     check_seeds,
     resolve_interval,
 )
-from t2i.prompts import encode_prompt
+from t2i.prompts import encode_prompt, unknown_words
 
 MAX_CACHED_PROMPTS = 1024  # text states kept per model (~0.1 MB each for long prompts)
 REQUEST_KEYS = {
@@ -127,6 +127,13 @@ class Generator(ABC):
     @property
     def samplers(self) -> list[str]:
         return list(self.supports.samplers)
+
+    def unknown_words(self, p: GenerationParams) -> list[str]:
+        """Words of the prompt and the negative prompt that the model cannot read (each becomes
+        one unknown token): the CLI warns, the server reports them."""
+        encoder = getattr(self, "text_encoder", None)
+        texts = [p.prompt, p.negative or ""]
+        return list(dict.fromkeys(w for t in texts for w in unknown_words(encoder, t)))
 
     def encode_text(self, prompts: list[str]) -> dict:
         """{context (B, L, D), context_mask (B, L)}; each distinct prompt is encoded once,

@@ -37,7 +37,7 @@ GENERATION = {
 ENTRY_POINTS = {"t2i.cli", "t2i.__main__", "t2i.training.__main__"}
 # the training modules every recipe shares; every other module of t2i/training is a recipe
 TRAINING_SHARED = {"__init__", "loop", "state", "config", "data", "dist", "export", "cli"}
-TRAINING_SHARED |= {"common", "presets", "log", "__main__"}
+TRAINING_SHARED |= {"common", "presets", "log", "__main__", "grids", "run_config"}
 
 
 def module_name(path: Path) -> str:

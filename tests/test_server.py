@@ -9,6 +9,7 @@ import http.client
 import io
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -192,7 +193,12 @@ def test_full_queue_answers_503_with_retry_after(pipes):
     running = Running(pipes, max_queue=2, max_batch=1)
     try:
         running.gate.clear()  # the worker holds its first job; the next two fill the queue
-        answers = [running.post("/api/jobs", {"prompt": PROMPT}) for _ in range(4)]
+        answers = [running.post("/api/jobs", {"prompt": PROMPT})]
+        first = running.server.queue.get(answers[0][2]["id"])
+        deadline = time.monotonic() + 20
+        while first.status != "running" and time.monotonic() < deadline:  # a loaded machine
+            time.sleep(0.01)
+        answers += [running.post("/api/jobs", {"prompt": PROMPT}) for _ in range(3)]
         statuses = [status for status, _, _ in answers]
         assert statuses.count(202) == 3 and statuses[-1] == 503, statuses
         assert int(answers[-1][1]["Retry-After"]) >= 1
@@ -355,6 +361,13 @@ def test_an_autoregressive_model_is_served_with_its_own_sampler(tmp_path):
         assert status == 400 and "the only sampler is 'autoregressive'" in body["error"]
     finally:
         running.close()
+
+
+def test_a_job_names_the_words_its_model_cannot_read(server):
+    status, _, answer = server.post("/api/generate", {"prompt": "a violet circle", "n": 1})
+    assert status == 200 and answer["unknown_words"] == ["violet"]
+    status, _, answer = server.post("/api/generate", {"prompt": PROMPT, "negative": "tiny"})
+    assert status == 200 and answer["unknown_words"] == ["tiny"]
 
 
 def test_the_last_seed_of_a_request_is_checked_at_admission(server):

@@ -178,7 +178,7 @@ def test_bad_input_fails_before_work(tmp_path, capsys):
         ("--parameterisation", "score"): "unknown parameterisation 'score'",
         ("--loop.steps", "ten"): "bad value 'ten' for loop.steps",
         ("--data", str(tmp_path / "nope")): "nope",
-        ("--init", str(tmp_path / "nope")): "no unet/model.safetensors",
+        ("--init", str(tmp_path / "nope")): "choose from the bundled models",
     }
     for extra, message in cases.items():
         code = t2i_main(["train", "diffusion", "--data", "shapes", "--out", str(out), *extra])

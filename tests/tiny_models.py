@@ -108,3 +108,30 @@ def png_header_only(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     )
+
+
+LETTER_COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (20, 160, 40)}
+LETTER_BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15)}
+
+
+def write_letters_folder(folder: Path, count: int = 200, size: int = 64, seed: int = 0) -> Path:
+    """A user's kind of folder: `count` captioned images of coloured capital letters on two
+    backgrounds ("a red letter K on a black background"), name.png + name.txt, a little jitter
+    of place and size."""
+    import random
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        letter = rng.choice("AEHKOTXZ")
+        colour, background = rng.choice(list(LETTER_COLOURS)), rng.choice(list(LETTER_BACKGROUNDS))
+        img = Image.new("RGB", (size, size), LETTER_BACKGROUNDS[background])
+        font = ImageFont.load_default(size=round(size * rng.uniform(0.55, 0.75)))
+        centre = (size / 2 + rng.uniform(-4, 4), size / 2 + rng.uniform(-4, 4))
+        ImageDraw.Draw(img).text(centre, letter, LETTER_COLOURS[colour], font, anchor="mm")
+        img.save(folder / f"{i:04d}.png")
+        caption = f"a {colour} letter {letter} on a {background} background"
+        (folder / f"{i:04d}.txt").write_text(caption + "\n")
+    return folder

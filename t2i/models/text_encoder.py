@@ -89,6 +89,12 @@ class PretrainedTextEncoder(nn.Module):
     def train(self, mode: bool = True) -> PretrainedTextEncoder:
         return super().train(False)  # frozen: always eval (no dropout)
 
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` its WordPiece vocabulary cannot spell (they become [UNK])."""
+        unk = self.tokenizer.unk_token
+        found = [w for w in text.split() if unk in self.tokenizer.tokenize(w)]
+        return list(dict.fromkeys(found))
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> TextEmbedding:
         if isinstance(prompts, str):
@@ -146,6 +152,10 @@ class WordTokenizer:
     def __len__(self) -> int:
         return len(self.vocab)
 
+    def unknown(self, text: str) -> list[str]:
+        """Words of `text` outside the vocabulary (each becomes [UNK]), once each, in order."""
+        return list(dict.fromkeys(w for w in words(text) if w not in self.index))
+
     def __call__(self, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ids (B, L) long, mask (B, L) bool, L = longest prompt (<= max_length)."""
         seqs = [[BOS] + [self.index.get(w, UNK) for w in words(p)] + [EOS] for p in prompts]
@@ -161,10 +171,10 @@ class WordTokenizer:
 @dataclass
 class TextTransformerConfig:
     vocab: list[str] = field(default_factory=list)  # words, without the 4 special tokens
-    dim: int = 256
-    layers: int = 4
-    heads: int = 4
-    max_length: int = 64
+    dim: int = 256  # token width (the UNet's model.context_dim)
+    layers: int = 4  # transformer blocks
+    heads: int = 4  # attention heads (dim must divide by them)
+    max_length: int = 64  # tokens, [BOS] and [EOS] included
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -215,6 +225,10 @@ class TextTransformer(nn.Module):
             h = block(h, self_mask=self_mask)
         h = self.norm(h)
         return TextEmbedding(h, mask, masked_mean(h, mask))
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` it was not trained on (they become [UNK])."""
+        return self.tokenizer.unknown(text)
 
     def encode(self, prompts: list[str]) -> TextEmbedding:
         """Tokenise and encode; gradients flow (wrap in torch.no_grad() when frozen)."""

@@ -157,6 +157,7 @@ def job_json(job: Job, queue: JobQueue, pipe: Generator) -> dict:
         "step": job.step,
         "steps": pipe.total_steps(job.params),
         "queue_position": queue.position(job),
+        "unknown_words": pipe.unknown_words(job.params),  # each became one unknown token
     }
     if job.error:
         out["error"] = job.error

@@ -231,6 +231,7 @@ def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -
     """An autoencoder run's checkpoint -> autoencoder/ (KL or VQ), latent stats from its data
     (`t2i export`). kw: run_dir, dtype, data, ema."""
     recipe = dict(meta["config"]["recipe"])
+    recipe.pop("preset", None)  # the preset it started from: the settings are all recorded
     data = recipe.pop("data", None) or kw["data"]
     if not data:
         raise ValueError(f"{found} does not record its data: give it (e.g. --data shapes)")

@@ -242,6 +242,7 @@ def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -
     """An autoregressive run's checkpoint -> transformer/, text_encoder/ and its VQ autoencoder
     (`t2i export`). kw: run_dir, dtype, data, ema."""
     recipe = dict(meta["config"]["recipe"])
+    recipe.pop("preset", None)  # the preset it started from: the settings are all recorded
     data = recipe.pop("data", None) or kw["data"]
     ae_record = recipe.pop("autoencoder")
     cfg = nested_config(AutoregressiveRecipeConfig, recipe, str(found), TokenTransformerConfig)

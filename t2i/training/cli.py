@@ -59,14 +59,15 @@ class _OverridesParser(argparse.ArgumentParser):
 
     def format_help(self) -> str:
         """The usage, then one line per preset of the recipe (imported only for --help)."""
-        from t2i.training.presets import describe
+        from t2i.training.presets import describe, describe_keys
 
         name = getattr(self, "recipe_name", None)
         if name is None:
             return super().format_help()
         module = recipe_module(name)
         presets = describe(module.CONFIG_PRESETS, getattr(module, "SHIPPED", {}))
-        return f"{super().format_help()}\n{presets}"
+        keys = describe_keys(module.preset("default"))
+        return f"{super().format_help()}\n{presets}\n{keys}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -96,7 +97,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help="data set: shapes, fashion, a folder, shards (a shipped preset has its own)",
         )
         p.add_argument("--out", help="run directory (default runs/<recipe>)")
-        p.add_argument("--preset", default="default", help="config preset of the recipe (below)")
+        p.add_argument(
+            "--preset",
+            help="config preset of the recipe (below; default: `default`, or the resumed run's)",
+        )
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            help="JSON of settings over the preset, as --show-config prints them (a run's "
+            "config.json works); --section.key flags go over it",
+        )
         p.add_argument(
             "--show-config",
             action="store_true",
@@ -126,17 +136,20 @@ def run(args: argparse.Namespace) -> int:
 
     module = recipe_module(args.recipe)
     overrides = parse_dotted_args(args.overrides)
+    out = Path(args.out or f"runs/{args.recipe}")
+    if args.resume:
+        recorded_defaults(args, out)
+    args.preset = args.preset or "default"
     stages = getattr(module, "SHIPPED", {}).get(args.preset)
     if args.show_config:
         print(json.dumps(resolved_config(module, args, stages, overrides), indent=2))
         return 0
-    out = Path(args.out or f"runs/{args.recipe}")
     env_threads()
     if stages is None:
         if not args.data:
             raise ValueError(f"--data is required (preset {args.preset!r} names no data set)")
         return report(train_one(module, args.preset, overrides, args, out), out)
-    for flag in ("init", "autoencoder"):
+    for flag in ("init", "autoencoder", "config"):
         if getattr(args, flag, None):
             raise ValueError(f"--{flag}: preset {args.preset!r} makes its own in its stages")
 
@@ -148,6 +161,17 @@ def run(args: argparse.Namespace) -> int:
     return report(run_stages(args.preset, stages, out, args.data, args.resume, train_stage), out)
 
 
+def recorded_defaults(args: argparse.Namespace, out: Path) -> None:
+    """--resume: a run's --preset and --data default to the ones it recorded."""
+    from t2i.training.run_config import read_config_file
+
+    if not (out / "config.json").is_file():
+        return
+    recorded = read_config_file(out / "config.json")
+    args.preset = args.preset or recorded.get("preset")
+    args.data = args.data or recorded.get("data")
+
+
 def resolved_config(module, args: argparse.Namespace, stages, overrides: dict) -> dict:
     """--show-config: the preset's config with the overrides applied; a shipped model's stages,
     each with its run folder, flags and config."""
@@ -157,7 +181,7 @@ def resolved_config(module, args: argparse.Namespace, stages, overrides: dict) -
     from t2i.training.presets import stage_args, stage_dirs
 
     if stages is None:
-        return asdict(apply_overrides(module.preset(args.preset), overrides))
+        return asdict(configure(module, args.preset, overrides, args, None))
     dirs = stage_dirs(stages, Path(args.out or f"runs/{args.recipe}"))
     shown = []
     for stage in stages:
@@ -174,20 +198,42 @@ def resolved_config(module, args: argparse.Namespace, stages, overrides: dict) -
 def train_one(module, preset: str, overrides: dict, args: argparse.Namespace, out: Path) -> dict:
     """One run of a recipe's preset in `out`: the loop's summary ("status": done, interrupted,
     or diverged)."""
-    from t2i.training.config import apply_overrides
     from t2i.training.loop import TrainingDiverged, train
 
-    cfg = apply_overrides(module.preset(preset), overrides)
+    cfg = configure(module, preset, overrides, args, out if args.resume else None)
     if (folder := getattr(module, "fixed_model", lambda *_: None)(cfg, out)) is not None:
         print(f"{type(cfg.model).__name__} has nothing to train; model in {folder}")
         return {"status": "done", "step": 0, "model": str(folder), "fixed": True}
     recipe = module.build(cfg, args)
+    recipe.config = {"preset": preset, **recipe.config}
     try:
         return train(recipe, cfg.loop, cfg.optim, out, args.resume, not args.no_progress)
     except TrainingDiverged as err:
         msg = f"t2i train: stopped: {err}; last good checkpoint in {out}/checkpoints"
         print(msg, file=sys.stderr)
         return {"status": "diverged"}
+
+
+def configure(module, preset: str, overrides: dict, args: argparse.Namespace, resumed_in):
+    """The run's config: the preset, then what --init adopts, --config FILE, the flags; or, when
+    resuming in `resumed_in`, the run's own config.json, which every flag must agree with."""
+    from t2i.training.config import apply_overrides
+    from t2i.training.run_config import apply_file, read_config_file, resumed, settings
+
+    name = module.__name__.rsplit(".", 1)[-1]
+    cfg = module.preset(preset)
+    if hasattr(module, "adopt") and getattr(args, "init", None):
+        cfg = module.adopt(cfg, args)
+    given = dict(overrides)
+    if getattr(args, "config", None):
+        data = read_config_file(args.config)
+        cfg = apply_file(cfg, data, f"--config {args.config}", name)
+        given = {**settings(cfg, data), **given}
+        args.data = args.data or data.get("data")
+    cfg = apply_overrides(cfg, overrides)
+    if resumed_in is not None:
+        cfg = resumed(cfg, args, given, Path(resumed_in), name, preset)
+    return cfg
 
 
 def report(result: dict, out: Path) -> int:

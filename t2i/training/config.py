@@ -14,10 +14,10 @@ import torch
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    lr: float = 2e-4  # peak learning rate of AdamW
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decays
+    eps: float = 1e-8  # AdamW's denominator epsilon
     schedule: str = "cosine"  # "cosine" (warmup then cosine to min_lr_ratio*lr) or "constant"
     warmup_steps: int = 100  # linear warmup from 0; 0 means start at full lr
     min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr

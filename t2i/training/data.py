@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
 
-def open_dataset(spec: str, image_size: int, length: int = 100_000) -> tuple[Dataset, int]:
-    """The data layer's dataset for `--data` and its image channels; errors before any work."""
+def open_dataset(
+    spec: str, image_size: int, length: int = 100_000, channels: int = 3
+) -> tuple[Dataset, int]:
+    """The data layer's dataset for `--data` and its image channels; errors before any work.
+    channels: what a folder's or shards' images become (1: grey, for a greyscale model); the
+    built-in sets have their own."""
     from t2i.data import load_dataset
+    from t2i.data.transforms import TransformConfig
 
-    dataset = load_dataset(spec, image_size=image_size, length=length)
+    transform = TransformConfig(size=image_size, channels=channels)
+    dataset = load_dataset(spec, image_size=image_size, length=length, transform=transform)
     first = next(iter(dataset)) if isinstance(dataset, IterableDataset) else dataset[0]
     if first["image"].shape[-1] != image_size:
         raise ValueError(f"data {spec!r} gives {first['image'].shape[-1]} px, not {image_size}")
     return dataset, first["image"].shape[0]
+
+
+def report_unknown_words(encoder, captions: list[str], limit: int = 12) -> None:
+    """Print which caption words the run's text encoder cannot read, and in how many captions:
+    each becomes one unknown token, so the network cannot learn what they mean."""
+    if os.environ.get("RANK", "0") != "0" or not hasattr(encoder, "unknown_words"):
+        return
+    counts = Counter(w for c in captions for w in encoder.unknown_words(c))
+    if not counts:
+        return
+    listed = ", ".join(f"{w!r} in {n}" for w, n in counts.most_common(limit))
+    more = f" and {len(counts) - limit} more" if len(counts) > limit else ""
+    print(
+        f"warning: {len(counts)} caption word(s) the text encoder cannot read (each becomes one "
+        f"unknown token), of {len(captions)} captions: {listed}{more}",
+        file=sys.stderr,
+    )
 
 
 TRAINED = "trained"  # --text_encoder value: a TextTransformer trained with the recipe's network

@@ -45,6 +45,7 @@ from t2i.training.data import (
     latent_dataset,
     load_frozen_autoencoder,
     open_dataset,
+    report_unknown_words,
 )
 from t2i.training.diffusion_config import (  # noqa: F401
     CONFIG_PRESETS,
@@ -52,9 +53,7 @@ from t2i.training.diffusion_config import (  # noqa: F401
     DiffusionRecipeConfig,
     preset,
 )
-
-# CONFIG_PRESETS, SHIPPED and preset are this recipe's interface to the training CLI
-from t2i.training.diffusion_init import init_text, init_unet
+from t2i.training.diffusion_init import adopt, init_text, init_unet  # noqa: F401 (adopt: --init)
 from t2i.training.export import (
     add_base,
     model_weights,
@@ -62,6 +61,9 @@ from t2i.training.export import (
     run_facts,
     training_card,
 )
+
+# CONFIG_PRESETS, SHIPPED and preset are this recipe's interface to the training CLI
+from t2i.training.grids import prompt_grid
 from t2i.training.loop import Recipe, StepRNG, seed_everything
 
 
@@ -163,7 +165,9 @@ def check_cond_channels(cfg: DiffusionRecipeConfig, image_channels: int) -> None
 def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
     """Everything is checked and loaded here, before the first step."""
     check(cfg)
-    dataset, channels = open_dataset(args.data, cfg.data_size or cfg.image_size, cfg.data_length)
+    grey = cfg.model.in_channels == 1 and not getattr(args, "autoencoder", None)
+    size = cfg.data_size or cfg.image_size
+    dataset, channels = open_dataset(args.data, size, cfg.data_length, 1 if grey else 3)
     check_cond_channels(cfg, channels)
     ae, ae_record = None, None
     if getattr(args, "autoencoder", None):
@@ -189,7 +193,11 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
     if cfg.model.context_dim != text_dim:
         raise ValueError(f"model.context_dim {cfg.model.context_dim} != text width {text_dim}")
     if cfg.model.in_channels != channels:
-        raise ValueError(f"model.in_channels {cfg.model.in_channels} != data channels {channels}")
+        hint = "; --preset latent is the UNet for an autoencoder's 4 channels" if ae else ""
+        raise ValueError(
+            f"model.in_channels {cfg.model.in_channels} != data channels {channels} "
+            f"(--model.in_channels {channels}{hint})"
+        )
     seed_everything(cfg.loop.seed)
     model = net = UNet(cfg.model)
     if text is None:
@@ -200,6 +208,8 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
             encoder = TextTransformer(cfg.text_model)
         model = TextAndUNet(net, encoder)
     init_record = init_unet(net, init) if init else None
+    reader = text.encoder if text is not None else model.text
+    report_unknown_words(reader, first_captions(dataset, cfg.vocab_captions))
     return diffusion_recipe(cfg, model, dataset, text, ae, str(args.data), ae_record, init_record)
 
 
@@ -245,9 +255,10 @@ def diffusion_recipe(
     def sample(ema: nn.Module) -> Image.Image:
         ema_net, ema_text = split(ema, text)
         images = generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed, grid_low)
-        if grid_low is not None:
+        if grid_low is not None:  # an upscaler's grid: the small images, then its own
             images = torch.cat([enlarge_nearest(grid_low, images.shape[-1]), images])
-        return image_grid(images, cols=4)
+            return image_grid(images, cols=4)
+        return prompt_grid(images, prompts, cols=4)
 
     def export(ema: nn.Module, folder: Path) -> None:
         ema_net, ema_text = split(ema, text)
@@ -381,6 +392,7 @@ def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -
     """A diffusion run's checkpoint -> a model folder (`t2i export`). kw: run_dir, dtype, data,
     ema, base (an upscaler's base model folder, copied in), guidance (the default scale)."""
     recipe = dict(meta["config"]["recipe"])
+    recipe.pop("preset", None)  # the preset it started from: the settings are all recorded
     recipe.pop("recipe", None)
     data = recipe.pop("data", None) or kw["data"]
     ae_record = recipe.pop("autoencoder", None)

@@ -1,6 +1,10 @@
-"""Fine-tuning a diffusion run from a model folder (`--init`): its UNet, and its trained text
-encoder when it has one. A part the run adds to the network starts at zero (position features,
-an upscaler's extra input channels), so the run starts from exactly what the folder computed."""
+"""Fine-tuning a diffusion run from a model folder or a bundled model (`--init NAME|DIR`).
+
+`adopt` makes the run the model's: its UNet architecture, image size, parameterisation, schedule,
+text encoder, autoencoder and sampling defaults; a flag or --config given over it still wins.
+Then `init_unet` and `init_text` load its weights. A part the run adds to the network starts at
+zero (position features, an upscaler's extra input channels), so the run starts from exactly
+what the folder computed."""
 
 from __future__ import annotations
 
@@ -10,12 +14,69 @@ from pathlib import Path
 
 import torch
 
-from t2i.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_component, read_safetensors
+from t2i.checkpoint import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    WEIGHTS_NAME,
+    config_from_dict,
+    load_component,
+    read_json_object,
+    read_safetensors,
+    resolve_model,
+)
 from t2i.data.cache import file_digest
 from t2i.models.text_encoder import TextTransformer
 from t2i.models.unet import UNet, UNetConfig
-from t2i.training.data import component_dir
+from t2i.schedules import DiscreteSchedule
+from t2i.training.data import TRAINED, component_dir
 from t2i.training.diffusion_config import DiffusionRecipeConfig
+
+SCHEDULES = ("ddpm", "sd", "cosine")
+
+
+def adopt(cfg: DiffusionRecipeConfig, args) -> DiffusionRecipeConfig:
+    """cfg with the --init model's architecture and settings; args.init becomes its folder and
+    args.autoencoder its autoencoder (unless given)."""
+    folder = resolve_model(args.init)
+    args.init = str(folder)
+    index = read_json_object(folder / INDEX_NAME)
+    if index.get("family", "diffusion") != "diffusion" or "unet" not in index.get("components", {}):
+        raise ValueError(f"--init {folder}: not a diffusion model folder (no unet component)")
+    unet_config = read_json_object(component_dir(folder, "unet") / CONFIG_NAME)
+    unet_config.pop("type", None)
+    cfg.model = config_from_dict(UNetConfig, unet_config, f"{folder}/unet/{CONFIG_NAME}")
+    cfg.image_size = int(index.get("image_size", cfg.image_size))
+    cfg.parameterisation = index.get("parameterisation", cfg.parameterisation)
+    if "schedule" in index:
+        cfg.schedule = schedule_name(index["schedule"], folder)
+    sampler = index.get("sampler", {})
+    cfg.sampler = sampler.get("name", cfg.sampler)
+    cfg.sample_steps = sampler.get("steps", cfg.sample_steps)
+    cfg.guidance_scale = sampler.get("guidance_scale", cfg.guidance_scale)
+    adopt_text(cfg, folder)
+    if "autoencoder" in index["components"] and not getattr(args, "autoencoder", None):
+        args.autoencoder = str(folder)
+    return cfg
+
+
+def schedule_name(schedule: dict, folder: Path) -> str:
+    for name in SCHEDULES:
+        if DiscreteSchedule.preset(name).to_dict() == schedule:
+            return name
+    raise ValueError(f"--init {folder}: its schedule {schedule} is none of {list(SCHEDULES)}")
+
+
+def adopt_text(cfg: DiffusionRecipeConfig, folder: Path) -> None:
+    """The model's text encoder: the same frozen one (and token count), or its trained one."""
+    path = component_dir(folder, "text_encoder")
+    config = read_json_object(path / CONFIG_NAME)
+    if config.get("type") == "text_transformer":
+        cfg.text_encoder = TRAINED
+        cfg.text_model = load_component(path).config
+        cfg.max_tokens = cfg.text_model.max_length
+    elif config.get("type") == "pretrained_text_encoder":
+        cfg.text_encoder = config.get("path") or "minilm"
+        cfg.max_tokens = int(config.get("max_length", cfg.max_tokens))
 
 
 def init_text(cfg: DiffusionRecipeConfig, folder: str | Path) -> TextTransformer | None:

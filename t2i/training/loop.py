@@ -270,7 +270,8 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
         start = _resume(found, tensors, meta, model, ema, opt, loop)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_config(run_dir, recipe, loop, optim)
+        if loaded is None:  # a resumed run keeps the config.json it started with
+            _write_config(run_dir, recipe, loop, optim)
         _trim_log(run_dir / "log.jsonl", start)
     wrapped = _LossModule(model, recipe.loss)
     if world.size > 1:

@@ -14,6 +14,10 @@ CLI passes in (it alone picks recipes, so no recipe is imported here).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +123,57 @@ def describe(presets: dict, shipped: dict) -> str:
         "presets (--preset NAME; --show-config prints one's resolved config as JSON: every key\n"
         f"and its value, overrides applied; any key can be set as --section.key VALUE):\n{body}\n"
     )
+
+
+def describe_keys(cfg) -> str:
+    """--help's list of config keys: each dotted key, its default (the `default` preset's) and
+    what it means (the comment beside the field in its dataclass)."""
+    rows = [(key, json.dumps(value), meaning) for key, value, meaning in key_rows(cfg)]
+    width = max(len(f"{k} = {v}") for k, v, _ in rows if len(f"{k} = {v}") <= 40)
+    lines = []
+    for key, value, meaning in rows:
+        head = f"{key} = {value}"
+        head = head if len(head) <= 60 else head[:57] + "..."
+        meaning = meaning if len(meaning) <= 90 else meaning[:87] + "..."
+        lines.append(f"  {head:<{width}}  {meaning}".rstrip())
+    return (
+        "config keys (--section.key VALUE, or in --config FILE; defaults of the `default` "
+        "preset):\n" + "\n".join(lines) + "\n"
+    )
+
+
+def key_rows(cfg, prefix: str = "") -> list[tuple[str, object, str]]:
+    """(dotted key, value, meaning) of every leaf of a nested config dataclass."""
+    meanings = field_comments(type(cfg))
+    rows = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += key_rows(value, f"{prefix}{f.name}.")
+        else:
+            shown = list(value) if isinstance(value, tuple) else value
+            rows.append((prefix + f.name, shown, meanings.get(f.name, "")))
+    return rows
+
+
+def field_comments(cls) -> dict[str, str]:
+    """{field: its comment}: the comment at the end of the field's line, else the comment lines
+    just above it."""
+    try:
+        source = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    comments, above = {}, []
+    for line in source:
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("# "))
+            continue
+        match = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", text)
+        if match and not text.startswith(("def ", "class ", "return")):
+            comments[match.group(1)] = match.group(2) or " ".join(above)
+        above = []
+    return comments
 
 
 def pick(recipe: str, presets: dict[str, Callable], name: str):
