@@ -8,14 +8,21 @@ wrapped for inpainting). The pipeline then runs whichever plan it got, with no b
 - img2img: `strength_sigmas` keeps the last strength * steps sigmas; sampling starts from
   encode(init) + sigma * noise at the first of them (Meng et al. 2022, SDEdit).
 - inpainting: `InpaintDenoiser` is a denoiser wrapper, so every sampler works unchanged. Where the
-  mask is 0 (keep), it shows the network the original noised to the current sigma, and returns
-  the original as x0_hat there. A sampler's last step to sigma 0 returns x0_hat, so kept pixels end
-  exactly at the original (in latent space: at its latent). A wrapper rather than a callback
-  because samplers never hand their state back; a wrapper needs nothing from them.
+  latent mask is 0 (keep), it shows the network the original noised to the current sigma, and
+  returns the original as x0_hat there. A wrapper rather than a callback because samplers never
+  hand their state back; a wrapper needs nothing from them. The mask is drawn in pixels and the
+  latent grid may be coarse (shapes: 3x3 latents for 64 px), so the latent mask covers every
+  latent the pixel mask touches (`mask_to_latent`), and after decoding `SamplingPlan.restore`
+  puts the init's own pixels back wherever the pixel mask keeps them: outside the mask the output
+  is the input, bit for bit, on every model, and inside it the repainted latents are drawn.
   `sample_with_jumps` adds RePaint's resampling (Lugmayr et al. 2022, Alg. 1): after every
-  `jump_length` steps it noises x back up and samples that stretch again, `resample - 1` times.
-- inversion: `ddim_invert` runs Euler (DDIM with eta = 0) backwards over ascending sigmas
-  (Song et al. 2021, Sec. 4.3; Mokady et al. 2023), image -> noise.
+  `jump_length` steps it noises x back up and samples that stretch again, `resample - 1` times,
+  from the first sigma <= JUMPS_BELOW on (above it the known region is lost in the noise, and a
+  trained denoiser, unlike the exact one, amplifies what an up-and-down pass leaves: on `shapes`
+  the repainted region ran to black or white).
+- inversion: `ddim_invert` runs the sampler's own Euler (DDIM with eta = 0) steps backwards over
+  ascending sigmas (Song et al. 2021, Sec. 4.3; Mokady et al. 2023), image -> noise, each step
+  solved by fixed-point iteration so that sampling forward lands on it (Pan et al. 2023, AIDI).
 """
 
 from __future__ import annotations
@@ -28,9 +35,14 @@ from t2i.denoisers import append_dims, sigma_batch
 from t2i.guidance import DenoiserWrapper
 from t2i.samplers import Generators, randn_like_per_item
 
+JUMPS_BELOW = 10.0  # sigma: RePaint's jumps resample only from here down (see sample_with_jumps)
+
 
 def mask_to_latent(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, 1, H, W) -> (B, 1, h, w): a latent pixel is repainted if any pixel of its share is."""
+    """(B, 1, H, W) -> (B, 1, h, w): a latent is repainted if any pixel of its share is (the
+    shares overlap by a pixel where the grid does not divide H, so a pixel on a border frees the
+    latents on both sides): the repainted latents cover at least the pixel mask."""
+    grid = tuple(grid)
     return torch.nn.functional.adaptive_max_pool2d(mask, grid) if mask.shape[-2:] != grid else mask
 
 
@@ -55,12 +67,23 @@ def strength_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
 @dataclass
 class SamplingPlan:
     """What a sampler runs: from `x` over `sigmas` with `model`; `resample` > 1 adds RePaint's
-    resampling jumps. A plan with a single sigma has nothing to sample: x is the result."""
+    resampling jumps. A plan with a single sigma has nothing to sample: x is the result.
+    `keep` (inpainting): the init's pixels (1 or B, C, H, W) and the pixel mask (1 = repaint)
+    that `restore` composites the decoded images with."""
 
     x: torch.Tensor
     sigmas: torch.Tensor
     model: torch.nn.Module
     resample: int = 1
+    keep: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def restore(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoded images (B, C, H, W) -> the same with every pixel the mask keeps taken from the
+        init exactly (the decoder of a latent model, or its resize, moves them otherwise)."""
+        if self.keep is None:
+            return images
+        init, mask = self.keep
+        return torch.where(mask > 0, images, init.to(images.dtype))
 
     def run(self, sampler, extra_args: dict, callback=None, generator: Generators = None):
         if len(self.sigmas) == 1:
@@ -85,15 +108,20 @@ def edit_plan(
     mask: torch.Tensor | None = None,
     strength: float = 1.0,
     resample: int = 1,
+    image: torch.Tensor | None = None,
 ) -> SamplingPlan:
     """img2img from `x_init` (the init's latent, shaped as noise) over the last strength * steps
-    sigmas; with `mask` (1 = repaint, on the latent grid) inpainting that keeps the rest."""
+    sigmas; with `mask` (1 = repaint; in pixels or on the latent grid) inpainting that keeps the
+    rest. `image`: the init's pixels, of the mask's size: the plan then restores them outside it."""
+    keep = None
     if mask is not None:
-        model = InpaintDenoiser(model, x_init, mask, noise)
+        model = InpaintDenoiser(model, x_init, mask_to_latent(mask, noise.shape[-2:]), noise)
+        if image is not None:
+            keep = (image, mask)
     sigmas = strength_sigmas(sigmas, strength)
     # strength 1 starts from pure noise, exactly as plain generation does
     x = noise * sigmas[0] + (x_init if strength < 1 else 0)
-    return SamplingPlan(x, sigmas, model, resample)
+    return SamplingPlan(x, sigmas, model, resample, keep)
 
 
 class InpaintDenoiser(DenoiserWrapper):
@@ -128,14 +156,10 @@ def sample_with_jumps(
     jump_length: int = 5,
 ) -> torch.Tensor:
     """Run `sampler` in stretches of `jump_length` steps; repeat each stretch `resample` times,
-    noising x back from its last sigma to its first in between (RePaint's resampling jumps)."""
-    if isinstance(resample, bool) or not isinstance(resample, int) or not 1 <= resample <= 20:
-        raise ValueError(f"resample must be an integer in [1, 20], got {resample!r}")
-    if resample == 1:
-        return sampler(model, x, sigmas, extra_args, callback, generator)
-    for start in range(0, len(sigmas) - 1, jump_length):
-        stretch = sigmas[start : start + jump_length + 1]
-        for r in range(resample):
+    noising x back from its last sigma to its first in between (RePaint's resampling jumps), once
+    the sigmas are down to JUMPS_BELOW (`jump_stretches`)."""
+    for stretch, passes in jump_stretches(sigmas, resample, jump_length):
+        for r in range(passes):
             if r > 0:  # back up: x at stretch[-1] -> x at stretch[0]
                 up = (stretch[0] ** 2 - stretch[-1] ** 2).sqrt()
                 x = x + up * randn_like_per_item(x, generator)
@@ -143,22 +167,77 @@ def sample_with_jumps(
     return x
 
 
-@torch.no_grad()
-def ddim_invert(model, x0: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None):
-    """Image (latent) -> x at sigmas.max() by Euler backwards over the run's sigmas (ascending).
+def sampler_steps(sigmas: torch.Tensor, resample: int = 1) -> int:
+    """Sampler steps (progress callbacks) a plan over `sigmas` runs, RePaint's repeats included."""
+    return sum((len(s) - 1) * passes for s, passes in jump_stretches(sigmas, resample))
 
-    `sigmas` are the descending sampling sigmas ending in 0; the 0 is replaced by the model's
-    sigma_min (the network is not defined at sigma 0). Sampling the result back with DDIM(eta=0)
-    / Euler over the same sigmas reconstructs x0 up to the discretisation error.
+
+def jump_stretches(
+    sigmas: torch.Tensor, resample: int, jump_length: int = 5, below: float = JUMPS_BELOW
+) -> list[tuple[torch.Tensor, int]]:
+    """(stretch of sigmas, passes) in the order sampled: the sigmas above `below` once, then
+    stretches of `jump_length` steps `resample` times each.
+
+    Why not from the top: a pass up and down again keeps the distribution only for an exact
+    denoiser (with one, the modes of a Gaussian mixture keep their shares to 1%). A trained one is
+    overconfident at high noise: `shapes`' x0 moves with a uniform shift of its input by 0.13x at
+    sigma 157 and 1.3x at sigma 17, where an exact one moves by ~sigma_data^2 / sigma^2, so each
+    pass amplifies what the last one left and repainted regions ran to black or white (the mean
+    brightness of a half-repainted scene fell from 123 to 102 of 255 at resample 3). Up there the
+    known region is lost in the noise anyway (below 5% of it at sigma 10), so nothing is lost.
+    """
+    if isinstance(resample, bool) or not isinstance(resample, int) or not 1 <= resample <= 20:
+        raise ValueError(f"resample must be an integer in [1, 20], got {resample!r}")
+    if resample == 1:
+        return [(sigmas, 1)]
+    first = next(i for i, s in enumerate(sigmas.tolist()) if s <= below or i == len(sigmas) - 1)
+    out = [(sigmas[: first + 1], 1)] if first > 0 else []
+    for start in range(first, len(sigmas) - 1, jump_length):
+        out.append((sigmas[start : start + jump_length + 1], resample))
+    return out
+
+
+@torch.no_grad()
+def ddim_invert(
+    model,
+    x0: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    refine: int = 2,
+) -> torch.Tensor:
+    """Image (latent) -> x at sigmas.max() that Euler / DDIM(eta=0) over the same `sigmas` (the
+    descending sampling sigmas, ending in 0) maps back to x0: each step up inverts the sampler's
+    step down (`euler_step_up`), 1 + refine evaluations of the denoiser a step.
+
+    The first step, from the image at sigma 0 to sigma_1, reads the slope at sigma_1. (Read at
+    the model's sigma_min ~ 0.01 it divides the network's error on the image by sigma_min: on
+    `shapes` the inverted noise had std 2.9 and sampled back at 6.5 dB PSNR.)
     """
     up = sigmas.flip(0).tolist()
-    up[0] = min(float(model.sigma_min), up[1])
-    return sample_euler_up(model, x0, up, extra_args or {})
-
-
-def sample_euler_up(model, x: torch.Tensor, sigmas: list[float], extra_args: dict) -> torch.Tensor:
-    """Euler on dx/dsigma = (x - D(x; sigma)) / sigma over ascending sigmas."""
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        denoised = model(x, x.new_full((x.shape[0],), sigma), **extra_args)
-        x = x + (x - denoised) / sigma * (sigma_next - sigma)
+    x = x0
+    for sigma, sigma_next in zip(up[:-1], up[1:]):
+        x = euler_step_up(model, x, sigma, sigma_next, extra_args or {}, refine)
     return x
+
+
+def euler_step_up(model, x, sigma: float, sigma_next: float, extra_args: dict, refine: int = 2):
+    """x at sigma -> y at sigma_next > sigma whose Euler step down lands on x:
+    y + (sigma - sigma_next) * (y - D(y; sigma_next)) / sigma_next = x.
+
+    An Euler step up (Song et al. 2021, Sec. 4.3) is the first guess, off by the step's
+    first-order error; `refine` fixed-point iterations y <- x + (sigma_next - sigma) * (y -
+    D(y)) / sigma_next then solve the equation (Pan et al. 2023, AIDI): on a Gaussian's exact
+    denoiser, 50 karras steps round-trip at 72 dB instead of 35.5; on the shipped models 2
+    iterations reach the converged PSNR within 0.1 dB. From sigma 0 the guess is x itself and it
+    is iterated once: y = x + (x - D(x; sigma_next)).
+    """
+    batch = (x.shape[0],)
+    if sigma > 0:
+        denoised = model(x, x.new_full(batch, sigma), **extra_args)
+        y = x + (x - denoised) / sigma * (sigma_next - sigma)
+    else:
+        y, refine = x, 1
+    for _ in range(refine):
+        denoised = model(y, y.new_full(batch, sigma_next), **extra_args)
+        y = x + (y - denoised) / sigma_next * (sigma_next - sigma)
+    return y

@@ -29,8 +29,9 @@ from t2i.editing import (
     check_strength,
     ddim_invert,
     edit_plan,
-    mask_to_latent,
     plain_plan,
+    sampler_steps,
+    strength_sigmas,
 )
 from t2i.guidance import CFGDenoiser
 from t2i.images import load_image, load_mask
@@ -109,8 +110,11 @@ class Pipeline(Generator):
         return [self.unet]
 
     def total_steps(self, p: GenerationParams) -> int:
-        """Progress callbacks generating p makes: one per sampler step."""
-        return int(p.strength * p.steps) * p.resample if p.init else p.steps
+        """Progress callbacks generating p makes: one per sampler step (RePaint's repeats too)."""
+        if not p.init:
+            return p.steps
+        sigmas = strength_sigmas(self.sigmas(p.steps, p.sampler), p.strength)
+        return sampler_steps(sigmas, p.resample)
 
     def check(self, p: GenerationParams) -> None:
         get_sampler(p.sampler)
@@ -172,13 +176,10 @@ class Pipeline(Generator):
         if not p.init:
             return plain_plan(model, sigmas, noise)
         size = (p.width, p.height)
-        x_init = self.encode_image(load_image(p.init, size, self.image_channels))
-        mask = None
-        if p.mask:
-            mask = mask_to_latent(load_mask(p.mask, size), self.latent_size(p.height, p.width))
-        return edit_plan(
-            model, sigmas, noise, x_init.expand_as(noise), mask, p.strength, p.resample
-        )
+        image = load_image(p.init, size, self.image_channels)
+        x_init = self.encode_image(image).expand_as(noise)
+        mask = load_mask(p.mask, size) if p.mask else None  # pixels: edit_plan maps it to the grid
+        return edit_plan(model, sigmas, noise, x_init, mask, p.strength, p.resample, image)
 
     # ------------------------------------------------------------ generation
 
@@ -198,7 +199,7 @@ class Pipeline(Generator):
         plan = self.plan(p, seeded if noise is None else noise)
         with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
             x0 = plan.run(get_sampler(p.sampler), cond, callback, gens)
-        return self.decode(x0.float())
+        return plan.restore(self.decode(x0.float()))  # inpainting: the kept pixels, exactly
 
     @torch.no_grad()
     def invert(
