@@ -73,12 +73,37 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
     return args.model or DEFAULT_MODEL, {"prompt": args.prompt, **flags}
 
 
+def add_loras(pipe, kw: dict, args: argparse.Namespace) -> None:
+    """--lora-dir for <lora:name:scale> in the prompt; each --lora FILE[:SCALE] loaded and applied
+    (over a `--from` image's own entry of that name)."""
+    if getattr(args, "lora_dir", None):
+        if not Path(args.lora_dir).is_dir():
+            raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
+        pipe.loras.folder = Path(args.lora_dir)
+    for spec in getattr(args, "lora", None) or []:
+        path, scale = lora_flag(spec)
+        name = pipe.load_lora(path)
+        kw["loras"] = [e for e in kw.get("loras") or () if e[0] != name] + [(name, scale)]
+
+
+def lora_flag(spec: str) -> tuple[str, float]:
+    """FILE[:SCALE] -> (FILE, SCALE), scale 1 when left out."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and not tail.endswith(".safetensors"):
+        try:
+            return head, float(tail)
+        except ValueError:
+            raise ValueError(f"--lora {spec!r}: scale {tail!r} is not a number") from None
+    return spec, 1.0
+
+
 def generate_to_files(args: argparse.Namespace) -> list[Path]:
     """Check everything, load the model, sample with a progress bar, write the PNGs."""
     if not 1 <= args.n <= MAX_IMAGES:
         raise ValueError(f"--n must be in [1, {MAX_IMAGES}], got {args.n}")
     model, kw = request_from_args(args)
     pipe = load(model, bf16=args.bf16)
+    add_loras(pipe, kw, args)
     p = pipe.params(kw.pop("prompt"), **kw)
     if unknown := pipe.unknown_words(p):
         listed = ", ".join(repr(w) for w in unknown)

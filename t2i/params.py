@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from t2i.prompts import parse_prompt
 PNG_KEY = "t2i"  # the PNG text chunk that holds a GenerationParams as JSON
 MAX_IMAGES = 64  # per call: more is a typo or a job for a loop
 MAX_SEED = 2**63 - 1
+MAX_LORAS = 8  # LoRAs applied at once
+MAX_LORA_SCALE = 10.0
+LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name without .safetensors
 MAX_PARAMS_CHARS = 100_000  # a PNG's parameter text: prompts, paths and numbers fit in far less
 
 
@@ -45,9 +49,14 @@ class GenerationParams:
     strength: float = 1.0  # img2img: fraction of the steps run from the noised init
     resample: int = 1  # inpainting: RePaint resampling passes per stretch of steps
     guidance_interval: list[float] | None = None  # [lo, hi]: guide only where lo < sigma <= hi
+    # LoRAs applied: ((name, scale, sha256 of the file, first 12 hex digits), ...)
+    loras: tuple[tuple[str, float, str], ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        if not data["loras"]:  # images without LoRAs keep the parameters they always had
+            del data["loras"]
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str, source: str = "params") -> GenerationParams:
@@ -66,6 +75,8 @@ class GenerationParams:
             raise ValueError(f"{source}: expected a JSON object with keys from {sorted(allowed)}")
         for name, value in data.items():
             _check_type(name, value, source)
+        if "loras" in data:
+            data["loras"] = tuple(tuple(entry) for entry in data["loras"])
         return cls(**data)
 
 
@@ -83,13 +94,32 @@ def _check_type(name: str, value, source: str) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif name in _NUMBERS:
         ok = _finite(value)
+    elif name == "loras":
+        ok = (
+            isinstance(value, list)
+            and len(value) <= MAX_LORAS
+            and all(_lora_entry(v) for v in value)
+        )
     else:  # guidance_interval: null or [lo, hi]
         ok = value is None or (
             isinstance(value, list) and len(value) == 2 and all(_finite(v) for v in value)
         )
     if not ok:
-        want = {"guidance_interval": "null or [lo, hi]"}.get(name, _kind(name))
+        want = {
+            "guidance_interval": "null or [lo, hi]",
+            "loras": f"at most {MAX_LORAS} [name, scale, hash] lists",
+        }.get(name, _kind(name))
         raise ValueError(f"{source}: {name} must be {want}, got {brief(value)}")
+
+
+def _lora_entry(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and isinstance(value[0], str)
+        and _finite(value[1])
+        and isinstance(value[2], str)
+    )
 
 
 def _finite(value) -> bool:
@@ -152,8 +182,38 @@ def check_common(p: GenerationParams) -> None:
     if not 0 <= p.guidance <= 100:
         raise ValueError(f"guidance must be in [0, 100], got {p.guidance}")
     check_interval(p.guidance_interval)
+    check_loras(p.loras)
     if p.mask and not p.init:
         raise ValueError("a mask needs the image it applies to: give init (--init) as well")
+
+
+def check_lora_name(name) -> str:
+    if not isinstance(name, str) or not LORA_NAME.fullmatch(name):
+        raise ValueError(
+            f"LoRA name {brief(name)} must be 1-64 letters, digits, '_', '.' or '-' (its file "
+            "name without .safetensors)"
+        )
+    return name
+
+
+def check_lora_scale(name: str, scale) -> float:
+    if not _finite(scale) or not abs(scale) <= MAX_LORA_SCALE:
+        raise ValueError(
+            f"LoRA {name!r} scale must be a number in [-{MAX_LORA_SCALE:g}, "
+            f"{MAX_LORA_SCALE:g}], got {brief(scale)}"
+        )
+    return float(scale)
+
+
+def check_loras(loras) -> None:
+    if len(loras) > MAX_LORAS:
+        raise ValueError(f"{len(loras)} LoRAs; at most {MAX_LORAS} apply at once")
+    seen = set()
+    for name, scale, _ in loras:
+        check_lora_scale(check_lora_name(name), scale)
+        if name in seen:
+            raise ValueError(f"LoRA {name!r} is given twice; give it once with one scale")
+        seen.add(name)
 
 
 def resolve_interval(value, default) -> list[float] | None:

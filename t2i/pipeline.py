@@ -35,6 +35,7 @@ from t2i.editing import (
 )
 from t2i.guidance import CFGDenoiser
 from t2i.images import load_image, load_mask
+from t2i.models.text_encoder import TextTransformer
 from t2i.params import GenerationParams, check_int, check_sides
 from t2i.protocol import Generator, Supports
 from t2i.samplers import SAMPLERS, get_sampler, sigmas_for
@@ -87,6 +88,7 @@ class Pipeline(Generator):
             inpainting=True,
             inversion=True,
             interpolation=True,
+            adapters=("lora",),
         )
 
     @property
@@ -108,6 +110,13 @@ class Pipeline(Generator):
 
     def networks(self) -> list[torch.nn.Module]:
         return [self.unet]
+
+    def adapter_networks(self) -> dict[str, torch.nn.Module]:
+        """The UNet, and the text encoder when it is one trained here (word-level)."""
+        nets = {"unet": self.unet}
+        if isinstance(self.text_encoder, TextTransformer):
+            nets["text_encoder"] = self.text_encoder
+        return nets
 
     def total_steps(self, p: GenerationParams) -> int:
         """Progress callbacks generating p makes: one per sampler step (RePaint's repeats too)."""

@@ -30,6 +30,28 @@ MAX_CHUNKS = 4  # windows per prompt; beyond this the prompt is truncated with a
 _WEIGHT = re.compile(r":\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*$")  # 1.3, .5, 1e3
 
 
+LORA_TAG = re.compile(r"<lora:([^<>]*)>")
+
+
+def split_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
+    """A1111's `<lora:name:scale>` tags (scale 1 when left out) taken out of a prompt:
+    (the prompt without them, [(name, scale)]). A tag that does not parse is an error naming it."""
+    found = []
+    for match in LORA_TAG.finditer(prompt):
+        parts = match.group(1).split(":")
+        if len(parts) > 2 or not parts[0]:
+            raise ValueError(f"{match.group(0)!r}: write <lora:NAME> or <lora:NAME:SCALE>")
+        try:
+            scale = float(parts[1]) if len(parts) == 2 else 1.0
+        except ValueError:
+            raise ValueError(f"{match.group(0)!r}: scale {parts[1]!r} is not a number") from None
+        found.append((parts[0], scale))
+    if "<lora:" in LORA_TAG.sub("", prompt):
+        raise ValueError(f"an unclosed <lora:...> tag in prompt {prompt[:80]!r}")
+    clean = " ".join(LORA_TAG.sub(" ", prompt).split()).strip(" ,") if found else prompt
+    return clean, found
+
+
 def parse_prompt(prompt: str) -> list[tuple[str, float]]:
     """A1111 prompt syntax -> [(text, weight)] with adjacent equal weights merged.
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
+from t2i.adapters.lora_set import LoraSet
 from t2i.images import read_image_size, to_pil
 from t2i.params import (
     PNG_KEY,
@@ -37,7 +38,7 @@ from t2i.params import (
     check_seeds,
     resolve_interval,
 )
-from t2i.prompts import encode_prompt, unknown_words
+from t2i.prompts import encode_prompt, split_lora_tags, unknown_words
 
 MAX_CACHED_PROMPTS = 1024  # text states kept per model (~0.1 MB each for long prompts)
 REQUEST_KEYS = {
@@ -52,6 +53,7 @@ REQUEST_KEYS = {
     "strength",
     "resample",
     "guidance_interval",
+    "loras",
 }
 
 
@@ -85,6 +87,8 @@ class Generator(ABC):
         # prompt -> text states, least recently used evicted past MAX_CACHED_PROMPTS (a server
         # sees unboundedly many distinct prompts)
         self._text_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._loras: LoraSet | None = None
+        self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
 
     # ------------------------------------------------------------ what a family says
 
@@ -128,6 +132,26 @@ class Generator(ABC):
     def samplers(self) -> list[str]:
         return list(self.supports.samplers)
 
+    # ------------------------------------------------------------ adapters
+
+    def adapter_networks(self) -> dict[str, torch.nn.Module]:
+        """The networks adapters change, by the names their files use ("unet",
+        "text_encoder"); a family that lists "lora" in `supports.adapters` names them."""
+        return {}
+
+    @property
+    def loras(self) -> LoraSet:
+        """The LoRAs of this model (t2i/adapters/lora_set.py): load, unload, fuse, unfuse."""
+        if "lora" not in self.supports.adapters:
+            raise ValueError(f"model {self.name!r} ({self.family}) takes no LoRA")
+        if self._loras is None:
+            self._loras = LoraSet(self.adapter_networks(), self.name)
+        return self._loras
+
+    def load_lora(self, path, name: str | None = None) -> str:
+        """Attach a LoRA file (by default named after it); a request applies it by name."""
+        return self.loras.load(path, name)
+
     def unknown_words(self, p: GenerationParams) -> list[str]:
         """Words of the prompt and the negative prompt that the model cannot read (each becomes
         one unknown token): the CLI warns, the server reports them."""
@@ -155,6 +179,17 @@ class Generator(ABC):
             while len(self._text_cache) > MAX_CACHED_PROMPTS:
                 self._text_cache.popitem(last=False)
         return self._text_cache[prompt]
+
+    def apply_loras(self, p: GenerationParams) -> None:
+        """The request's LoRAs at its scales, every other attached one at 0."""
+        if not (p.loras or self._loras is not None):
+            return
+        self.loras.apply(p.loras)
+        loaded = self.loras.loaded
+        text = tuple((n, s) for n, s, _ in p.loras if "text_encoder" in loaded[n].meta.networks)
+        if text != self._text_loras:  # the encoder changed: its cached states are stale
+            self._text_cache.clear()
+            self._text_loras = text
 
     def counted(self, run: Callable[[], torch.Tensor], p: GenerationParams):
         """(run(), the network evaluations it made): calls of the networks' forward."""
@@ -190,6 +225,9 @@ class Generator(ABC):
         def pick(key: str, default):
             return default if kw.get(key) is None else kw[key]
 
+        prompt, tagged = split_lora_tags(prompt)  # A1111's <lora:name:scale>
+        requested = [*(kw.get("loras") or ()), *tagged]
+        loras = self.loras.resolve(requested) if requested else ()
         init, mask = pick("init", ""), pick("mask", "")
         size = kw.get("size") or (read_image_size(init) if init else None)
         width, height = size or (self.image_size, self.image_size)
@@ -210,6 +248,7 @@ class Generator(ABC):
             guidance_interval=resolve_interval(
                 kw.get("guidance_interval"), self.defaults.get("guidance_interval")
             ),
+            loras=loras,
         )
         self.check_request(p)
         return p
@@ -229,6 +268,7 @@ class Generator(ABC):
         `cond` replaces the prompt's text states (a batch of n). Other keywords go to the
         family's `draw` (diffusion: `noise` (n, C, h, w) replaces the seeded noise)."""
         seeds = check_seeds(p, n, seeds)
+        self.apply_loras(p)
         cond = cond if cond is not None else self.encode_text([p.prompt] * len(seeds))
         return self.draw(p, seeds, cond, callback, **draw_kw)
 
@@ -241,6 +281,7 @@ class Generator(ABC):
         if not items:
             raise ValueError("generate_items needs at least one item")
         seeds = check_seeds(items[0], len(items), [p.seed for p in items])
+        self.apply_loras(items[0])
         return self.draw(items[0], seeds, self.encode_text([p.prompt for p in items]), callback)
 
     def __call__(

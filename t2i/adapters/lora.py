@@ -19,6 +19,7 @@ both.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -134,6 +135,26 @@ class LoraLayer(nn.Module):
             if scale and name not in self.merged:
                 y = y + scale * adapter(x).to(y.dtype)
         return y
+
+
+def network_hash(network: nn.Module) -> str:
+    """sha256 of a network's own weights in fp16 (the precision models ship in), adapters left
+    out: the identity of the exact base a LoRA was trained on, in memory or from its file."""
+    digest = hashlib.sha256()
+    state = network.state_dict()
+    for key in sorted(k for k in state if ".adapters." not in k):
+        digest.update(key.replace(".base.", ".").encode())
+        digest.update(state[key].detach().to(torch.float16).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    """The first 12 hex digits of a file's sha256: how an image's parameters name its LoRA."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- attach, scale, detach

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from t2i.images import load_image, load_mask, open_checked
-from t2i.params import GenerationParams, brief, check_seeds
+from t2i.params import MAX_LORAS, GenerationParams, brief, check_seeds
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 
@@ -59,6 +59,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "strength": ((int, float), "img2img: fraction of the steps run from the noised init, [0, 1]"),
     "resample": ((int,), "inpainting: RePaint resampling passes, [1, max_resample]"),
     "guidance_interval": ((list, str), '[lo, hi]: guide only where lo < sigma <= hi, or "all"'),
+    "loras": ((list,), "[[name, scale], ...]: LoRAs of the model (GET /api/models lists them)"),
 }
 FORMATS = ("json", "png")
 
@@ -215,12 +216,24 @@ def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
         strength=data.get("strength"),
         resample=data.get("resample"),
         guidance_interval=data.get("guidance_interval"),
+        loras=_loras(data.get("loras")),
     )
     if p.init:
         load_image(p.init, (p.width, p.height))
     if p.mask:
         load_mask(p.mask, (p.width, p.height))
     return p
+
+
+def _loras(value) -> list[tuple] | None:
+    """[[name, scale], ...] as the request gave it; names and scales are checked by the model."""
+    if value is None:
+        return None
+    if len(value) > MAX_LORAS or not all(
+        isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) for v in value
+    ):
+        raise ApiError(400, f"loras must be at most {MAX_LORAS} [name, scale] pairs")
+    return [tuple(v) for v in value]
 
 
 def openapi(limits: Limits) -> dict:

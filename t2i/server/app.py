@@ -52,6 +52,7 @@ class ServerConfig:
     read_timeout: float = 30.0  # seconds a client has to send its whole request (head + body)
     idle_timeout: float = 10.0  # seconds a client may pause while sending (a short body: 400)
     max_connections: int = 64  # connections handled at once; one more gets 503 + Retry-After
+    lora_dir: str | None = None  # LoRAs loaded at start for the models they were made for
     body_budget: int = 32 * 2**20  # bytes of request bodies held at once; past it, 503
     max_parsing: int = 2  # bodies decoded at once (JSON, base64, images: ~4x a body's bytes)
 
@@ -67,6 +68,8 @@ class T2IServer(ThreadingHTTPServer):
             budget, most = config.body_budget, config.limits.max_body
             raise ValueError(f"body_budget {budget} is below max_body {most}: no body would fit")
         self.pipes, self.config = pipes, config
+        if config.lora_dir:
+            load_loras(pipes, config.lora_dir)
         self.queue = JobQueue(pipes, config.max_queue, config.max_batch, config.timeout)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="t2i-serve-"))  # init / mask images
         self.slots = threading.BoundedSemaphore(config.max_connections)
@@ -144,6 +147,17 @@ class T2IServer(ThreadingHTTPServer):
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
 
+def load_loras(pipes: dict[str, Generator], folder: str) -> None:
+    """Every LoRA of `folder` onto the models it was made for, before serving; then frozen."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"--lora-dir {folder!r} is not a folder")
+    for name, pipe in pipes.items():
+        if "lora" in pipe.supports.adapters:
+            loaded, skipped = pipe.loras.load_folder(folder)
+            pipe.loras.frozen = True
+            print(f"{name}: LoRAs {loaded}; {len(skipped)} in {folder} are for other models")
+
+
 def make_server(pipes: dict[str, Generator], config: ServerConfig | None = None) -> T2IServer:
     """A bound server (not yet serving): call serve_forever(), or run it in a thread."""
     return T2IServer(pipes, config or ServerConfig())
@@ -165,7 +179,7 @@ def job_json(job: Job, queue: JobQueue, pipe: Generator) -> dict:
         out["seconds"] = round(job.seconds, 3)
         out["batch_images"] = job.batch_images
         out["images"] = [
-            {"params": asdict(p), "png_base64": base64.b64encode(png).decode()}
+            {"params": json.loads(p.to_json()), "png_base64": base64.b64encode(png).decode()}
             for p, png in job.images
         ]
     return out
@@ -299,6 +313,7 @@ class Handler(BaseHTTPRequestHandler):
                 "guidance_interval": pipe.defaults.get("guidance_interval"),
                 "image_size": pipe.image_size,
                 "size_multiple": pipe.factor,
+                "loras": sorted(pipe.loras.loaded) if "lora" in pipe.supports.adapters else [],
             }
             for name, pipe in self.server.pipes.items()
         ]

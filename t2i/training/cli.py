@@ -13,14 +13,31 @@ import os
 import sys
 from pathlib import Path
 
-RECIPES = ("autoencoder", "diffusion", "autoregressive", "clip", "classifier", "emoji_clip")
+RECIPES = (
+    "autoencoder",
+    "diffusion",
+    "lora",
+    "autoregressive",
+    "clip",
+    "classifier",
+    "emoji_clip",
+)
 
 
 def recipe_module(name: str):
     """The recipe module (CONFIG_PRESETS, preset(name), build(cfg, args)); imported when used."""
-    from t2i.training import autoencoder, autoregressive, classifier, clip, diffusion, emoji_clip
+    from t2i.training import (
+        autoencoder,
+        autoregressive,
+        classifier,
+        clip,
+        diffusion,
+        diffusion_lora,
+        emoji_clip,
+    )
 
     modules = {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}
+    modules["lora"] = diffusion_lora
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
     return {**modules, "autoregressive": autoregressive, **extractors}[name]
 
@@ -121,7 +138,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
         if name == "diffusion":
             p.add_argument("--autoencoder", help="trained autoencoder folder: train in its latents")
-            p.add_argument("--init", help="model folder whose UNet to start from (fine-tuning)")
+            p.add_argument(
+                "--init",
+                metavar="NAME|DIR",
+                help="bundled model or model folder to fine-tune: the run adopts its settings",
+            )
+        if name == "lora":
+            p.add_argument(
+                "--init", metavar="NAME|DIR", required=True, help="the model the LoRA adapts"
+            )
         if name == "autoencoder":
             p.add_argument("--init", help="autoencoder folder to start from (fine-tuning)")
         if name == "autoregressive":
@@ -220,7 +245,7 @@ def configure(module, preset: str, overrides: dict, args: argparse.Namespace, re
     from t2i.training.config import apply_overrides
     from t2i.training.run_config import apply_file, read_config_file, resumed, settings
 
-    name = module.__name__.rsplit(".", 1)[-1]
+    name = getattr(module, "NAME", module.__name__.rsplit(".", 1)[-1])
     cfg = module.preset(preset)
     if hasattr(module, "adopt") and getattr(args, "init", None):
         cfg = module.adopt(cfg, args)
