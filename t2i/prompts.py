@@ -22,7 +22,7 @@ import warnings
 
 import torch
 
-from t2i.models.text_encoder import WordTokenizer, words
+from t2i.models.text_encoder import WordTokenizer
 
 ATTENTION_UP = 1.1  # (word) and [word] factors, as in A1111
 MAX_WEIGHT = 10.0  # |weight| of a span, nesting multiplied in; beyond it the image is ruined
@@ -130,7 +130,7 @@ def unknown_words(encoder, prompt: str) -> list[str]:
 def count_tokens(encoder, text: str) -> int:
     """Tokens of `text` without special tokens, for either tokenizer family."""
     if isinstance(encoder.tokenizer, WordTokenizer):
-        return len(words(text))
+        return encoder.tokenizer.count(text)
     return len(encoder.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
+from t2i.adapters import embeddings
 from t2i.adapters.lora_set import LoraSet
 from t2i.images import read_image_size, to_pil
 from t2i.params import (
@@ -151,6 +152,13 @@ class Generator(ABC):
     def load_lora(self, path, name: str | None = None) -> str:
         """Attach a LoRA file (by default named after it); a request applies it by name."""
         return self.loras.load(path, name)
+
+    def load_embedding(self, path) -> str:
+        """Add a textual-inversion word (t2i/adapters/embeddings.py) to the text encoder; the
+        word then reads its learnt vectors in every prompt. Returns the word."""
+        word = embeddings.load(self.text_encoder, path, self.name)
+        self._text_cache.clear()
+        return word
 
     def unknown_words(self, p: GenerationParams) -> list[str]:
         """Words of the prompt and the negative prompt that the model cannot read (each becomes

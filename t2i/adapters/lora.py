@@ -138,11 +138,11 @@ class LoraLayer(nn.Module):
 
 
 def network_hash(network: nn.Module) -> str:
-    """sha256 of a network's own weights in fp16 (the precision models ship in), adapters left
-    out: the identity of the exact base a LoRA was trained on, in memory or from its file."""
+    """sha256 of a network's own weights in fp16 (the precision models ship in), LoRAs and
+    learnt words left out: the identity of the exact base an adapter was trained on."""
     digest = hashlib.sha256()
     state = network.state_dict()
-    for key in sorted(k for k in state if ".adapters." not in k):
+    for key in sorted(k for k in state if ".adapters." not in k and ".learnt." not in k):
         digest.update(key.replace(".base.", ".").encode())
         digest.update(state[key].detach().to(torch.float16).cpu().numpy().tobytes())
     return digest.hexdigest()

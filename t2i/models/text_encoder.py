@@ -148,17 +148,28 @@ class WordTokenizer:
     def __init__(self, vocab: list[str]):
         self.vocab = SPECIALS + list(vocab)
         self.index = {w: i for i, w in enumerate(self.vocab)}
+        # words learnt by textual inversion (t2i/adapters/embeddings.py): each reads its own
+        # rows past the trained vocabulary, one or several
+        self.added: dict[str, list[int]] = {}
+
+    def ids(self, word: str) -> list[int]:
+        return self.added.get(word) or [self.index.get(word, UNK)]
+
+    def count(self, text: str) -> int:
+        """Tokens of `text`, special tokens left out."""
+        return sum(len(self.ids(w)) for w in words(text))
 
     def __len__(self) -> int:
         return len(self.vocab)
 
     def unknown(self, text: str) -> list[str]:
         """Words of `text` outside the vocabulary (each becomes [UNK]), once each, in order."""
-        return list(dict.fromkeys(w for w in words(text) if w not in self.index))
+        unknown = (w for w in words(text) if w not in self.index and w not in self.added)
+        return list(dict.fromkeys(unknown))
 
     def __call__(self, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ids (B, L) long, mask (B, L) bool, L = longest prompt (<= max_length)."""
-        seqs = [[BOS] + [self.index.get(w, UNK) for w in words(p)] + [EOS] for p in prompts]
+        seqs = [[BOS] + [i for w in words(p) for i in self.ids(w)] + [EOS] for p in prompts]
         _warn_truncated([len(s) for s in seqs], max_length)
         seqs = [s[: max_length - 1] + [EOS] if len(s) > max_length else s for s in seqs]
         length = max(len(s) for s in seqs)

@@ -17,6 +17,7 @@ RECIPES = (
     "autoencoder",
     "diffusion",
     "lora",
+    "textual_inversion",
     "autoregressive",
     "clip",
     "classifier",
@@ -33,11 +34,13 @@ def recipe_module(name: str):
         clip,
         diffusion,
         diffusion_lora,
+        diffusion_ti,
         emoji_clip,
     )
 
     modules = {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}
     modules["lora"] = diffusion_lora
+    modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
     return {**modules, "autoregressive": autoregressive, **extractors}[name]
 
@@ -101,6 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for name in RECIPES:
         p = recipes.add_parser(
             name,
+            aliases=[name.replace("_", "-")] if "_" in name else [],
             help=f"train the {name} recipe",
             description=f"Train the {name} recipe. Any other --section.key VALUE flag overrides "
             "the config (--optim.lr 1e-4, --loop.steps 2000); a run's config.json lists them all.",
@@ -143,9 +147,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                 metavar="NAME|DIR",
                 help="bundled model or model folder to fine-tune: the run adopts its settings",
             )
-        if name == "lora":
+        if name in ("lora", "textual_inversion"):
             p.add_argument(
-                "--init", metavar="NAME|DIR", required=True, help="the model the LoRA adapts"
+                "--init", metavar="NAME|DIR", required=True, help="the model the adapter is for"
             )
         if name == "autoencoder":
             p.add_argument("--init", help="autoencoder folder to start from (fine-tuning)")

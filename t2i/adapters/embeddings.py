@@ -1,0 +1,171 @@
+"""Textual inversion (Gal et al. 2022): new words whose token vectors are learnt with everything
+else frozen, for the word-level text encoder trained here (`TextTransformer`).
+
+A learnt word reads its own rows past the trained vocabulary: `ExtendedEmbedding` keeps the
+encoder's embedding table frozen and untouched and appends one parameter per word (one or several
+vectors: the word then stands for that many tokens), so the rest of every prompt encodes exactly
+as before. A file is one safetensors tensor `vectors` (k, dim) with `t2i_adapter` metadata
+(kind "embedding", the word, the base model and the hash of its text encoder's weights).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from t2i.adapters.lora import META_KEY, network_hash
+from t2i.models.text_encoder import TextTransformer, words
+
+KIND = "embedding"
+FORMAT = 1
+MAX_VECTORS = 16  # tokens one learnt word may stand for
+MAX_FILE_BYTES = 16 * 2**20
+
+
+@dataclass
+class EmbeddingMeta:
+    token: str  # the word that stands for the learnt vectors in a prompt
+    base: str
+    base_hash: str  # network_hash of the base's text encoder
+    vectors: int
+    kind: str = KIND
+    format: int = FORMAT
+
+
+class ExtendedEmbedding(nn.Module):
+    """A frozen nn.Embedding with learnt rows appended, one parameter per learnt word."""
+
+    def __init__(self, base: nn.Embedding):
+        super().__init__()
+        self.base = base
+        self.learnt = nn.ParameterDict()
+
+    @property
+    def weight(self) -> torch.Tensor:  # callers read .weight.device / .dtype
+        return self.base.weight
+
+    def rows(self) -> int:
+        return self.base.num_embeddings + sum(p.shape[0] for p in self.learnt.values())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        n = self.base.num_embeddings
+        out = self.base(ids.clamp(max=n - 1))
+        if not len(self.learnt):
+            return out
+        extra = torch.cat(list(self.learnt.values())).to(out.dtype)
+        new = ids >= n
+        return torch.where(new[..., None], extra[(ids - n).clamp(min=0, max=len(extra) - 1)], out)
+
+
+def check_token(encoder: TextTransformer, token: str) -> str:
+    if words(token) != [token]:
+        raise ValueError(f"token {token!r} must be one lower-case word of letters and digits")
+    if token in encoder.tokenizer.index:
+        raise ValueError(f"token {token!r} is a word the model knows already; pick a new one")
+    if token in encoder.tokenizer.added:
+        raise ValueError(f"token {token!r} is loaded already")
+    return token
+
+
+def add_word(encoder: TextTransformer, token: str, vectors: torch.Tensor) -> nn.Parameter:
+    """Give `token` the rows `vectors` (k, dim); returns the parameter that holds them."""
+    if not isinstance(encoder, TextTransformer):
+        raise ValueError(
+            "textual inversion here needs the word-level text encoder trained with the model "
+            f"(a {type(encoder).__name__} is not supported yet)"
+        )
+    check_token(encoder, token)
+    if vectors.ndim != 2 or vectors.shape[1] != encoder.dim or not 1 <= len(vectors) <= MAX_VECTORS:
+        raise ValueError(
+            f"embedding {token!r}: vectors {tuple(vectors.shape)}; need (1..{MAX_VECTORS}, "
+            f"{encoder.dim})"
+        )
+    if not isinstance(encoder.embed, ExtendedEmbedding):
+        encoder.embed = ExtendedEmbedding(encoder.embed)
+    first = encoder.embed.rows()
+    param = nn.Parameter(vectors.detach().clone().to(encoder.embed.weight))
+    encoder.embed.learnt[token] = param
+    encoder.tokenizer.added[token] = list(range(first, first + len(vectors)))
+    return param
+
+
+def remove_word(encoder: TextTransformer, token: str) -> None:
+    """Forget a learnt word (the rows of later words move down with it)."""
+    if token not in encoder.tokenizer.added:
+        raise ValueError(f"no learnt word {token!r}; loaded: {sorted(encoder.tokenizer.added)}")
+    del encoder.embed.learnt[token]
+    del encoder.tokenizer.added[token]
+    start = encoder.embed.base.num_embeddings
+    for word, param in encoder.embed.learnt.items():
+        encoder.tokenizer.added[word] = list(range(start, start + len(param)))
+        start += len(param)
+
+
+def init_vectors(encoder: TextTransformer, like: str, count: int) -> torch.Tensor:
+    """`count` starting vectors: the embedding of the known word `like`, repeated."""
+    if like not in encoder.tokenizer.index:
+        raise ValueError(f"init word {like!r} is not a word the model knows")
+    row = encoder.embed(torch.tensor([encoder.tokenizer.index[like]]))
+    return row.detach().repeat(count, 1)
+
+
+def save(path: str | Path, vectors: torch.Tensor, meta: EmbeddingMeta) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"vectors": vectors.detach().float().contiguous()}
+    save_file(tensors, str(path), metadata={META_KEY: json.dumps(asdict(meta))})
+    return path
+
+
+def read(path: str | Path) -> tuple[EmbeddingMeta, torch.Tensor]:
+    """An embedding file's metadata and vectors, bounded and checked before use."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: an embedding is a .safetensors file (t2i never unpickles)")
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes; an embedding is far smaller")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header, keys = f.metadata() or {}, list(f.keys())
+            vectors = f.get_tensor("vectors") if keys == ["vectors"] else None
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    if vectors is None:
+        raise ValueError(f"{path}: an embedding file holds one tensor 'vectors', not {keys}")
+    try:
+        data = json.loads(header[META_KEY])
+        meta = EmbeddingMeta(**data)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: no valid {META_KEY!r} embedding metadata ({err})") from None
+    if meta.kind != KIND or meta.format != FORMAT:
+        raise ValueError(f"{path}: kind {meta.kind!r} format {meta.format}; want {KIND} {FORMAT}")
+    if not bool(torch.isfinite(vectors).all()) or vectors.ndim != 2:
+        raise ValueError(f"{path}: vectors must be a finite (k, dim) matrix")
+    return meta, vectors
+
+
+def load(encoder: TextTransformer, path: str | Path, model_name: str = "") -> str:
+    """Add the word of an embedding file to `encoder`, which must be the exact base it was
+    learnt on; returns the word."""
+    meta, vectors = read(path)
+    own = text_hash(encoder)
+    if meta.base_hash != own:
+        raise ValueError(
+            f"embedding {path} was learnt on {meta.base!r} (text encoder {meta.base_hash[:12]}), "
+            f"not on this model {model_name!r} ({own[:12]})"
+        )
+    add_word(encoder, meta.token, vectors)
+    return meta.token
+
+
+def text_hash(encoder: nn.Module) -> str:
+    """network_hash of the encoder's trained weights (learnt words left out)."""
+    return network_hash(encoder)

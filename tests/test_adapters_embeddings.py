@@ -1,0 +1,74 @@
+"""Textual inversion words (t2i/adapters/embeddings.py): a learnt word changes only the prompts
+that use it, files round-trip and refuse another base, and `t2i train lora` /
+`t2i train textual_inversion` resume bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_training_cli import final_state, kill_while_writing, run_cli
+from tiny_models import write_tiny_model
+
+import t2i
+from t2i.adapters import embeddings
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("model") / "tiny", steps=2)
+
+
+def test_a_learnt_word_changes_only_the_prompts_that_use_it(model_dir):
+    pipe = t2i.load(model_dir)
+    enc = pipe.text_encoder
+    before = enc.encode(["a red circle above a blue square"]).context
+    embeddings.add_word(enc, "teal", torch.randn(2, enc.dim))
+    assert torch.equal(enc.encode(["a red circle above a blue square"]).context, before)
+    ids, _ = enc.tokenizer(["a teal circle"], 32)
+    first = enc.embed.base.num_embeddings
+    assert ids[0, 2:4].tolist() == [first, first + 1]  # two vectors: two tokens
+    assert pipe.unknown_words(pipe.params("a teal circle")) == []
+    teal = enc.encode(["a teal circle"]).context
+    embeddings.remove_word(enc, "teal")
+    assert not torch.equal(enc.encode(["a teal circle"]).context, teal)  # [UNK] again
+
+
+def test_a_file_round_trips_and_refuses_another_base_and_bad_words(model_dir, tmp_path):
+    pipe = t2i.load(model_dir)
+    enc = pipe.text_encoder
+    vectors = torch.randn(1, enc.dim)
+    meta = embeddings.EmbeddingMeta("teal", "tiny", embeddings.text_hash(enc), 1)
+    path = embeddings.save(tmp_path / "teal.safetensors", vectors, meta)
+    assert pipe.load_embedding(path) == "teal"
+    assert torch.equal(enc.embed.learnt["teal"].data, vectors)
+    with pytest.raises(ValueError, match="is loaded already"):
+        pipe.load_embedding(path)
+    other = t2i.load(model_dir)
+    with torch.no_grad():
+        other.text_encoder.embed.weight.mul_(1.01)
+    with pytest.raises(ValueError, match="was learnt on 'tiny'"):
+        other.load_embedding(path)
+    for token, message in [("red", "a word the model knows"), ("Two Words", "one lower-case")]:
+        with pytest.raises(ValueError, match=message):
+            embeddings.add_word(t2i.load(model_dir).text_encoder, token, vectors)
+    with pytest.raises(ValueError, match="never unpickles"):
+        pipe.load_embedding(tmp_path / "teal.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "recipe,extra",
+    [("lora", ["--name", "style"]), ("textual_inversion", ["--token", "violet"])],
+)
+def test_adapter_training_resumes_bit_for_bit(model_dir, tmp_path, recipe, extra):
+    args = [recipe, "--init", str(model_dir), "--data", "shapes", "--preset", "tiny"]
+    args += ["--no-progress", *extra, "--loop.steps", "6", "--loop.ckpt_every", "3"]
+    run_cli(*args, "--out", str(tmp_path / "straight"))
+    killed = tmp_path / "killed"
+    kill_while_writing([*args, "--out", str(killed)], 6, killed)
+    run_cli(*args, "--out", str(killed), "--resume")
+    a, b = final_state(tmp_path / "straight"), final_state(killed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    name = "style" if recipe == "lora" else "violet"
+    assert (killed / "model" / f"{name}.safetensors").is_file()
