@@ -195,3 +195,34 @@ def test_page_offers_what_the_selected_model_supports(url, browser):
     assert browser.find_element(By.ID, "edit").get_attribute("disabled") is not None
     Select(browser.find_element(By.ID, "model")).select_by_value("tiny")
     wait.until(lambda d: d.find_element(By.ID, "steps").is_enabled())
+
+
+def test_page_applies_a_ticked_lora_at_its_scale(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_adapters_lora_pipeline import make_lora
+
+    folder = write_tiny_model(tmp_path / "model", sampler="euler", steps=4)
+    pipe = load(folder)
+    make_lora(pipe, tmp_path / "loras", "style", 0)
+    server = make_server({"tiny": pipe}, ServerConfig(port=0, lora_dir=str(tmp_path / "loras")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(server.url)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "4")
+        assert browser.find_element(By.ID, "lora-box").is_displayed()
+        browser.find_element(By.ID, "random").click()  # a fixed seed
+        browser.find_element(By.CSS_SELECTOR, "input[data-lora='style']").click()
+        scale = browser.find_element(By.CSS_SELECTOR, "input[data-scale='style']")
+        scale.clear()
+        scale.send_keys("0.5")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.result")) == 1)
+        figure = browser.find_element(By.CSS_SELECTOR, "figure.result")
+        params = json.loads(figure.get_attribute("data-params"))
+        assert [entry[:2] for entry in params["loras"]] == [["style", 0.5]]
+        assert "LoRAs style:0.5" in figure.find_element(By.TAG_NAME, "figcaption").text
+    finally:
+        server.shutdown()
+        server.server_close()
