@@ -79,20 +79,12 @@ def _learns(cfg: DiffusionRecipeConfig) -> DiffusionRecipeConfig:
 
 
 def _quick() -> DiffusionRecipeConfig:
-    """Your own folder in about 15 minutes on 2 cores: 32 px, a 4 M UNet with a 2x2 patch stem
-    (the shipped `fashion`'s), v, min-SNR-5, 2,000 steps of 32."""
-    model = UNetConfig(
-        channels=(64, 128),
-        layers_per_block=1,
-        attention_levels=(1,),
-        head_dim=32,
-        groups=32,
-        patch_size=2,
-        context_dim=384,
-    )
-    cfg = _learns(DiffusionRecipeConfig(model=model, image_size=32))
+    """Your own folder in about 15 minutes on 2 cores: the `small` UNet at 32 px, v, min-SNR-5,
+    2,500 steps of 32 at lr 4e-4 (a 2x2 patch stem was 1.1x faster and left speckles)."""
+    cfg = _small()
+    cfg.image_size = 32
     cfg.loop = replace(
-        cfg.loop, steps=2000, batch_size=32, log_every=20, ckpt_every=200, sample_every=250
+        cfg.loop, steps=2500, batch_size=32, log_every=20, ckpt_every=250, sample_every=500
     )
     cfg.optim = OptimConfig(lr=4e-4, warmup_steps=100)
     return cfg
