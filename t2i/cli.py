@@ -97,6 +97,8 @@ GENERATE_EXAMPLES = """examples:
   t2i generate "a red star" --init circle.png --strength 0.6 --out star.png      # img2img
   t2i generate "a green square" --init scene.png --mask mask.png --out fixed.png # inpaint
   t2i generate "a (red:1.4) circle, [small]" --negative "blue" --out w.png       # weights
+  t2i generate "a teal circle <lora:teal:0.8>" --lora-dir loras/ --out t.png    # a LoRA
+  t2i generate "a teal circle" --lora runs/teal/model/teal.safetensors:0.8      # the same
 """
 
 
@@ -136,6 +138,23 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=float, default=None, help="img2img in [0, 1] (0.75)")
     p.add_argument("--mask", default=None, help="inpainting mask PNG, white = repaint")
     p.add_argument("--resample", type=int, default=None, help="inpainting RePaint passes (1)")
+    p.add_argument(
+        "--lora",
+        action="append",
+        metavar="FILE[:SCALE]",
+        help="apply a LoRA file at a scale (1 when left out); repeatable",
+    )
+    p.add_argument(
+        "--lora-dir",
+        default=None,
+        help="folder where <lora:NAME:SCALE> in the prompt finds NAME.safetensors (T2I_LORA_DIR)",
+    )
+    p.add_argument(
+        "--embedding",
+        action="append",
+        metavar="FILE",
+        help="a textual-inversion word (t2i train textual_inversion); repeatable",
+    )
     p.add_argument(
         "--bf16", action="store_true", help="bf16 networks: faster on CPUs with AVX512-BF16/AMX"
     )

@@ -74,12 +74,14 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
 
 
 def add_loras(pipe, kw: dict, args: argparse.Namespace) -> None:
-    """--lora-dir for <lora:name:scale> in the prompt; each --lora FILE[:SCALE] loaded and applied
-    (over a `--from` image's own entry of that name)."""
+    """--lora-dir for <lora:name:scale> in the prompt; each --embedding word added; each --lora
+    FILE[:SCALE] loaded and applied (over a `--from` image's own entry of that name)."""
     if getattr(args, "lora_dir", None):
         if not Path(args.lora_dir).is_dir():
             raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
         pipe.loras.folder = Path(args.lora_dir)
+    for path in getattr(args, "embedding", None) or []:
+        pipe.load_embedding(path)
     for spec in getattr(args, "lora", None) or []:
         path, scale = lora_flag(spec)
         name = pipe.load_lora(path)

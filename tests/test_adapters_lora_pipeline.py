@@ -129,3 +129,22 @@ def test_fused_loras_match_applied_ones_and_unfuse_is_exact(model_dir, tmp_path)
     after = pipe.unet.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_cli_applies_a_lora_and_from_reproduces_it(model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from t2i.cli import main
+
+    pipe = t2i.load(model_dir)
+    path = make_lora(pipe, tmp_path / "loras", "style", 0)
+    out, again = tmp_path / "a.png", tmp_path / "b.png"
+    base = ["generate", "a red circle", "--model", str(model_dir), "--quiet"]
+    assert main([*base, "--lora", f"{path}:0.7", "--out", str(out)]) == 0
+    params = GenerationParams.from_json(Image.open(out).text[PNG_KEY])
+    assert [entry[:2] for entry in params.loras] == [("style", 0.7)]
+    argv = ["generate", "--from", str(out), "--lora-dir", str(tmp_path / "loras")]
+    assert main([*argv, "--quiet", "--out", str(again)]) == 0
+    assert np.array_equal(pixels(Image.open(out)), pixels(Image.open(again)))
+    assert main([*base, "--lora", str(tmp_path / "style.pt"), "--out", str(out)]) == 2
+    assert "never unpickles" in capsys.readouterr().err

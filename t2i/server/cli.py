@@ -36,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--token", default=os.environ.get("T2I_TOKEN"), help="bearer token for /api/* (T2I_TOKEN)"
     )
     p.add_argument("--bf16", action="store_true", help="bf16 networks (see t2i generate --bf16)")
+    p.add_argument(
+        "--lora-dir",
+        default=os.environ.get("T2I_LORA_DIR"),
+        help="LoRAs loaded at start onto the models they were made for (T2I_LORA_DIR)",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -75,5 +80,6 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         args.host, args.port, args.max_queue, args.max_batch, args.timeout, limits, args.token
     )
+    config.lora_dir = args.lora_dir
     serve(pipes, config)
     return 0
