@@ -28,6 +28,8 @@ from t2i.data.shapes import (
     BACKGROUNDS,
     COLOURS,
     GRID,
+    NOVEL_COLOURS,
+    NOVEL_SHAPES,
     SHAPES,
     SIZES,
     SUPERSAMPLE,
@@ -40,6 +42,7 @@ from t2i.data.shapes import (
 
 CATEGORIES = ("count", "colour", "shape", "size", "position", "binding", "background")
 TEMPLATE = 24  # side of the bbox-normalised shape templates
+NOVEL_MARGIN = 0.02  # IoU a novel shape must beat the best training shape by
 MIN_SIZE = 48  # below this small stars and hearts blur into circles: the judge is not exact
 
 
@@ -109,7 +112,6 @@ def _normalise(mask: np.ndarray) -> np.ndarray:
     return np.asarray(small) > 127
 
 
-_RGB = np.array(list(COLOURS.values()), dtype=np.float32)  # (K, 3)
 _BG_RGB = np.array(list(BACKGROUNDS.values()), dtype=np.float32)
 
 
@@ -127,34 +129,51 @@ def to_rgb_array(image) -> np.ndarray:
     return a
 
 
-def detect(image, config: JudgeConfig | None = None) -> tuple[list[Detection], str | None]:
-    """Objects (colour, shape, size, cell) and the background colour name of an image."""
+def palette(novel: tuple[str, ...] = ()) -> tuple[dict[str, tuple], tuple[str, ...]]:
+    """(colours, shapes) the judge reads: the training world's, plus the novel concepts named
+    (a caption that names none is judged exactly as before they existed)."""
+    colours = {**COLOURS, **{c: NOVEL_COLOURS[c] for c in novel if c in NOVEL_COLOURS}}
+    return colours, SHAPES + tuple(s for s in novel if s in NOVEL_SHAPES)
+
+
+def detect(
+    image, config: JudgeConfig | None = None, novel: tuple[str, ...] = ()
+) -> tuple[list[Detection], str | None]:
+    """Objects (colour, shape, size, cell) and the background colour name of an image; `novel`:
+    concepts outside the training world to read too (NOVEL_COLOURS, NOVEL_SHAPES)."""
     cfg = config or JudgeConfig()
+    colours, shapes = palette(novel)
     rgb = to_rgb_array(image)
     h, w, _ = rgb.shape
     if h != w or h < MIN_SIZE:
         raise ValueError(f"the judge needs square images of >= {MIN_SIZE} px, got {w}x{h}")
     bg = _background(rgb, cfg)
-    colour_of, near_enough = _assign(rgb, bg, cfg)
+    colour_of, near_enough = _assign(rgb, bg, cfg, np.array(list(colours.values()), np.float32))
     cell = min(h, w) / GRID
     min_area = cfg.min_area * (SIZES["small"] * cell) ** 2
     dets = []
-    for k, name in enumerate(COLOURS):
+    for k, name in enumerate(colours):
         labels, n = ndimage.label((colour_of == k) & near_enough, structure=np.ones((3, 3)))
         if n == 0:
             continue
         areas = np.bincount(labels.ravel(), minlength=n + 1)
         for j, sl in enumerate(ndimage.find_objects(labels), start=1):
             if areas[j] >= min_area:
-                dets.append(_describe(labels[sl] == j, sl, name, int(areas[j]), cell, cfg))
+                mask = labels[sl] == j
+                dets.append(_describe(mask, sl, name, int(areas[j]), cell, cfg, shapes))
     return dets, bg
 
 
-def _describe(mask, sl, colour: str, area: int, cell: float, cfg: JudgeConfig) -> Detection:
+def _describe(
+    mask, sl, colour: str, area: int, cell: float, cfg: JudgeConfig, shapes=SHAPES
+) -> Detection:
     norm = _normalise(mask)
     side = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
-    ious = {s: max(_iou(norm, _template(s, side, b)) for b in cfg.blurs) for s in SHAPES}
+    ious = {s: max(_iou(norm, _template(s, side, b)) for b in cfg.blurs) for s in shapes}
     shape = max(ious, key=ious.get)
+    if shape in NOVEL_SHAPES:  # blurred, a small diamond is nearly a circle: win by a margin
+        base = max(SHAPES, key=ious.get)
+        shape = shape if ious[shape] >= ious[base] + NOVEL_MARGIN else base
     iou = float(ious[shape])
     # Size: bbox side in cell units vs the geometric mean of the small and large extents.
     extent = side / cell
@@ -179,7 +198,9 @@ def _background(rgb: np.ndarray, cfg: JudgeConfig) -> str | None:
     return list(BACKGROUNDS)[int(votes.argmax())]
 
 
-def _assign(rgb: np.ndarray, bg: str | None, cfg: JudgeConfig) -> tuple[np.ndarray, np.ndarray]:
+def _assign(
+    rgb: np.ndarray, bg: str | None, cfg: JudgeConfig, named: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel: index of its named colour and whether it is one (H, W) each.
 
     With a known background, a pixel is read as alpha * colour + (1 - alpha) * background (an
@@ -187,10 +208,10 @@ def _assign(rgb: np.ndarray, bg: str | None, cfg: JudgeConfig) -> tuple[np.ndarr
     alpha >= 0.5 for it, so masks keep their true outline; otherwise the nearest colour is taken.
     """
     if bg is None:
-        d2 = ((rgb[:, :, None, :] - _RGB) ** 2).sum(-1)  # (H, W, K)
+        d2 = ((rgb[:, :, None, :] - named) ** 2).sum(-1)  # (H, W, K)
         return d2.argmin(-1), d2.min(-1) <= cfg.max_colour_dist**2
     b = np.array(BACKGROUNDS[bg], dtype=np.float32)
-    v = _RGB - b  # (K, 3)
+    v = named - b  # (K, 3)
     p = rgb - b  # (H, W, 3)
     alpha = np.clip(p @ v.T / (v**2).sum(-1), 0, 1)  # (H, W, K)
     resid2 = ((p[:, :, None, :] - alpha[..., None] * v) ** 2).sum(-1)
@@ -208,7 +229,9 @@ def judge(image, target: str | Scene | Spec, config: JudgeConfig | None = None) 
     """
     spec = parse_caption(target) if isinstance(target, str) else target
     spec = scene_spec(spec) if isinstance(spec, Scene) else spec
-    dets, bg = detect(image, config)
+    named = {o.colour for o in spec.objects} | {o.shape for o in spec.objects}
+    novel = tuple(sorted(named & (set(NOVEL_COLOURS) | set(NOVEL_SHAPES))))
+    dets, bg = detect(image, config, novel)
     facts = []
     if spec.count is not None:
         desc = f"{spec.count} objects (found {len(dets)})"

@@ -29,6 +29,13 @@ COLOURS = {
     "orange": (245, 130, 20),
 }
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128)}
+# Concepts the renderer and the judge know but the training data never holds (sample_scene draws
+# from COLOURS and SHAPES only): what adapters are measured on (t2i/data/shapes_concepts.py).
+# At least ~95 apart in RGB from every colour and background, as those are from each other.
+NOVEL_COLOURS = {"teal": (0, 150, 150), "pink": (255, 120, 200)}
+NOVEL_SHAPES = ("diamond",)
+ALL_COLOURS = {**COLOURS, **NOVEL_COLOURS}
+ALL_SHAPES = SHAPES + NOVEL_SHAPES
 SIZES = {"small": 0.3, "large": 0.46}  # half-extent R of the shape, in grid-cell units
 GRID = 3
 CELL_PHRASES = {
@@ -139,6 +146,8 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
         return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
     if shape == "triangle":
         return [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if shape == "diamond":  # a square on its corner, filling its box
+        return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
     if shape == "star":  # 5 points, inner radius 0.45 keeps the arms thick enough at 64 px
         pts = []
         for k in range(10):
@@ -151,7 +160,7 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
         x = 16 * np.sin(t) ** 3
         y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
         return _fit_box(list(zip(x.tolist(), y.tolist())), cx, cy, r)
-    raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
+    raise ValueError(f"unknown shape {shape!r}; choose from {ALL_SHAPES}")
 
 
 def _fit_box(pts: list[tuple[float, float]], cx: float, cy: float, r: float) -> list:
@@ -178,7 +187,7 @@ def render_scene(scene: Scene, image_size: int = 64) -> Image.Image:
     cell = big / GRID
     for o in scene.objects:
         cx, cy = (o.cell[1] + 0.5) * cell, (o.cell[0] + 0.5) * cell
-        draw_shape(draw, o.shape, cx, cy, SIZES[o.size] * cell, COLOURS[o.colour])
+        draw_shape(draw, o.shape, cx, cy, SIZES[o.size] * cell, ALL_COLOURS[o.colour])
     return img.resize((image_size, image_size), Image.BOX)
 
 
@@ -277,9 +286,9 @@ def scene_spec(scene: Scene) -> Spec:
     return Spec(objs, [], scene.background, len(objs))
 
 
-_COL = "|".join(COLOURS)
+_COL = "|".join(ALL_COLOURS)
 _OBJ_RE = re.compile(
-    rf"\b(an?|the) (?:(small|large) )?({_COL}) ({'|'.join(SHAPES)})\b", flags=re.IGNORECASE
+    rf"\b(an?|the) (?:(small|large) )?({_COL}) ({'|'.join(ALL_SHAPES)})\b", flags=re.IGNORECASE
 )
 _CELL_RE = {cell: re.compile(rf"^ {p}\b") for cell, p in CELL_PHRASES.items()}
 _BG_RE = re.compile(rf" on an? ({'|'.join(BACKGROUNDS)}) background\b")
