@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import t2i  # noqa: E402
 from bench_adapters import draw, score  # noqa: E402
+
+import t2i  # noqa: E402
 from t2i.cli import main  # noqa: E402
 from t2i.data.shapes_concepts import concept_prompts  # noqa: E402
 
