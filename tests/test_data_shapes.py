@@ -1,5 +1,7 @@
 """`shapes`: determinism, the scene rules, the caption grammar, splits and evaluation prompts."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,36 @@ def test_load_dataset_names_and_errors(tmp_path):
         ShapesDataset(split="valid")
     batch = collate([ds[i] for i in range(3)])
     assert batch["image"].shape == (3, 3, 48, 48) and len(batch["scene"]) == 3
+
+
+def _digest(items) -> str:
+    h = hashlib.sha256()
+    for item in items:
+        h.update(((item["image"] + 1) * 127.5).round().byte().numpy().tobytes())
+        h.update(item["caption"].encode())
+    return h.hexdigest()[:16]
+
+
+def test_the_default_data_is_what_it_was_before_the_novel_concepts():
+    """Recorded with t2i/data/shapes.py as of dc72e0d, before teal, pink and diamond existed: the
+    training world's items, renders and prompts must not move when concepts are added."""
+    ds = ShapesDataset(length=200)
+    pinned = {
+        0: (
+            "a red circle, a purple star and a yellow star on a grey background",
+            "5231ad5fc64d82ac",
+        ),
+        123: ("one shape: a large yellow heart on a black background", "6fc98d505f003e4c"),
+    }
+    for i, (caption, image_hash) in pinned.items():
+        item = ds[i]
+        rgb = np.asarray(render_scene(item["scene"], 64))
+        assert item["caption"] == caption
+        assert hashlib.sha256(rgb.tobytes()).hexdigest()[:16] == image_hash
+    assert _digest(ds[i] for i in range(200)) == "9f8ea6bec7d59fcc"
+    assert _digest(ShapesDataset(length=50, split="holdout")[i] for i in range(50)) == (
+        "e5ab691f1b022d24"
+    )
+    prompts = "\n".join(shapes_eval_prompts(200) + heldout_prompts(100))
+    assert hashlib.sha256(prompts.encode()).hexdigest()[:16] == "5a07611b901cca9f"
+    assert shapes_eval_prompts(1) == ["a large yellow triangle at the bottom on a grey background"]
