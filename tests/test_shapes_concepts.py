@@ -3,18 +3,23 @@ exactly, while the training world's data and judging stay as they were."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from t2i.data import shapes
+from t2i.data.cell_judge import judge_cells
 from t2i.data.judge import judge
 from t2i.data.shapes_concepts import (
     CONCEPTS,
     concept_prompts,
     concept_scene,
+    pair_prompts,
     write_concept_folder,
 )
+from t2i.images import shrink
 
 
 def test_novel_colours_are_far_from_every_colour_and_background():
@@ -76,3 +81,89 @@ def test_a_caption_without_novel_words_is_judged_as_before():
     assert judge(image, "one shape: a large red circle").ok  # pink is not read as a colour
     both = [judge(image, c).ok for c in ("a red circle", "a red circle and a pink square")]
     assert both == [True, True]
+
+
+def test_the_judge_is_exact_on_two_concepts_on_two_objects():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        scene = concept_scene(
+            rng, ("pink", "diamond"), extra=bool(rng.random() < 0.5), together=False
+        )
+        assert {o.colour for o in scene.objects} & {"pink"}
+        assert {o.shape for o in scene.objects} & {"diamond"}
+        image = shapes.render_scene(scene, 64)
+        assert judge(image, scene).ok, scene
+        caption = shapes.make_caption(scene, rng)
+        assert judge(image, caption).ok, caption
+
+
+def test_pair_prompts_name_both_concepts_on_two_objects():
+    prompts = pair_prompts(("pink", "diamond"), 40)
+    assert prompts == pair_prompts(("pink", "diamond"), 40) and len(set(prompts)) > 30
+    relations = 0
+    for p in prompts:
+        spec = shapes.parse_caption(p)
+        assert len(spec.objects) == 2
+        assert {o.colour for o in spec.objects} & {"pink"}, p
+        assert {o.shape for o in spec.objects} & {"diamond"}, p
+        relations += bool(spec.relations)
+    assert relations > 0  # "a pink circle to the left of a red diamond"
+    assert not set(prompts) & set(pair_prompts(("pink", "diamond"), 40, seed=2))
+    with pytest.raises(ValueError, match="two different concepts"):
+        pair_prompts(("teal", "teal"), 3)
+
+
+@pytest.mark.parametrize("concepts", [("teal",), ("pink",), ("diamond",), ("teal", "diamond")])
+def test_the_cell_judge_is_exact_on_layouts_of_the_concepts(concepts):
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        scene = concept_scene(rng, concepts, extra=bool(rng.random() < 0.5), together=False)
+        small = shrink(shapes.pil_to_tensor(shapes.render_scene(scene, 64))[None], (3, 3))[0]
+        assert judge_cells(small, scene).ok, scene
+        caption = shapes.make_caption(scene, rng)
+        assert judge_cells(small, caption).ok, caption
+
+
+LOOK_ALIKES = {
+    "teal": ("green", "blue"),
+    "pink": ("red", "purple"),
+    "diamond": ("square", "circle"),
+}
+
+
+@pytest.mark.parametrize("concept", CONCEPTS)
+def test_the_judges_tell_a_concept_from_its_training_look_alikes(concept):
+    """A render of the concept fails a caption naming a look-alike instead, and the reverse. The
+    cell judge reads a novel colour only when the caption names one, as the judge does, and has
+    no "no colour" reading: a teal cell judged against "a green ..." is read as its nearest
+    training colour, as any colour off the palette always was; the reverse is checked."""
+    for look_alike in LOOK_ALIKES[concept]:
+        for background in shapes.BACKGROUNDS:
+            for size in shapes.SIZES:
+                novel = shapes.Obj("triangle", concept, size, (1, 1))
+                if concept in shapes.NOVEL_SHAPES:
+                    novel = shapes.Obj(concept, "orange", size, (1, 1))
+                field = "shape" if concept in shapes.NOVEL_SHAPES else "colour"
+                known = replace(novel, **{field: look_alike})
+                for drawn, named in ((novel, known), (known, novel)):
+                    image = shapes.render_scene(shapes.Scene(background, (drawn,)), 64)
+                    assert not judge(image, shapes.Scene(background, (named,))).ok, (drawn, named)
+                if field == "colour":
+                    image = shapes.render_scene(shapes.Scene(background, (known,)), 64)
+                    small = shrink(shapes.pil_to_tensor(image)[None], (3, 3))[0]
+                    verdict = judge_cells(small, shapes.Scene(background, (novel,)))
+                    assert not verdict.ok, (known, novel)
+
+
+def test_the_shapes_concept_command_writes_a_folder(tmp_path, capsys):
+    from t2i.cli import main
+
+    out = tmp_path / "pink"
+    assert (
+        main(["data", "shapes-concept", "--concept", "pink", "--count", "3", "--out", str(out)])
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir())[:2] == ["pink-0000.png", "pink-0000.txt"]
+    assert len(list(out.glob("*.txt"))) == 3 and "pink" in (out / "pink-0002.txt").read_text()
+    assert f"--data {out}" in capsys.readouterr().out
+    assert main(["data", "shapes-concept", "--concept", "violet", "--out", str(out)]) == 2

@@ -7,6 +7,10 @@ the cell it covers. That is enough to read, per cell, whether it holds an object
 So this judge checks the caption's count, colour, size, position and background facts, the
 categories of t2i.data.judge without shape and colour-shape binding. Exact on the data's own
 scenes shrunk to GRID x GRID (tested), the way the cascade's upscaler is trained to read them.
+As t2i.data.judge does, it reads the novel colours (teal, pink) only when a caption names them, so
+a caption of the training world is judged as before they existed; a cell has no "no colour"
+reading, so a novel colour judged against a caption that names none is read as its nearest
+training colour (as any colour off the palette always was).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from t2i.data.judge import Detection, Verdict, relation_facts, to_rgb_array
+from t2i.data.judge import Detection, Verdict, novel_in, palette, relation_facts, to_rgb_array
 from t2i.data.shapes import (
     BACKGROUNDS,
     COLOURS,
@@ -46,9 +50,12 @@ def coverage(shape: str, size: str) -> float:
     return float(rgb @ _RGB[3] / (_RGB[3] @ _RGB[3]))
 
 
-def detect_cells(image) -> tuple[list[Detection], str]:
+def detect_cells(image, novel: tuple[str, ...] = ()) -> tuple[list[Detection], str]:
     """A GRID x GRID image -> one detection per non-empty cell (its colour, the share of the cell
-    it covers as `iou`, shape "unknown"), and the background: the one nearest the median cell."""
+    it covers as `iou`, shape "unknown"), and the background: the one nearest the median cell.
+    `novel`: colours outside the training world to read too (as t2i.data.judge.detect)."""
+    colours = palette(novel)[0]
+    named = np.array(list(colours.values()), dtype=np.float64)
     rgb = to_rgb_array(image).astype(np.float64)
     if rgb.shape[:2] != (GRID, GRID):
         raise ValueError(
@@ -56,7 +63,7 @@ def detect_cells(image) -> tuple[list[Detection], str]:
         )
     bg = min(BACKGROUNDS, key=lambda b: np.median(np.linalg.norm(rgb - BACKGROUNDS[b], axis=-1)))
     b = np.array(BACKGROUNDS[bg], dtype=np.float64)
-    v = _RGB - b  # each named colour's direction from the background
+    v = named - b  # each named colour's direction from the background
     dets = []
     for row in range(GRID):
         for col in range(GRID):
@@ -66,7 +73,7 @@ def detect_cells(image) -> tuple[list[Detection], str]:
             alpha = np.clip(v @ p / (v * v).sum(-1), 0, 1)
             resid = np.linalg.norm(p - alpha[:, None] * v, axis=-1)
             k = int(resid.argmin())
-            dets.append(Detection(list(COLOURS)[k], "unknown", "", (row, col), 0, float(alpha[k])))
+            dets.append(Detection(list(colours)[k], "unknown", "", (row, col), 0, float(alpha[k])))
     return dets, bg
 
 
@@ -83,7 +90,7 @@ def judge_cells(image, target: str | Scene | Spec) -> Verdict:
     most facts hold (the layout is right if some reading of it is)."""
     spec = parse_caption(target) if isinstance(target, str) else target
     spec = scene_spec(spec) if isinstance(spec, Scene) else spec
-    dets, bg = detect_cells(image)
+    dets, bg = detect_cells(image, novel_in(spec))
     facts = []
     if spec.count is not None:
         facts.append(

@@ -1,4 +1,5 @@
-"""`t2i data pack` (folder -> tar shards) and `t2i data preview` (a grid PNG of any data source)."""
+"""`t2i data pack` (folder -> tar shards), `t2i data preview` (a grid PNG of any data source) and
+`t2i data shapes-concept` (a folder of captioned images of a concept `shapes` never saw)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ PREVIEW_EXAMPLES = """examples:
   t2i data preview shapes --out shapes.png
   t2i data preview fashion --n 64 --out fashion.png
   t2i data preview 'shards/*.tar' --size 64"""
+
+CONCEPT_EXAMPLES = """examples:
+  t2i data shapes-concept --concept teal --count 50 --out data/teal
+  t2i data shapes-concept --concept diamond --count 50 --out data/diamond --seed 3
+then train an adapter with --data data/teal (name.png + name.txt, a plain image folder)"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=None, help="image side")
     p.add_argument("--split", default="train")
     p.set_defaults(func=run_preview)
+
+    p = subparsers.add_parser(
+        "shapes-concept",
+        help="write a folder of captioned shapes images of a concept the shapes model never saw",
+        epilog=CONCEPT_EXAMPLES,
+        formatter_class=raw,
+    )
+    p.add_argument("--concept", required=True, help="teal, pink or diamond")
+    p.add_argument("--out", required=True, help="output folder (name.png + name.txt)")
+    p.add_argument("--count", type=int, default=50, help="number of images (default: 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folder's scenes")
+    p.add_argument("--size", type=int, default=64, help="image side (default: 64)")
+    p.set_defaults(func=run_shapes_concept)
 
 
 def run_pack(args: argparse.Namespace) -> int:
@@ -77,6 +96,17 @@ def run_preview(args: argparse.Namespace) -> int:
         f"wrote {len(items)} items of {args.data} to {args.out} (captions in "
         f"{Path(args.out).with_suffix('.txt')})"
     )
+    return 0
+
+
+def run_shapes_concept(args: argparse.Namespace) -> int:
+    from t2i.data.shapes_concepts import write_concept_folder
+
+    if args.count < 1:
+        raise ValueError(f"--count {args.count}: must be >= 1")
+    folder = write_concept_folder(args.out, args.concept, args.count, args.seed, args.size)
+    print(f"wrote {args.count} captioned images of {args.concept} to {folder}")
+    print(f"use: --data {folder}")
     return 0
 
 

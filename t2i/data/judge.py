@@ -136,6 +136,12 @@ def palette(novel: tuple[str, ...] = ()) -> tuple[dict[str, tuple], tuple[str, .
     return colours, SHAPES + tuple(s for s in novel if s in NOVEL_SHAPES)
 
 
+def novel_in(spec: Spec) -> tuple[str, ...]:
+    """The novel concepts (NOVEL_COLOURS, NOVEL_SHAPES) a caption's objects name, sorted."""
+    named = {o.colour for o in spec.objects} | {o.shape for o in spec.objects}
+    return tuple(sorted(named & (set(NOVEL_COLOURS) | set(NOVEL_SHAPES))))
+
+
 def detect(
     image, config: JudgeConfig | None = None, novel: tuple[str, ...] = ()
 ) -> tuple[list[Detection], str | None]:
@@ -229,9 +235,7 @@ def judge(image, target: str | Scene | Spec, config: JudgeConfig | None = None) 
     """
     spec = parse_caption(target) if isinstance(target, str) else target
     spec = scene_spec(spec) if isinstance(spec, Scene) else spec
-    named = {o.colour for o in spec.objects} | {o.shape for o in spec.objects}
-    novel = tuple(sorted(named & (set(NOVEL_COLOURS) | set(NOVEL_SHAPES))))
-    dets, bg = detect(image, config, novel)
+    dets, bg = detect(image, config, novel_in(spec))
     facts = []
     if spec.count is not None:
         desc = f"{spec.count} objects (found {len(dets)})"

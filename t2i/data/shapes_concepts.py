@@ -1,7 +1,8 @@
 """New concepts for `shapes` that its training data never holds (shapes.NOVEL_COLOURS,
 NOVEL_SHAPES: teal, pink, diamond), as a user would bring them to an adapter: a plain folder of
 captioned images (`write_concept_folder`), and prompts that use the concept to measure what the
-adapter learnt (`concept_prompts`, `pair_prompts`), judged exactly by t2i.data.judge.
+adapter learnt (`concept_prompts`; `pair_prompts`: two concepts on two objects of one image),
+judged exactly by t2i.data.judge and t2i.data.cell_judge.
 
 A concept's images put it on one object of a scene of one or two (the other from the training
 world), captioned in the shapes grammar ("a small teal square in the top left"). Evaluation
@@ -48,13 +49,15 @@ def concept_object(rng: np.random.Generator, concept: str, cell: tuple[int, int]
     return Obj(shape, colour, str(rng.choice(list(SIZES))), cell)
 
 
-def concept_scene(rng: np.random.Generator, concepts: tuple[str, ...], extra: bool) -> Scene:
+def concept_scene(
+    rng: np.random.Generator, concepts: tuple[str, ...], extra: bool, together: bool = True
+) -> Scene:
     """A scene with one object per concept (one object showing all of them when they are a
-    colour and a shape), plus one object of the training world when `extra`."""
+    colour and a shape and `together`), plus one object of the training world when `extra`."""
     colours = [c for c in concepts if c in NOVEL_COLOURS]
     shapes = [c for c in concepts if c in NOVEL_SHAPES]
     cells = [(int(k) // GRID, int(k) % GRID) for k in rng.choice(GRID * GRID, 3, replace=False)]
-    if colours and shapes:  # a teal diamond
+    if colours and shapes and together:  # a teal diamond
         objects = [Obj(shapes[0], colours[0], str(rng.choice(list(SIZES))), cells[0])]
     else:
         objects = [concept_object(rng, c, cells[i]) for i, c in enumerate(concepts)]
@@ -93,3 +96,18 @@ def concept_prompts(concepts: tuple[str, ...] | str, n: int, seed: int = PROMPT_
         scene = concept_scene(rng, concepts, extra=False)
         prompts.append(make_caption(scene, rng, style="absolute" if rng.random() < 0.5 else "list"))
     return prompts
+
+
+def pair_prompts(concepts: tuple[str, str], n: int, seed: int = PROMPT_SEED) -> list[str]:
+    """`n` prompts of two objects, each showing one of the two concepts ("a pink circle to the
+    left of a red diamond"), phrased absolutely, as a list or by a relation; a seed stream of its
+    own (concept_prompts((a, b), ...) puts a colour and a shape on one object instead)."""
+    if len(concepts) != 2 or len(set(concepts)) != 2:
+        raise ValueError(f"pair_prompts takes two different concepts, got {concepts!r}")
+    for c in concepts:
+        check_concept(c)
+    rng = np.random.default_rng([seed, len(CONCEPTS), *[CONCEPTS.index(c) for c in concepts]])
+    return [
+        make_caption(concept_scene(rng, tuple(concepts), extra=False, together=False), rng)
+        for _ in range(n)
+    ]
