@@ -72,3 +72,15 @@ def test_adapter_training_resumes_bit_for_bit(model_dir, tmp_path, recipe, extra
     assert all(torch.equal(a[k], b[k]) for k in a)
     name = "style" if recipe == "lora" else "violet"
     assert (killed / "model" / f"{name}.safetensors").is_file()
+
+
+def test_adapter_runs_resume_from_their_record_alone(model_dir, tmp_path, capsys):
+    from t2i.cli import main
+
+    out = tmp_path / "style"
+    argv = ["train", "lora", "--init", str(model_dir), "--data", "shapes", "--preset", "tiny"]
+    assert main([*argv, "--out", str(out), "--no-progress", "--loop.steps", "2"]) == 0
+    assert main(["train", "lora", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert main(["train", "lora", "--data", "shapes", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --init MODEL" in capsys.readouterr().err

@@ -149,7 +149,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             )
         if name in ("lora", "textual_inversion"):
             p.add_argument(
-                "--init", metavar="NAME|DIR", required=True, help="the model the adapter is for"
+                "--init", metavar="NAME|DIR", help="the model the adapter is for (required)"
             )
         if name == "autoencoder":
             p.add_argument("--init", help="autoencoder folder to start from (fine-tuning)")

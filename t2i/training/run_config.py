@@ -121,7 +121,7 @@ def adopt_records(args: argparse.Namespace, recorded: dict, source: Path) -> Non
     pairs += [(f, (recorded.get(f) or {}).get("path")) for f in FOLDER_FLAGS]
     for flag, held in pairs:
         given = getattr(args, flag, None)
-        if held is None or not hasattr(args, flag):
+        if held is None:
             continue
         if given is None:
             setattr(args, flag, held)
