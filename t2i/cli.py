@@ -8,9 +8,18 @@ transformers) happen inside the command functions, so `t2i --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from t2i.argtypes import parse_interval
+# Before anything loads torch (and with it libgomp, which reads this once): threads that wait
+# sleep instead of spinning. Beside a second busy process, spinning threads took 5-9x the CPU
+# time per image; sleeping ones cost nothing measurable on idle cores (BENCHMARKS.md, "Threads").
+# A user's own OMP_WAIT_POLICY wins; T2I_KEEP_OMP=1 leaves libgomp's default, and so does `train`
+# (long runs on a machine given to them, measured with spinning threads in BENCHMARKS.md).
+if os.environ.get("T2I_KEEP_OMP") != "1" and sys.argv[1:2] != ["train"]:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from t2i.argtypes import parse_interval  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
