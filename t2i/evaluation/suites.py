@@ -235,6 +235,55 @@ def _folder_reals(cfg: EvalConfig, image_size: int):
     return items, floor
 
 
+EMOJI_CLIP_DATA = "the emoji of `t2i data emoji` (64 px, drawn on white)"
+MIN_WHITE_BORDER = 0.9  # emoji: 0.996 of border pixels white; 200 letters 0.53, shapes 0.35
+
+
+def white_border_share(images: torch.Tensor) -> float:
+    """Share of the images' border pixels that are near white (every channel >= 230 of 255)."""
+    x = (images.float().clamp(-1, 1) + 1) * 127.5  # (B, C, H, W)
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
+    return float((border >= 230).all(dim=1).float().mean())
+
+
+def folder_reals(cfg: EvalConfig, count: int = 64) -> torch.Tensor:
+    """Up to `count` of the folder's reference images at 64 px (for folder_notes)."""
+    held = load_dataset(cfg.data, split="heldout", image_size=64)
+    picked = _pick(len(held), min(count, len(held)), cfg.seed)
+    return torch.stack([held[int(i)]["image"] for i in picked])
+
+
+def folder_notes(data: str, real: torch.Tensor | None = None) -> dict:
+    """What a folder's figures can be trusted for: {"reference": what the real images are,
+    "warnings": [...]} -- whether the folder has a held-out split, and whether its images look
+    like what the feature extractor was trained on."""
+    from t2i.data.folder import scan_folder
+
+    everything, held = scan_folder(data), scan_folder(data, split="heldout")
+    warnings = []
+    if len(held) == len(everything):
+        reference = (
+            f"all {len(everything)} images of the folder: it has no held-out split (no 'split' "
+            "field in metadata.jsonl)"
+        )
+        warnings.append(
+            "no held-out split: the real-image figures compare the folder with itself, so they "
+            "say how close the model comes to images it may have trained on, not how well it "
+            'generalises; give metadata.jsonl rows "split": "heldout" for images kept out '
+            "of training"
+        )
+    else:
+        reference = f"the {len(held)} held-out images of {len(everything)} (split 'heldout')"
+    if real is not None and (share := white_border_share(real)) < MIN_WHITE_BORDER:
+        warnings.append(
+            f"the feature extractor (emoji_clip) was trained on {EMOJI_CLIP_DATA}; only "
+            f"{share:.0%} of these images' border pixels are white, so its features may not "
+            "describe them: compare models on this folder with each other only, or train an "
+            "extractor on it (t2i train emoji_clip --data FOLDER)"
+        )
+    return {"reference": reference, "warnings": warnings}
+
+
 def _clip_features(images: torch.Tensor) -> np.ndarray:
     clip = _cached("emoji_clip", load_emoji_clip)
     with torch.no_grad():
@@ -274,7 +323,8 @@ def _folder_suite(
         "r_precision_emoji": _metric(rp(f_gen), rp(f_real), pool=pool),
         "fd_emoji_clip": _metric(fd, fd_floor),
     }
-    return metrics, "emoji_clip (shipped, t2i/evaluation/extractors)", prompts, images
+    extractor = f"emoji_clip (shipped, t2i/evaluation/extractors), trained on {EMOJI_CLIP_DATA}"
+    return metrics, extractor, prompts, images
 
 
 _CACHE: dict[str, object] = {}
