@@ -161,8 +161,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--embedding",
         action="append",
-        metavar="FILE",
-        help="a textual-inversion word (t2i train textual_inversion); repeatable",
+        metavar="FILE|DIR",
+        help="a textual-inversion word (t2i train textual_inversion), or a folder of them "
+        "(those learnt on this model); repeatable",
     )
     p.add_argument(
         "--bf16", action="store_true", help="bf16 networks: faster on CPUs with AVX512-BF16/AMX"

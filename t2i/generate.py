@@ -81,7 +81,10 @@ def add_loras(pipe, kw: dict, args: argparse.Namespace) -> None:
             raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
         pipe.loras.folder = Path(args.lora_dir)
     for path in getattr(args, "embedding", None) or []:
-        pipe.load_embedding(path)
+        if Path(path).is_dir():  # a folder of them: those learnt on this model
+            pipe.load_embeddings(path)
+        else:
+            pipe.load_embedding(path)
     for spec in getattr(args, "lora", None) or []:
         path, scale = lora_flag(spec)
         name = pipe.load_lora(path)

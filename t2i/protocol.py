@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -159,6 +160,17 @@ class Generator(ABC):
         word = embeddings.load(self.text_encoder, path, self.name)
         self._text_cache.clear()
         return word
+
+    def load_embeddings(self, folder) -> tuple[list[str], list[str]]:
+        """Every embedding file in `folder` learnt on this model, as A1111 loads its embeddings
+        folder: (the words added, the files skipped with why)."""
+        words, skipped = [], []
+        for path in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                words.append(self.load_embedding(path))
+            except ValueError as err:
+                skipped.append(str(err))
+        return words, skipped
 
     def unknown_words(self, p: GenerationParams) -> list[str]:
         """Words of the prompt and the negative prompt that the model cannot read (each becomes

@@ -84,3 +84,15 @@ def test_adapter_runs_resume_from_their_record_alone(model_dir, tmp_path, capsys
     assert "trained 2 steps" in capsys.readouterr().out
     assert main(["train", "lora", "--data", "shapes", "--out", str(tmp_path / "x")]) == 2
     assert "needs --init MODEL" in capsys.readouterr().err
+
+
+def test_a_folder_of_words_loads_those_learnt_on_this_model(model_dir, tmp_path):
+    pipe = t2i.load(model_dir)
+    enc = pipe.text_encoder
+    own = embeddings.EmbeddingMeta("teal", "tiny", embeddings.text_hash(enc), 1)
+    other = embeddings.EmbeddingMeta("pink", "other", "0" * 64, 1)
+    embeddings.save(tmp_path / "teal.safetensors", torch.randn(1, enc.dim), own)
+    embeddings.save(tmp_path / "pink.safetensors", torch.randn(1, enc.dim), other)
+    words, skipped = pipe.load_embeddings(tmp_path)
+    assert words == ["teal"] and len(skipped) == 1 and "was learnt on 'other'" in skipped[0]
+    assert pipe.unknown_words(pipe.params("a teal circle")) == []

@@ -53,6 +53,7 @@ class ServerConfig:
     idle_timeout: float = 10.0  # seconds a client may pause while sending (a short body: 400)
     max_connections: int = 64  # connections handled at once; one more gets 503 + Retry-After
     lora_dir: str | None = None  # LoRAs loaded at start for the models they were made for
+    embedding_dir: str | None = None  # textual-inversion words loaded at start, likewise
     body_budget: int = 32 * 2**20  # bytes of request bodies held at once; past it, 503
     max_parsing: int = 2  # bodies decoded at once (JSON, base64, images: ~4x a body's bytes)
 
@@ -70,6 +71,10 @@ class T2IServer(ThreadingHTTPServer):
         self.pipes, self.config = pipes, config
         if config.lora_dir:
             load_loras(pipes, config.lora_dir)
+        if config.embedding_dir:
+            for name, pipe in pipes.items():
+                words, _ = pipe.load_embeddings(config.embedding_dir)
+                print(f"{name}: learnt words {words}")
         self.queue = JobQueue(pipes, config.max_queue, config.max_batch, config.timeout)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="t2i-serve-"))  # init / mask images
         self.slots = threading.BoundedSemaphore(config.max_connections)

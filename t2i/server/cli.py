@@ -41,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("T2I_LORA_DIR"),
         help="LoRAs loaded at start onto the models they were made for (T2I_LORA_DIR)",
     )
+    p.add_argument(
+        "--embedding-dir",
+        default=None,
+        help="textual-inversion words loaded at start onto the models they were learnt on",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -80,6 +85,6 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         args.host, args.port, args.max_queue, args.max_batch, args.timeout, limits, args.token
     )
-    config.lora_dir = args.lora_dir
+    config.lora_dir, config.embedding_dir = args.lora_dir, args.embedding_dir
     serve(pipes, config)
     return 0
