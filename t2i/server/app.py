@@ -432,9 +432,9 @@ def serve(pipes: dict[str, Generator], config: ServerConfig) -> None:
         server = make_server(pipes, config)
     except OSError as err:  # a busy port, an address not on this machine
         raise ValueError(f"cannot serve on {config.host}:{config.port}: {err.strerror}") from err
-    print(f"t2i serving {list(pipes)} at {server.url}  (API: {server.url}/api/openapi.json)")
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    try:  # the handlers are in place before "serving" is said: a signal right after it is caught
+        print(f"t2i serving {list(pipes)} at {server.url}  (API: {server.url}/api/openapi.json)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
