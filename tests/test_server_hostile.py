@@ -296,11 +296,21 @@ def test_serve_flags_out_of_range_and_a_busy_port_exit_2(model_dir, capsys):
     assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_remove_the_upload_folder(model_dir, tmp_path, sig):
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's background job starts
+
+
+@pytest.mark.parametrize(
+    "sig,inherited",
+    [(signal.SIGTERM, None), (signal.SIGINT, None), (signal.SIGINT, ignore_sigint)],
+    ids=["sigterm", "sigint", "sigint-ignored-by-the-parent"],
+)
+def test_sigterm_and_sigint_remove_the_upload_folder(model_dir, tmp_path, sig, inherited):
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "t2i.cli", "serve", "--model", str(model_dir), "--port", "0"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=inherited
+    )
     try:
         assert b"t2i serving" in proc.stdout.readline()
         assert len(list(tmp_path.glob("t2i-serve-*"))) == 1

@@ -432,12 +432,15 @@ def serve(pipes: dict[str, Generator], config: ServerConfig) -> None:
         server = make_server(pipes, config)
     except OSError as err:  # a busy port, an address not on this machine
         raise ValueError(f"cannot serve on {config.host}:{config.port}: {err.strerror}") from err
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # both signals handled here, whatever was inherited: a process started in the background by
+    # a shell (or by a parent that ignores Ctrl-C) begins with SIGINT ignored
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:  # the handlers are in place before "serving" is said: a signal right after it is caught
         print(f"t2i serving {list(pipes)} at {server.url}  (API: {server.url}/api/openapi.json)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.server_close()
