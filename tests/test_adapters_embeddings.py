@@ -96,3 +96,20 @@ def test_a_folder_of_words_loads_those_learnt_on_this_model(model_dir, tmp_path)
     words, skipped = pipe.load_embeddings(tmp_path)
     assert words == ["teal"] and len(skipped) == 1 and "was learnt on 'other'" in skipped[0]
     assert pipe.unknown_words(pipe.params("a teal circle")) == []
+
+
+def test_prior_preservation_trains_the_base_data_beside_the_folder(model_dir):
+    import argparse
+
+    from t2i.training import diffusion_lora
+
+    cfg = diffusion_lora.preset("tiny")
+    cfg.data_length, cfg.prior_data, cfg.prior_images = 8, "shapes", 4
+    args = argparse.Namespace(data="shapes", init=str(model_dir), out="style")
+    cfg = diffusion_lora.adopt(cfg, args)
+    recipe = diffusion_lora.build(cfg, args)
+    assert len(recipe.dataset) == 8 + 4
+    assert recipe.dataset[8]["caption"] == recipe.dataset[0]["caption"]  # shapes item 0 again
+    cfg.prior_images = 0
+    with pytest.raises(ValueError, match="needs prior_images >= 1"):
+        diffusion_lora.build(cfg, args)

@@ -18,11 +18,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
+from torch.utils.data import ConcatDataset, Subset
 
 from t2i.adapters import lora
 from t2i.training import diffusion
 from t2i.training.config import LoopConfig, OptimConfig
-from t2i.training.data import first_captions
+from t2i.training.data import (
+    first_captions,
+    latent_dataset,
+    load_frozen_autoencoder,
+    open_dataset,
+)
 from t2i.training.diffusion_config import DiffusionRecipeConfig
 from t2i.training.diffusion_init import adopt  # noqa: F401 (train_one's --init hook)
 from t2i.training.loop import Recipe
@@ -36,6 +42,11 @@ class LoraRecipeConfig(DiffusionRecipeConfig):
     lora: lora.LoraConfig = field(default_factory=lora.LoraConfig)
     name: str = ""  # the adapter's name (its file is <name>.safetensors); "" = the --out folder's
     trigger: tuple[str, ...] = ()  # empty: the caption words the base's text encoder cannot read
+    # prior preservation (DreamBooth, Ruiz et al. 2023): the first prior_images items of the
+    # base's own kind of data (e.g. "shapes") trained on beside the folder, so the LoRA keeps
+    # what the base draws for prompts without the concept; "" = none
+    prior_data: str = ""
+    prior_images: int = 0
 
 
 def _default() -> LoraRecipeConfig:
@@ -68,6 +79,8 @@ def build(cfg: LoraRecipeConfig, args: argparse.Namespace) -> Recipe:
         raise ValueError("t2i train lora needs --init MODEL: the model the LoRA adapts")
     base_name = Path(args.init).name
     recipe = diffusion.build(cfg, args)
+    if cfg.prior_data:
+        recipe.dataset = with_prior(recipe.dataset, cfg, args)
     model = recipe.model.requires_grad_(False)
     unet, text = (model.unet, model.text) if hasattr(model, "unet") else (model, None)
     base_hash = lora.network_hash(unet)
@@ -102,6 +115,24 @@ def build(cfg: LoraRecipeConfig, args: argparse.Namespace) -> Recipe:
 
     recipe.name, recipe.export = NAME, export
     return recipe
+
+
+def with_prior(dataset, cfg: LoraRecipeConfig, args: argparse.Namespace):
+    """The folder's items followed by the first prior_images items of prior_data, encoded as the
+    run encodes its own (latents through the same autoencoder)."""
+    if cfg.prior_images < 1:
+        raise ValueError(f"prior_data {cfg.prior_data!r} needs prior_images >= 1")
+    size = cfg.data_size or cfg.image_size
+    prior, _ = open_dataset(cfg.prior_data, size, cfg.prior_images)
+    if len(prior) > cfg.prior_images:
+        prior = Subset(prior, range(cfg.prior_images))
+    if getattr(args, "autoencoder", None):
+        ae, record = load_frozen_autoencoder(args.autoencoder)
+        key = {"data": cfg.prior_data, "image_size": size, "length": cfg.prior_images}
+        progress = not getattr(args, "no_progress", False)
+        key["autoencoder"] = record["digest"]
+        prior = latent_dataset(prior, ae.to_latent, key, cfg.cache_dir, progress)
+    return ConcatDataset([dataset, prior])
 
 
 def new_words(recipe: Recipe, cfg: LoraRecipeConfig, limit: int = 8) -> list[str]:
