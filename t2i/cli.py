@@ -21,6 +21,61 @@ if os.environ.get("T2I_KEEP_OMP") != "1" and sys.argv[1:2] != ["train"]:
 
 from t2i.argtypes import parse_interval  # noqa: E402
 
+# The commands that run a network here and take --threads.
+THREADED = ("generate", "interpolate", "eval", "serve")
+MAX_THREADS = 1024
+
+
+def _threads(text: str) -> int:
+    n = int(text) if text.strip().isdigit() else 0
+    if not 1 <= n <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of threads from 1 to {MAX_THREADS}, got {text!r}"
+        )
+    return n
+
+
+def cgroup_cpus(root: str = "/sys/fs/cgroup") -> int | None:
+    """CPUs a cgroup CPU quota allows this process (cgroup v2 cpu.max or v1 cfs), None if none:
+    in a container limited to 2 CPUs of a 64-core host the affinity mask still lists 64."""
+    try:
+        quota, period = open(os.path.join(root, "cpu.max")).read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = open(os.path.join(root, "cpu", "cpu.cfs_quota_us")).read().strip()
+            period = open(os.path.join(root, "cpu", "cpu.cfs_period_us")).read().strip()
+        except OSError:
+            return None
+    try:
+        q, per = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    return max(1, -(-q // per)) if q > 0 and per > 0 else None
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask (taskset, a container's cpuset),
+    capped by a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpus()
+    return max(1, min(cores, quota or cores))
+
+
+def choose_threads(flag: int | None, current: int, environ=os.environ) -> int | None:
+    """The intra-op thread count a command sets, or None to leave torch's own: --threads when
+    given; else OMP_NUM_THREADS when the user set it (torch already read it); else torch's
+    default (`current`) capped by the cores this process may use. The system load is not used:
+    with waiting threads asleep a busy neighbour cost two threads only a few percent more than one
+    (BENCHMARKS.md, "Threads"), and a load average lags a minute and counts the whole host."""
+    if flag is not None:
+        return flag
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    return min(current, usable_cores())
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -36,7 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_eval(sub)
     _add_serve(sub)
+    for name in THREADED:
+        sub.choices[name].add_argument(
+            "--threads",
+            type=_threads,
+            default=None,
+            help="CPU threads for the network (default: the cores this process may use; "
+            "OMP_NUM_THREADS when set)",
+        )
     return parser
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.command not in THREADED:
+        return
+    import torch
+
+    n = choose_threads(args.threads, torch.get_num_threads())
+    if n is not None and n != torch.get_num_threads():
+        torch.set_num_threads(n)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -229,6 +302,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _set_threads(args)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
