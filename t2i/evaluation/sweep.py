@@ -80,6 +80,12 @@ def sweep(
             for steps in cfg.steps:
                 cell = replace(base, sampler=sampler, steps=steps, guidance=guidance)
                 r = evaluate(model, cell, pipeline=pipe)
+                if "reference" in r and "reference" not in meta:  # a folder: said once
+                    meta.update(extractor=r["extractor"], reference=r["reference"])
+                    meta["warnings"] = r["warnings"]
+                    for line in notes(meta):
+                        if log is not None:
+                            log(line)
                 m = r["metrics"][metric]
                 row = dict(sampler=sampler, steps=steps, guidance=r["guidance"], nfe=r["nfe"])
                 row.update(
@@ -97,11 +103,22 @@ def write_sweep(out: Path, meta: dict, rows: list[dict]) -> None:
     """sweep.json (meta + rows), sweep.md (table), sweep.png / sweep_nfe.png (plots)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {**meta, "rows": rows})
-    (out / "sweep.md").write_text(markdown_table(rows) + "\n")
+    (out / "sweep.md").write_text(
+        "".join(f"{line}\n\n" for line in notes(meta)) + markdown_table(rows) + "\n"
+    )
     better = "lower" if meta["lower_is_better"] else "higher"
     title = f"{meta['metric']} ({better} is better), {Path(meta['model']).name}, n = {meta['n']}"
     plot(rows, title).save(out / "sweep.png")
     plot(rows, title, x="nfe").save(out / "sweep_nfe.png")
+
+
+def notes(meta: dict) -> list[str]:
+    """What a folder sweep's figures compare (evaluate's report on a folder): the extractor, the
+    reference images and any warning, one line each; none for shapes or fashion."""
+    if "reference" not in meta:
+        return []
+    lines = [f"extractor: {meta['extractor']}", f"real images: {meta['reference']}"]
+    return lines + [f"warning: {w}" for w in meta["warnings"]]
 
 
 def format_row(row: dict) -> str:
