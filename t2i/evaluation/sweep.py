@@ -83,9 +83,8 @@ def sweep(
                 if "reference" in r and "reference" not in meta:  # a folder: said once
                     meta.update(extractor=r["extractor"], reference=r["reference"])
                     meta["warnings"] = r["warnings"]
-                    for line in notes(meta):
-                        if log is not None:
-                            log(line)
+                    for line in notes(meta) if log is not None else []:
+                        log(line)
                 m = r["metrics"][metric]
                 row = dict(sampler=sampler, steps=steps, guidance=r["guidance"], nfe=r["nfe"])
                 row.update(
