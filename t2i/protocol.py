@@ -25,13 +25,12 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from t2i.adapters import embeddings
-from t2i.adapters.lora_set import LoraSet
+from t2i.adapters.lora_set import LoraSet, load_each
 from t2i.images import read_image_size, to_pil
 from t2i.params import (
     PNG_KEY,
@@ -164,13 +163,7 @@ class Generator(ABC):
     def load_embeddings(self, folder) -> tuple[list[str], list[str]]:
         """Every embedding file in `folder` learnt on this model, as A1111 loads its embeddings
         folder: (the words added, the files skipped with why)."""
-        words, skipped = [], []
-        for path in sorted(Path(folder).glob("*.safetensors")):
-            try:
-                words.append(self.load_embedding(path))
-            except ValueError as err:
-                skipped.append(str(err))
-        return words, skipped
+        return load_each(folder, self.load_embedding)
 
     def unknown_words(self, p: GenerationParams) -> list[str]:
         """Words of the prompt and the negative prompt that the model cannot read (each becomes

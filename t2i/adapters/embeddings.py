@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from t2i.adapters.lora import META_KEY, network_hash
+from t2i.adapters.lora import META_KEY, network_hash, read_adapter_file
 from t2i.models.text_encoder import TextTransformer, words
 
 KIND = "embedding"
@@ -125,21 +124,12 @@ def save(path: str | Path, vectors: torch.Tensor, meta: EmbeddingMeta) -> Path:
 
 def read(path: str | Path) -> tuple[EmbeddingMeta, torch.Tensor]:
     """An embedding file's metadata and vectors, bounded and checked before use."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: an embedding is a .safetensors file (t2i never unpickles)")
-    if not path.is_file():
-        raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes; an embedding is far smaller")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header, keys = f.metadata() or {}, list(f.keys())
-            vectors = f.get_tensor("vectors") if keys == ["vectors"] else None
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
-    if vectors is None:
-        raise ValueError(f"{path}: an embedding file holds one tensor 'vectors', not {keys}")
+    header, tensors = read_adapter_file(path, "an embedding", MAX_FILE_BYTES)
+    if list(tensors) != ["vectors"]:
+        raise ValueError(
+            f"{path}: an embedding file holds one tensor 'vectors', not {list(tensors)}"
+        )
+    vectors = tensors["vectors"]
     try:
         data = json.loads(header[META_KEY])
         meta = EmbeddingMeta(**data)

@@ -296,20 +296,25 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: LoraMeta, dty
 
 def read(path: str | Path) -> tuple[LoraMeta, dict[str, torch.Tensor]]:
     """A LoRA file's metadata and tensors, every field and shape bounded before use."""
+    header, tensors = read_adapter_file(path, "a LoRA", MAX_FILE_BYTES)
+    return parse_meta(header, Path(path)), check_tensors(tensors, Path(path))
+
+
+def read_adapter_file(path: str | Path, what: str, max_bytes: int) -> tuple[dict, dict]:
+    """(header metadata, tensors) of an adapter's safetensors file: its suffix, existence and size
+    checked before it is opened (t2i never unpickles)."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: a LoRA is a .safetensors file (t2i never unpickles)")
+        raise ValueError(f"{path}: {what} is a .safetensors file (t2i never unpickles)")
     if not path.is_file():
-        raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes; a LoRA is under {MAX_FILE_BYTES}")
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes; {what} is under {max_bytes}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises its own errors for a damaged header
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
-    return parse_meta(header, path), check_tensors(tensors, path)
 
 
 def parse_meta(header: dict, path: Path) -> LoraMeta:

@@ -22,6 +22,17 @@ from t2i.params import check_lora_name, check_lora_scale
 LORA_DIR_ENV = "T2I_LORA_DIR"  # where <lora:name> looks when no folder was given
 
 
+def load_each(folder: str | Path, load) -> tuple[list[str], list[str]]:
+    """`load(path)` on every adapter file of a folder: (what each returned, the refusals)."""
+    loaded, skipped = [], []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            loaded.append(load(path))
+        except ValueError as err:
+            skipped.append(str(err))
+    return loaded, skipped
+
+
 @dataclass
 class Loaded:
     path: Path
@@ -77,14 +88,9 @@ class LoraSet:
     def load_folder(self, folder: str | Path) -> tuple[list[str], list[str]]:
         """Load every LoRA in `folder` made for this model: (loaded names, skipped, each with
         its reason)."""
-        names, skipped = [], []
-        for path in sorted(Path(folder).glob("*.safetensors")):
-            try:
-                names.append(self.load(path))
-            except ValueError as err:
-                skipped.append(str(err))
+        loaded = load_each(folder, self.load)
         self.folder = Path(folder)
-        return names, skipped
+        return loaded
 
     def find(self, name: str) -> Path:
         """A LoRA's file by name in the LoRA folder."""
