@@ -26,6 +26,7 @@ PNG_KEY = "t2i"  # the PNG text chunk that holds a GenerationParams as JSON
 MAX_IMAGES = 64  # per call: more is a typo or a job for a loop
 MAX_SEED = 2**63 - 1
 MAX_LORAS = 8  # LoRAs applied at once
+MAX_EMBEDDINGS = 32  # learnt words one image's parameters name
 MAX_LORA_SCALE = 10.0
 LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name without .safetensors
 MAX_PARAMS_CHARS = 100_000  # a PNG's parameter text: prompts, paths and numbers fit in far less
@@ -51,11 +52,14 @@ class GenerationParams:
     guidance_interval: list[float] | None = None  # [lo, hi]: guide only where lo < sigma <= hi
     # LoRAs applied: ((name, scale, sha256 of the file, first 12 hex digits), ...)
     loras: tuple[tuple[str, float, str], ...] = ()
+    # learnt words the prompts use: ((word, sha256 of its embedding file, 12 hex digits), ...)
+    embeddings: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> str:
         data = asdict(self)
-        if not data["loras"]:  # images without LoRAs keep the parameters they always had
-            del data["loras"]
+        for key in ("loras", "embeddings"):  # images without adapters keep the parameters
+            if not data[key]:  # they always had
+                del data[key]
         return json.dumps(data)
 
     @classmethod
@@ -75,8 +79,9 @@ class GenerationParams:
             raise ValueError(f"{source}: expected a JSON object with keys from {sorted(allowed)}")
         for name, value in data.items():
             _check_type(name, value, source)
-        if "loras" in data:
-            data["loras"] = tuple(tuple(entry) for entry in data["loras"])
+        for key in ("loras", "embeddings"):
+            if key in data:
+                data[key] = tuple(tuple(entry) for entry in data[key])
         return cls(**data)
 
 
@@ -100,6 +105,15 @@ def _check_type(name: str, value, source: str) -> None:
             and len(value) <= MAX_LORAS
             and all(_lora_entry(v) for v in value)
         )
+    elif name == "embeddings":
+        ok = (
+            isinstance(value, list)
+            and len(value) <= MAX_EMBEDDINGS
+            and all(
+                isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+                for v in value
+            )
+        )
     else:  # guidance_interval: null or [lo, hi]
         ok = value is None or (
             isinstance(value, list) and len(value) == 2 and all(_finite(v) for v in value)
@@ -108,6 +122,7 @@ def _check_type(name: str, value, source: str) -> None:
         want = {
             "guidance_interval": "null or [lo, hi]",
             "loras": f"at most {MAX_LORAS} [name, scale, hash] lists",
+            "embeddings": f"at most {MAX_EMBEDDINGS} [word, hash] lists",
         }.get(name, _kind(name))
         raise ValueError(f"{source}: {name} must be {want}, got {brief(value)}")
 

@@ -131,7 +131,7 @@ def count_tokens(encoder, text: str) -> int:
     """Tokens of `text` without special tokens, for either tokenizer family."""
     if isinstance(encoder.tokenizer, WordTokenizer):
         return encoder.tokenizer.count(text)
-    return len(encoder.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(encoder.token_ids(text))
 
 
 def _weighted_words(spans: list[tuple[str, float]], encoder) -> list[tuple[str, float, int]]:

@@ -21,6 +21,7 @@ parameters). Image i of a call is the image made alone from its seed.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 
 from t2i.adapters import embeddings
+from t2i.adapters.lora import file_hash
 from t2i.adapters.lora_set import LoraSet, load_each
 from t2i.images import read_image_size, to_pil
 from t2i.params import (
@@ -55,6 +57,7 @@ REQUEST_KEYS = {
     "resample",
     "guidance_interval",
     "loras",
+    "embeddings",
 }
 
 
@@ -75,6 +78,11 @@ class Supports:
         return asdict(self)
 
 
+def uses_word(text: str, word: str) -> bool:
+    """Whether `word` stands as a word of its own in `text`, in any case."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", text.lower()) is not None
+
+
 class Generator(ABC):
     """A loaded model folder of any family: text encoder, networks, defaults."""
 
@@ -90,6 +98,7 @@ class Generator(ABC):
         self._text_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._loras: LoraSet | None = None
         self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
+        self._word_files: dict[str, str] = {}  # learnt word -> file_hash of its embedding file
 
     # ------------------------------------------------------------ what a family says
 
@@ -157,8 +166,33 @@ class Generator(ABC):
         """Add a textual-inversion word (t2i/adapters/embeddings.py) to the text encoder; the
         word then reads its learnt vectors in every prompt. Returns the word."""
         word = embeddings.load(self.text_encoder, path, self.name)
+        self._word_files[word] = file_hash(path)
         self._text_cache.clear()
         return word
+
+    @property
+    def words_loaded(self) -> list[str]:
+        """The learnt words (textual inversion) its prompts may use."""
+        return sorted(self._word_files)
+
+    def learnt_words(self, p: GenerationParams, recorded=()) -> tuple[tuple[str, str], ...]:
+        """(word, file hash) of each learnt word the prompts use, as an image records them;
+        each word of `recorded` (an image's own list) that the prompts use must be loaded from
+        that same file."""
+        text = f"{p.prompt} {p.negative or ''}"
+        for word, digest in recorded:
+            have = self._word_files.get(word)
+            if not uses_word(text, word) or have == digest:
+                continue
+            if have is None:
+                raise ValueError(
+                    f"the image used the learnt word {word!r} (embedding file {digest}); "
+                    "load it with --embedding FILE (or the server's --embedding-dir)"
+                )
+            raise ValueError(
+                f"the image was made with learnt word {word!r} {digest}; the loaded file is {have}"
+            )
+        return tuple((w, h) for w, h in self._word_files.items() if uses_word(text, w))
 
     def load_embeddings(self, folder) -> tuple[list[str], list[str]]:
         """Every embedding file in `folder` learnt on this model, as A1111 loads its embeddings
@@ -263,6 +297,7 @@ class Generator(ABC):
             ),
             loras=loras,
         )
+        p.embeddings = self.learnt_words(p, kw.get("embeddings") or ())
         self.check_request(p)
         return p
 

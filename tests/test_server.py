@@ -83,8 +83,9 @@ def server(pipes):
 
 def decode(image: dict) -> tuple[GenerationParams, np.ndarray]:
     png = Image.open(io.BytesIO(base64.b64decode(image["png_base64"])))
-    assert GenerationParams.from_json(png.text[PNG_KEY]) == GenerationParams(**image["params"])
-    return GenerationParams(**image["params"]), np.asarray(png).astype(int)
+    params = GenerationParams.from_json(json.dumps(image["params"]), "the reply's params")
+    assert GenerationParams.from_json(png.text[PNG_KEY]) == params
+    return params, np.asarray(png).astype(int)
 
 
 def test_twenty_concurrent_generate_requests_all_succeed(server):
@@ -408,3 +409,22 @@ def test_the_prompt_cache_keeps_the_most_recent_prompts_only(pipes, monkeypatch)
     for prompt in prompts:
         pipe.encode_text([prompt])
     assert list(pipe._text_cache) == ["a red square", "a blue square", "a red circle"]
+
+
+def test_learnt_words_of_the_embedding_folder_are_listed_and_recorded(tmp_path):
+    from t2i.adapters import embeddings
+
+    pipe = load(make_model(tmp_path / "model"))
+    enc = pipe.text_encoder
+    meta = embeddings.EmbeddingMeta("teal", "tiny", embeddings.text_hash(enc), 1)
+    embeddings.save(tmp_path / "words" / "teal.safetensors", torch.randn(1, enc.dim), meta)
+    running = Running({"tiny": pipe}, embedding_dir=str(tmp_path / "words"))
+    try:
+        (model,) = json.loads(running.request("GET", "/api/models")[2])["models"]
+        assert model["embeddings"] == ["teal"]
+        status, _, answer = running.post("/api/generate", {"prompt": "a teal circle", "steps": 1})
+        assert status == 200, answer
+        params, _ = decode(answer["images"][0])
+        assert [word for word, _ in params.embeddings] == ["teal"]
+    finally:
+        running.close()

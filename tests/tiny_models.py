@@ -10,7 +10,12 @@ import torch
 
 from t2i.checkpoint import save_model_folder
 from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL
-from t2i.models.text_encoder import TextTransformer, TextTransformerConfig
+from t2i.models.text_encoder import (
+    PretrainedTextEncoder,
+    PretrainedTextEncoderConfig,
+    TextTransformer,
+    TextTransformerConfig,
+)
 from t2i.models.unet import UNet, UNetConfig
 from t2i.schedules import DiscreteSchedule
 
@@ -29,15 +34,21 @@ def write_tiny_model(
     latent: bool = False,
     grid: bool = False,
     vocab: list[str] = VOCAB,
+    minilm: bool = False,
 ) -> Path:
     """A model folder with a tiny UNet and text transformer (seeded: the same weights every time);
     latent=True adds a tiny KL autoencoder with 3 latent channels, grid=True a resampling one
-    (16 px read at 12 -> 3x3 latents) under a UNet of one level."""
+    (16 px read at 12 -> 3x3 latents) under a UNet of one level; minilm=True reads prompts with
+    the frozen pretrained MiniLM instead (as `emoji` does)."""
     torch.manual_seed(0)
     text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=vocab))
     one_level = {"channels": (16,), "attention_levels": (0,)} if grid else {}
+    if minilm:
+        one_level["context_dim"] = 384
     resampled = {"channels": (16, 16, 32), "resample": 0.75} if grid else {}
     components = {"unet": UNet(UNetConfig.preset("tiny", in_channels=in_channels, **one_level))}
+    if minilm:
+        text = PretrainedTextEncoder(PretrainedTextEncoderConfig(max_length=32))
     components["text_encoder"] = text  # created first: the seeded weights stay as they were
     if latent or grid:
         components["autoencoder"] = AutoencoderKL(

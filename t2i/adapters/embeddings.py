@@ -1,11 +1,13 @@
 """Textual inversion (Gal et al. 2022): new words whose token vectors are learnt with everything
-else frozen, for the word-level text encoder trained here (`TextTransformer`).
+else frozen, for both text encoders: the word-level `TextTransformer` trained with a model and a
+frozen pretrained Hugging Face encoder (`PretrainedTextEncoder`, MiniLM by default).
 
-A learnt word reads its own rows past the trained vocabulary: `ExtendedEmbedding` keeps the
-encoder's embedding table frozen and untouched and appends one parameter per word (one or several
+A learnt word reads its own rows past the vocabulary: `ExtendedEmbedding` keeps the encoder's
+input embedding table frozen and untouched and appends one parameter per word (one or several
 vectors: the word then stands for that many tokens), so the rest of every prompt encodes exactly
-as before. A file is one safetensors tensor `vectors` (k, dim) with `t2i_adapter` metadata
-(kind "embedding", the word, the base model and the hash of its text encoder's weights).
+as before. In the pretrained encoder the learnt word replaces its WordPiece spelling. A file is
+one safetensors tensor `vectors` (k, dim) with `t2i_adapter` metadata (kind "embedding", the
+word, the base model and the hash of its text encoder's weights).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from t2i.adapters.lora import META_KEY, network_hash, read_adapter_file
-from t2i.models.text_encoder import TextTransformer, words
+from t2i.models.text_encoder import PretrainedTextEncoder, TextTransformer, words
 
 KIND = "embedding"
 FORMAT = 1
@@ -62,55 +64,85 @@ class ExtendedEmbedding(nn.Module):
         return torch.where(new[..., None], extra[(ids - n).clamp(min=0, max=len(extra) - 1)], out)
 
 
-def check_token(encoder: TextTransformer, token: str) -> str:
+def _learnt(encoder: nn.Module) -> dict[str, list[int]]:
+    """The encoder's map of learnt words to their token ids."""
+    if isinstance(encoder, TextTransformer):
+        return encoder.tokenizer.added
+    if isinstance(encoder, PretrainedTextEncoder):
+        return encoder.learnt
+    raise ValueError(f"textual inversion needs a t2i text encoder, not a {type(encoder).__name__}")
+
+
+def _table(encoder: nn.Module) -> ExtendedEmbedding:
+    """The encoder's input embedding table, extended (once) to take learnt rows."""
+    if isinstance(encoder, TextTransformer):
+        if not isinstance(encoder.embed, ExtendedEmbedding):
+            encoder.embed = ExtendedEmbedding(encoder.embed)
+        return encoder.embed
+    _learnt(encoder)
+    model = encoder.model  # a Hugging Face model: its input table by its own accessors
+    if not isinstance(model.get_input_embeddings(), ExtendedEmbedding):
+        model.set_input_embeddings(ExtendedEmbedding(model.get_input_embeddings()))
+    return model.get_input_embeddings()
+
+
+def check_token(encoder: nn.Module, token: str) -> str:
     if words(token) != [token]:
         raise ValueError(f"token {token!r} must be one lower-case word of letters and digits")
-    if token in encoder.tokenizer.index:
+    learnt = _learnt(encoder)
+    if isinstance(encoder, TextTransformer) and token in encoder.tokenizer.index:
         raise ValueError(f"token {token!r} is a word the model knows already; pick a new one")
-    if token in encoder.tokenizer.added:
+    if token in learnt:
         raise ValueError(f"token {token!r} is loaded already")
     return token
 
 
-def add_word(encoder: TextTransformer, token: str, vectors: torch.Tensor) -> nn.Parameter:
-    """Give `token` the rows `vectors` (k, dim); returns the parameter that holds them."""
-    if not isinstance(encoder, TextTransformer):
-        raise ValueError(
-            "textual inversion here needs the word-level text encoder trained with the model "
-            f"(a {type(encoder).__name__} is not supported yet)"
-        )
+def add_word(
+    encoder: nn.Module, token: str, vectors: torch.Tensor, trainable: bool = False
+) -> nn.Parameter:
+    """Give `token` the rows `vectors` (k, dim); returns the parameter that holds them (frozen
+    unless `trainable`: a loaded word builds no autograd graph)."""
     check_token(encoder, token)
     if vectors.ndim != 2 or vectors.shape[1] != encoder.dim or not 1 <= len(vectors) <= MAX_VECTORS:
         raise ValueError(
             f"embedding {token!r}: vectors {tuple(vectors.shape)}; need (1..{MAX_VECTORS}, "
             f"{encoder.dim})"
         )
-    if not isinstance(encoder.embed, ExtendedEmbedding):
-        encoder.embed = ExtendedEmbedding(encoder.embed)
-    first = encoder.embed.rows()
-    param = nn.Parameter(vectors.detach().clone().to(encoder.embed.weight))
-    encoder.embed.learnt[token] = param
-    encoder.tokenizer.added[token] = list(range(first, first + len(vectors)))
+    learnt, table = _learnt(encoder), _table(encoder)
+    first = table.rows()
+    param = nn.Parameter(vectors.detach().clone().to(table.weight), requires_grad=trainable)
+    table.learnt[token] = param
+    learnt[token] = list(range(first, first + len(vectors)))
     return param
 
 
-def remove_word(encoder: TextTransformer, token: str) -> None:
+def remove_word(encoder: nn.Module, token: str) -> None:
     """Forget a learnt word (the rows of later words move down with it)."""
-    if token not in encoder.tokenizer.added:
-        raise ValueError(f"no learnt word {token!r}; loaded: {sorted(encoder.tokenizer.added)}")
-    del encoder.embed.learnt[token]
-    del encoder.tokenizer.added[token]
-    start = encoder.embed.base.num_embeddings
-    for word, param in encoder.embed.learnt.items():
-        encoder.tokenizer.added[word] = list(range(start, start + len(param)))
+    learnt = _learnt(encoder)
+    if token not in learnt:
+        raise ValueError(f"no learnt word {token!r}; loaded: {sorted(learnt)}")
+    table = _table(encoder)
+    del table.learnt[token]
+    del learnt[token]
+    start = table.base.num_embeddings
+    for word, param in table.learnt.items():
+        learnt[word] = list(range(start, start + len(param)))
         start += len(param)
 
 
-def init_vectors(encoder: TextTransformer, like: str, count: int) -> torch.Tensor:
-    """`count` starting vectors: the embedding of the known word `like`, repeated."""
-    if like not in encoder.tokenizer.index:
-        raise ValueError(f"init word {like!r} is not a word the model knows")
-    row = encoder.embed(torch.tensor([encoder.tokenizer.index[like]]))
+def init_vectors(encoder: nn.Module, like: str, count: int) -> torch.Tensor:
+    """`count` starting vectors: the embedding of the known word `like` (the mean of its
+    WordPiece rows in a pretrained encoder), repeated."""
+    table = _table(encoder)
+    if isinstance(encoder, TextTransformer):
+        if like not in encoder.tokenizer.index:
+            raise ValueError(f"init word {like!r} is not a word the model knows")
+        ids = [encoder.tokenizer.index[like]]
+    else:
+        ids = encoder.tokenizer(like, add_special_tokens=False)["input_ids"]
+        if words(like) != [like] or encoder.tokenizer.unk_token_id in ids:
+            raise ValueError(f"init word {like!r} must be one word the text encoder can spell")
+    row = table.base(torch.tensor(ids, device=table.weight.device)).mean(0, keepdim=True)
     return row.detach().repeat(count, 1)
 
 
@@ -142,7 +174,7 @@ def read(path: str | Path) -> tuple[EmbeddingMeta, torch.Tensor]:
     return meta, vectors
 
 
-def load(encoder: TextTransformer, path: str | Path, model_name: str = "") -> str:
+def load(encoder: nn.Module, path: str | Path, model_name: str = "") -> str:
     """Add the word of an embedding file to `encoder`, which must be the exact base it was
     learnt on; returns the word."""
     meta, vectors = read(path)
@@ -157,5 +189,13 @@ def load(encoder: TextTransformer, path: str | Path, model_name: str = "") -> st
 
 
 def text_hash(encoder: nn.Module) -> str:
-    """network_hash of the encoder's trained weights (learnt words left out)."""
-    return network_hash(encoder)
+    """network_hash of the encoder's weights (learnt words left out; a pretrained encoder's
+    state holds only its learnt words, so its Hugging Face model is hashed)."""
+    return network_hash(encoder.model if isinstance(encoder, PretrainedTextEncoder) else encoder)
+
+
+def learnt_vectors(encoder: nn.Module, token: str) -> nn.Parameter:
+    """The vectors of a learnt word."""
+    if token not in _learnt(encoder):
+        raise ValueError(f"no learnt word {token!r}; loaded: {sorted(_learnt(encoder))}")
+    return _table(encoder).learnt[token]

@@ -85,6 +85,13 @@ class PretrainedTextEncoder(nn.Module):
         ).eval()
         self.model.requires_grad_(False)
         self.dim = self.model.config.hidden_size
+        # words learnt by textual inversion (t2i/adapters/embeddings.py) -> their ids past the
+        # vocabulary: a learnt word reads its own rows instead of its WordPiece spelling
+        self.learnt: dict[str, list[int]] = {}
+        # its state is its learnt words alone: the frozen weights are a pointer (save_weights), so
+        # a checkpoint of a run that trains a word through it holds the word, not all of MiniLM
+        self.register_state_dict_post_hook(_learnt_words_only)
+        self.register_load_state_dict_pre_hook(_frozen_weights_from_self)
 
     def train(self, mode: bool = True) -> PretrainedTextEncoder:
         return super().train(False)  # frozen: always eval (no dropout)
@@ -95,22 +102,77 @@ class PretrainedTextEncoder(nn.Module):
         found = [w for w in text.split() if unk in self.tokenizer.tokenize(w)]
         return list(dict.fromkeys(found))
 
-    @torch.no_grad()
+    def token_ids(self, text: str) -> list[int]:
+        """Token ids of `text`, special tokens left out; a learnt word gives its own ids."""
+        if not self.learnt:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # the tokenizer splits words at spaces and punctuation, so the pieces between learnt
+        # words give the ids they give in the whole text
+        words = sorted(self.learnt, key=len, reverse=True)
+        pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", re.I)
+        ids: list[int] = []
+        for i, piece in enumerate(pattern.split(text)):
+            if i % 2:
+                ids += self.learnt[piece.lower()]
+            elif piece.strip():
+                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def tokenize(self, prompts: list[str], length: int | None = None):
+        """-> ids (B, L) long, mask (B, L) bool: padded to the longest prompt, or to `length`,
+        truncated at max_length (or `length`) with a warning."""
+        n = length or self.config.max_length
+        if not self.learnt:
+            _warn_truncated([len(ids) for ids in self.tokenizer(prompts)["input_ids"]], n)
+            padding = "max_length" if length else "longest"
+            tok = self.tokenizer(
+                prompts, padding=padding, truncation=True, max_length=n, return_tensors="pt"
+            )
+            return tok["input_ids"], tok["attention_mask"].bool()
+        head, tail = self._special_ids()
+        special = len(head) + len(tail)
+        bodies = [self.token_ids(p) for p in prompts]
+        _warn_truncated([len(b) + special for b in bodies], n)
+        seqs = [head + b[: n - special] + tail for b in bodies]
+        width = length or max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width, dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), True
+        return ids, mask
+
+    def _special_ids(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a text ([CLS], [SEP])."""
+        full = self.tokenizer("a")["input_ids"]
+        body = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        at = next(i for i in range(len(full)) if full[i : i + len(body)] == body)
+        return full[:at], full[at + len(body) :]
+
     def encode(self, prompts: list[str]) -> TextEmbedding:
+        """Frozen: no gradients, except into a learnt word being trained (textual inversion)."""
         if isinstance(prompts, str):
             raise ValueError("encode takes a list of prompts, got a single string")
-        n = self.config.max_length
-        _warn_truncated([len(ids) for ids in self.tokenizer(prompts)["input_ids"]], n)
-        tok = self.tokenizer(
-            prompts, padding="longest", truncation=True, max_length=n, return_tensors="pt"
-        )
+        learning = any(p.requires_grad for p in self.parameters())
+        with torch.set_grad_enabled(learning and torch.is_grad_enabled()):
+            return self._encode(prompts)
+
+    def _encode(self, prompts: list[str]) -> TextEmbedding:
+        ids, mask = self.tokenize(prompts)
         device = next(self.model.parameters()).device
-        mask = tok["attention_mask"].to(device).bool()
-        states = self.model(
-            input_ids=tok["input_ids"].to(device), attention_mask=mask.long()
-        ).last_hidden_state
+        ids, mask = ids.to(device), mask.to(device)
+        states = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         pooled = torch.nn.functional.normalize(masked_mean(states, mask), dim=-1)
         return TextEmbedding(states, mask, pooled)
+
+
+def _learnt_words_only(module, state, prefix, local_metadata) -> None:
+    for key in [k for k in state if k.startswith(prefix) and ".learnt." not in k]:
+        del state[key]
+
+
+def _frozen_weights_from_self(module, state, prefix, *args) -> None:
+    for key, value in module.model.state_dict(prefix=prefix + "model.").items():
+        state.setdefault(key, value)
 
 
 def _package_model_path() -> str:

@@ -319,6 +319,7 @@ class Handler(BaseHTTPRequestHandler):
                 "image_size": pipe.image_size,
                 "size_multiple": pipe.factor,
                 "loras": sorted(pipe.loras.loaded) if "lora" in pipe.supports.adapters else [],
+                "embeddings": pipe.words_loaded,  # learnt words a prompt may use
             }
             for name, pipe in self.server.pipes.items()
         ]

@@ -85,15 +85,8 @@ class TextCache:
 
     def _encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder
-        tok = enc.tokenizer(
-            captions,
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_tokens,
-            return_tensors="pt",
-        )
-        mask = tok["attention_mask"].bool()
-        states = enc.model(input_ids=tok["input_ids"], attention_mask=mask.long()).last_hidden_state
+        ids, mask = enc.tokenize(captions, length=self.max_tokens)
+        states = enc.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         return states, mask
 
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,6 +164,12 @@ def check_cond_channels(cfg: DiffusionRecipeConfig, image_channels: int) -> None
 
 def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
     """Everything is checked and loaded here, before the first step."""
+    return diffusion_recipe(cfg, **build_parts(cfg, args))
+
+
+def build_parts(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> dict:
+    """The recipe's parts, checked and loaded (diffusion_recipe's keywords): an adapter recipe
+    changes them before the recipe is made."""
     check(cfg)
     grey = cfg.model.in_channels == 1 and not getattr(args, "autoencoder", None)
     size = cfg.data_size or cfg.image_size
@@ -210,12 +216,21 @@ def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
     init_record = init_unet(net, init) if init else None
     reader = text.encoder if text is not None else model.text
     report_unknown_words(reader, first_captions(dataset, cfg.vocab_captions))
-    return diffusion_recipe(cfg, model, dataset, text, ae, str(args.data), ae_record, init_record)
+    return dict(
+        model=model,
+        dataset=dataset,
+        text=text,
+        ae=ae,
+        data_name=str(args.data),
+        ae_record=ae_record,
+        init_record=init_record,
+    )
 
 
 class TextAndUNet(nn.Module):
-    """The UNet and the text encoder trained with it, as one module: the loop's optimizer, EMA,
-    checkpoints and DDP cover both without knowing."""
+    """The UNet and the text encoder trained with it (or, for textual inversion, a frozen
+    pretrained one with a learnt word), as one module: the loop's optimizer, EMA, checkpoints
+    and DDP cover both without knowing."""
 
     def __init__(self, unet: UNet, text: TextTransformer):
         super().__init__()

@@ -4,8 +4,10 @@ frozen; the diffusion recipe's loss, grids and data, the loop's checkpoints and 
 run's `model/` folder receives `<word>.safetensors`, which `--embedding FILE` loads.
 
 The captions name the concept with the new word ("a teal circle" with --token teal); the rest of
-every caption encodes exactly as before, so the word is all that learns. Needs the word-level
-text encoder trained with the model (`shapes`); a frozen pretrained encoder is not supported yet.
+every caption encodes exactly as before, so the word is all that learns. Either text encoder:
+the word-level one trained with the model (`shapes`) or a frozen pretrained one (`emoji`'s
+MiniLM, where the learnt word replaces its WordPiece spelling and captions are encoded on every
+step instead of cached, since the word changes as it learns).
 """
 
 from __future__ import annotations
@@ -63,20 +65,20 @@ def build(cfg: InversionRecipeConfig, args: argparse.Namespace) -> Recipe:
     if not cfg.token:
         raise ValueError("give the new word: --token WORD (the captions name the concept so)")
     base_name = Path(args.init).name
-    recipe = diffusion.build(cfg, args)
-    model = recipe.model.requires_grad_(False)
-    if not hasattr(model, "text"):
-        raise ValueError(
-            f"--init {args.init}: its text encoder is a frozen pretrained one; textual inversion "
-            "here needs the word-level encoder trained with the model (e.g. --init shapes)"
-        )
+    parts = diffusion.build_parts(cfg, args)
+    if parts["text"] is not None:  # a frozen pretrained encoder: into the model, uncached
+        parts["model"] = diffusion.TextAndUNet(parts["model"], parts["text"].encoder)
+        parts["text"] = None
+    model = parts["model"].requires_grad_(False)
     base_hash = embeddings.text_hash(model.text)
     start = embeddings.init_vectors(model.text, cfg.init_word, cfg.vectors)
-    embeddings.add_word(model.text, cfg.token, start)  # the one trainable parameter
+    # the one trainable parameter
+    embeddings.add_word(model.text, cfg.token, start, trainable=True)
     meta = embeddings.EmbeddingMeta(cfg.token, base_name, base_hash, cfg.vectors)
+    recipe = diffusion.diffusion_recipe(cfg, **parts)
 
     def export(ema: nn.Module, folder: Path) -> None:
-        vectors = ema.text.embed.learnt[cfg.token]
+        vectors = embeddings.learnt_vectors(ema.text, cfg.token)
         embeddings.save(folder / f"{cfg.token}.safetensors", vectors, meta)
 
     recipe.name, recipe.export = NAME, export
