@@ -12,8 +12,9 @@ python3 -m pip install --quiet torch==2.13.0   # the CPU wheel; an unpinned torc
 if [ "$dev" = 1 ]; then
   python3 -m pip install --quiet -e ".[test]"
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    # chromium + chromium-driver: the web page's browser test (driven by selenium)
-    pkgs="dataset-fashion-mnist fonts-noto-color-emoji chromium chromium-driver"
+    # chromium + chromium-driver: the web page's browser test (driven by selenium); fonts-symbola:
+    # the emoji style the emoji model never saw (t2i/data/emoji_symbola.py)
+    pkgs="dataset-fashion-mnist fonts-noto-color-emoji fonts-symbola chromium chromium-driver"
     missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

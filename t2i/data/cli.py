@@ -1,5 +1,6 @@
 """`t2i data pack` (folder -> tar shards), `t2i data preview` (a grid PNG of any data source) and
-`t2i data shapes-concept` (a folder of captioned images of a concept `shapes` never saw)."""
+`t2i data shapes-concept` / `t2i data emoji-style` (a folder of captioned images of a concept
+`shapes` or `emoji` never saw)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ CONCEPT_EXAMPLES = """examples:
   t2i data shapes-concept --concept teal --count 50 --out data/teal
   t2i data shapes-concept --concept diamond --count 50 --out data/diamond --seed 3
 then train an adapter with --data data/teal (name.png + name.txt, a plain image folder)"""
+
+
+STYLE_EXAMPLES = """examples:
+  t2i data emoji-style --out data/symbola --count 50
+then train an adapter with --init emoji --data data/symbola ("fox emoji, symbola style")"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -63,6 +69,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="image side (default: 64)")
     p.set_defaults(func=run_shapes_concept)
 
+    p = subparsers.add_parser(
+        "emoji-style",
+        help="write a folder of captioned emoji in the Symbola style, which the emoji model "
+        "never saw (needs fonts-symbola)",
+        epilog=STYLE_EXAMPLES,
+        formatter_class=raw,
+    )
+    p.add_argument("--out", required=True, help="output folder (name.png + name.txt)")
+    p.add_argument("--count", type=int, default=50, help="number of images (default: 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folder's subjects")
+    p.add_argument("--size", type=int, default=64, help="image side (default: 64)")
+    p.set_defaults(func=run_emoji_style)
+
 
 def run_pack(args: argparse.Namespace) -> int:
     from t2i.data.shards import pack_folder
@@ -106,6 +125,15 @@ def run_shapes_concept(args: argparse.Namespace) -> int:
         raise ValueError(f"--count {args.count}: must be >= 1")
     folder = write_concept_folder(args.out, args.concept, args.count, args.seed, args.size)
     print(f"wrote {args.count} captioned images of {args.concept} to {folder}")
+    print(f"use: --data {folder}")
+    return 0
+
+
+def run_emoji_style(args: argparse.Namespace) -> int:
+    from t2i.data.emoji_symbola import write_style_folder
+
+    folder = write_style_folder(args.out, args.count, args.seed, args.size)
+    print(f"wrote {args.count} captioned Symbola emoji to {folder}")
     print(f"use: --data {folder}")
     return 0
 

@@ -111,8 +111,11 @@ class FashionClassifier(nn.Module):
 # ---------------------------------------------------------------- folder
 
 
-def save_classifier(model: FashionClassifier, directory: str | Path, card: dict) -> None:
-    """config.json ({"type", "config", "card"}) + model.safetensors in fp16 (atomic writes)."""
+def save_classifier(
+    model: FashionClassifier, directory: str | Path, card: dict, kind: str = COMPONENT_TYPE
+) -> None:
+    """config.json ({"type", "config", "card"}) + model.safetensors in fp16 (atomic writes);
+    `kind` names what it classifies (another judge reuses the network)."""
     from safetensors.torch import save as st_save
 
     directory = Path(directory)
@@ -121,15 +124,17 @@ def save_classifier(model: FashionClassifier, directory: str | Path, card: dict)
         for k, v in model.state_dict().items()
     }
     atomic_write_bytes(directory / WEIGHTS_NAME, st_save(tensors, {"dtype": "float16"}))
-    meta = {"type": COMPONENT_TYPE, "config": dataclasses.asdict(model.config), "card": card}
+    meta = {"type": kind, "config": dataclasses.asdict(model.config), "card": card}
     atomic_write_json(directory / CONFIG_NAME, meta)
 
 
-def load_classifier(directory: str | Path = BUNDLED_DIR) -> FashionClassifier:
+def load_classifier(
+    directory: str | Path = BUNDLED_DIR, kind: str = COMPONENT_TYPE
+) -> FashionClassifier:
     """Build from config.json and load the (checked) safetensors weights in fp32, eval mode."""
     meta = read_card(directory, full=True)
-    if meta.get("type") != COMPONENT_TYPE:
-        raise ValueError(f"{directory}: type {meta.get('type')!r}, expected {COMPONENT_TYPE!r}")
+    if meta.get("type") != kind:
+        raise ValueError(f"{directory}: type {meta.get('type')!r}, expected {kind!r}")
     config = config_from_dict(ClassifierConfig, meta["config"], str(Path(directory) / CONFIG_NAME))
     model = FashionClassifier(config)
     weights = Path(directory) / WEIGHTS_NAME
