@@ -33,6 +33,8 @@ def test_a_glyph_the_font_lacks_is_none_and_bad_arguments_are_named(tmp_path):
         sym.write_style_folder(tmp_path, count=0)
     with pytest.raises(ValueError, match="size must be in"):
         sym.write_style_folder(tmp_path, count=2, size=4)
+    with pytest.raises(FileNotFoundError, match="no emoji catalogue in"):
+        sym.subjects(str(tmp_path / "nowhere"))
     held = [k for k, _ in sym.subjects() if sym.heldout_subject(k)]
     assert 0.1 < len(held) / len(sym.subjects()) < 0.3  # one in five, by hash
 

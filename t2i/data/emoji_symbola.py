@@ -85,7 +85,8 @@ def subjects(sources: str | None = None) -> tuple[tuple[str, str], ...]:
     names and Symbola draws, sorted by key."""
     from t2i.data import emoji_sources as es
 
-    catalogue = es.load_catalogue(es.sources_dir(sources))
+    root = es.sources_dir(sources)
+    catalogue = es.load_catalogue(root)
     out = []
     for key, info in sorted(catalogue.items()):
         plain = "-" not in key and ":" not in info.name and info.name.isascii()
@@ -93,6 +94,11 @@ def subjects(sources: str | None = None) -> tuple[tuple[str, str], ...]:
             continue
         if render(es.text_of_key(key), 16) is not None:
             out.append((key, info.name))
+    if not out:
+        raise FileNotFoundError(
+            f"no emoji catalogue in {root}: install the emoji sources "
+            "(bash scripts/setup.sh --dev) or set T2I_EMOJI_SOURCES"
+        )
     return tuple(out)
 
 
