@@ -13,7 +13,7 @@ from tqdm import tqdm
 from t2i import DEFAULT_MODEL
 from t2i.families import load
 from t2i.images import to_pil
-from t2i.params import MAX_IMAGES, GenerationParams, check_seeds, read_png_params, save_png
+from t2i.params import MAX_IMAGES, GenerationParams, check_seeds, read_png_request, save_png
 
 
 def output_paths(out: str | Path, seeds: list[int]) -> list[Path]:
@@ -57,15 +57,11 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         "guidance_interval": getattr(args, "guidance_interval", None),
     }
     if args.from_png:
-        base = read_png_params(args.from_png)
-        kw = asdict(base)
-        kw["size"] = (kw.pop("width"), kw.pop("height"))
-        model = args.model or base.model or DEFAULT_MODEL
+        kw = read_png_request(args.from_png)
+        recorded = kw.pop("model", "")
+        model = args.model or recorded or DEFAULT_MODEL
         prompt = args.prompt if args.prompt is not None else kw.pop("prompt")
         kw.pop("prompt", None)
-        kw.pop("model")
-        if kw["guidance_interval"] is None:  # the PNG was guided at every step
-            kw["guidance_interval"] = "all"
         kw.update({k: v for k, v in flags.items() if v is not None})
         return model, {"prompt": prompt, **kw}
     if not args.prompt:
@@ -122,5 +118,5 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     with tqdm(total=pipe.total_steps(p), disable=args.quiet, desc="sampling", unit="step") as bar:
         images = pipe.generate(p, args.n, callback=lambda info: bar.update(1))
     for image, seed, path in zip(to_pil(images), seeds, paths):
-        save_png(image, path, GenerationParams(**{**asdict(p), "seed": seed}))
+        save_png(image, path, GenerationParams(**{**asdict(p), "seed": seed}), pipe.model_hash)
     return paths

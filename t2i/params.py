@@ -244,26 +244,62 @@ def resolve_interval(value, default) -> list[float] | None:
     return None if interval is None else list(interval)
 
 
-def save_png(image: Image.Image, path: str | Path, params: GenerationParams) -> Path:
-    """Write a PNG carrying its generation parameters in a text chunk."""
+def save_png(
+    image: Image.Image, path: str | Path, params: GenerationParams, model_hash: str = ""
+) -> Path:
+    """Write a PNG carrying its generation parameters in two text chunks: t2i's JSON (every
+    field exactly) and A1111's "parameters" text, which other tools read (t2i/a1111.py)."""
+    path = Path(path)
+    image.save(path, format="PNG", pnginfo=png_info(params, model_hash))
+    return path
+
+
+def png_info(params: GenerationParams, model_hash: str = "") -> PngInfo:
+    """The text chunks of an image's parameters: t2i's JSON and A1111's "parameters" text."""
+    from t2i import __version__
+    from t2i.a1111 import PNG_KEY as A1111_KEY
+    from t2i.a1111 import to_parameters
+
     info = PngInfo()
     info.add_text(PNG_KEY, params.to_json())
-    path = Path(path)
-    image.save(path, format="PNG", pnginfo=info)
-    return path
+    info.add_text(A1111_KEY, to_parameters(params, model_hash, f"t2i {__version__}"))
+    return info
 
 
 def read_png_params(path: str | Path) -> GenerationParams:
     """The GenerationParams stored in a PNG written by `save_png`; read from the chunks before
     the image data (where `save_png` puts them), so no pixel is decoded."""
+    text, _ = _png_texts(path)
+    if not isinstance(text, str):
+        raise ValueError(f"{path} carries no t2i parameters (no {PNG_KEY!r} PNG text chunk)")
+    return GenerationParams.from_json(text, str(path))
+
+
+def read_png_request(path: str | Path) -> dict:
+    """A PNG's parameters as keyword arguments of Generator.params, plus "prompt" and "model":
+    from t2i's JSON chunk, or else from A1111's "parameters" text (an image made elsewhere:
+    the fields t2i has, each checked when the request is)."""
+    from t2i.a1111 import parse_parameters, request_from_parameters
+
+    text, a1111 = _png_texts(path)
+    if not isinstance(text, str) and isinstance(a1111, str):
+        return request_from_parameters(parse_parameters(a1111, str(path)), str(path))
+    kw = asdict(read_png_params(path))
+    kw["size"] = (kw.pop("width"), kw.pop("height"))
+    if kw["guidance_interval"] is None:  # the image was guided at every step
+        kw["guidance_interval"] = "all"
+    return kw
+
+
+def _png_texts(path: str | Path) -> tuple:
+    """(t2i's JSON chunk, A1111's parameters chunk) of a PNG, either None when absent."""
+    from t2i.a1111 import PNG_KEY as A1111_KEY
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--from image {str(path)!r} does not exist")
     try:
         with open_checked(path, f"--from image {str(path)!r}") as img:
-            text = img.info.get(PNG_KEY)
+            return img.info.get(PNG_KEY), img.info.get(A1111_KEY)
     except ValueError as err:  # PIL's own limits (a zTXt bomb) name no file
         raise err if str(path) in str(err) else ValueError(f"{path}: {err}") from err
-    if not isinstance(text, str):
-        raise ValueError(f"{path} carries no t2i parameters (no {PNG_KEY!r} PNG text chunk)")
-    return GenerationParams.from_json(text, str(path))

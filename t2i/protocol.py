@@ -21,6 +21,7 @@ parameters). Image i of a call is the image made alone from its seed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -30,8 +31,9 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
+from t2i.a1111 import t2i_sampler
 from t2i.adapters import embeddings
-from t2i.adapters.lora import file_hash
+from t2i.adapters.lora import file_hash, network_hash
 from t2i.adapters.lora_set import LoraSet, load_each
 from t2i.images import read_image_size, to_pil
 from t2i.params import (
@@ -99,6 +101,7 @@ class Generator(ABC):
         self._loras: LoraSet | None = None
         self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
         self._word_files: dict[str, str] = {}  # learnt word -> file_hash of its embedding file
+        self._model_hash: str | None = None
 
     # ------------------------------------------------------------ what a family says
 
@@ -169,6 +172,15 @@ class Generator(ABC):
         self._word_files[word] = file_hash(path)
         self._text_cache.clear()
         return word
+
+    @property
+    def model_hash(self) -> str:
+        """The first 10 hex digits of a hash of its networks' weights as loaded (A1111's "Model
+        hash"; LoRAs and learnt words left out), computed once."""
+        if self._model_hash is None:
+            digests = "".join(network_hash(net) for net in self.networks())
+            self._model_hash = hashlib.sha256(digests.encode()).hexdigest()[:10]
+        return self._model_hash
 
     @property
     def words_loaded(self) -> list[str]:
@@ -282,7 +294,7 @@ class Generator(ABC):
             prompt=prompt,
             negative=pick("negative", ""),
             model=self.name,
-            sampler=pick("sampler", self.defaults["name"]),
+            sampler=t2i_sampler(pick("sampler", self.defaults["name"])),  # or A1111's name
             steps=pick("steps", self.defaults["steps"]),
             guidance=pick("guidance", self.defaults["guidance_scale"]),
             seed=pick("seed", 0),

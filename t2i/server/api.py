@@ -264,9 +264,13 @@ def openapi(limits: Limits) -> dict:
         responses = {"200": {"description": "JSON"}, **common}
         return {"get": {"summary": summary, "responses": responses}}
 
-    def post(summary: str, ok: dict, extra: dict | None = None) -> dict:
+    def post(summary: str, ok: dict, extra: dict | None = None, body: dict | None = None) -> dict:
         responses = {**ok, **body_errors, **common, **(extra or {})}
-        return {"post": {"summary": summary, "requestBody": json_body, "responses": responses}}
+        return {
+            "post": {"summary": summary, "requestBody": body or json_body, "responses": responses}
+        }
+
+    any_object = {"content": {"application/json": {"schema": {"type": "object"}}}}
 
     return {
         "openapi": "3.1.0",
@@ -290,8 +294,29 @@ def openapi(limits: Limits) -> dict:
             "/api/jobs/{id}": get("status, step/steps, queue position, images"),
             "/api/models": get("loaded models, their defaults, the samplers"),
             "/api/health": get("status and queue length (needs no token)"),
+            **a1111_paths(get, post, any_object),
         },
     }
+
+
+def a1111_paths(get, post, body) -> dict:
+    """A1111's routes (t2i/server/a1111_api.py): its own field names, translated."""
+    draw = {"200": {"description": "{images: [base64 PNG], parameters, info (a JSON string)}"}}
+    failed = {"500": {"description": "the generation failed or was interrupted"}}
+    routes = {
+        "txt2img": post("A1111 txt2img", draw, failed, body),
+        "img2img": post("A1111 img2img: init_images, mask, denoising_strength", draw, failed, body),
+        "options": {
+            **get("A1111 options: sd_model_checkpoint"),
+            **post("set sd_model_checkpoint", {"200": {"description": "{}"}}, None, body),
+        },
+        "interrupt": post("stop the running generation", {"200": {"description": "{}"}}),
+        "samplers": get("samplers by A1111's names"),
+        "sd-models": get("the loaded models"),
+        "progress": get("the running generation's step"),
+        "scripts": get("none: t2i runs no A1111 scripts"),
+    }
+    return {f"/sdapi/v1/{name}": route for name, route in routes.items()}
 
 
 def _json_type(types: tuple[type, ...]) -> str:

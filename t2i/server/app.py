@@ -25,8 +25,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from t2i.params import brief
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
+from t2i.server import a1111_api
 from t2i.server.api import (
     ApiError,
     Limits,
@@ -69,6 +71,7 @@ class T2IServer(ThreadingHTTPServer):
             budget, most = config.body_budget, config.limits.max_body
             raise ValueError(f"body_budget {budget} is below max_body {most}: no body would fit")
         self.pipes, self.config = pipes, config
+        self.a1111_model = next(iter(pipes))  # A1111's options: the model its API draws with
         if config.lora_dir:
             load_loras(pipes, config.lora_dir)
         if config.embedding_dir:
@@ -243,11 +246,25 @@ class Handler(BaseHTTPRequestHandler):
                 "/api/health": self._health,
                 "/api/models": self._models,
                 "/api/openapi.json": lambda: self._json(200, openapi(self.server.config.limits)),
+                "/sdapi/v1/samplers": self._a1111_samplers,
+                "/sdapi/v1/sd-models": self._a1111_models,
+                "/sdapi/v1/options": self._a1111_options,
+                "/sdapi/v1/progress": self._a1111_progress,
+                "/sdapi/v1/scripts": lambda: self._json(200, {"txt2img": [], "img2img": []}),
             }
         )
 
     def do_POST(self) -> None:
-        self._dispatch({"/api/generate": self._generate, "/api/jobs": self._submit})
+        self._dispatch(
+            {
+                "/api/generate": self._generate,
+                "/api/jobs": self._submit,
+                "/sdapi/v1/txt2img": lambda: self._a1111_generate("txt2img"),
+                "/sdapi/v1/img2img": lambda: self._a1111_generate("img2img"),
+                "/sdapi/v1/options": self._a1111_set_options,
+                "/sdapi/v1/interrupt": self._a1111_interrupt,
+            }
+        )
 
     def _not_allowed(self) -> None:
         self.send_error(405, f"method {self.command} not allowed; use {ALLOW}")
@@ -290,7 +307,7 @@ class Handler(BaseHTTPRequestHandler):
         if origin is not None and origin != f"http://{host}":
             raise ApiError(403, f"cross-origin request from {origin!r} refused")
         token = self.server.config.token
-        if token and path.startswith("/api/") and path != "/api/health":
+        if token and path.startswith(("/api/", "/sdapi/")) and path != "/api/health":
             sent = self.headers.get("Authorization", "")
             if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
                 message = "send the server's token: Authorization: Bearer <token>"
@@ -368,13 +385,17 @@ class Handler(BaseHTTPRequestHandler):
             got += len(chunk)
         return b"".join(chunks)
 
-    def _read_job(self) -> Job:
+    def _read_job(self, translate=None) -> Job:
+        """Read, check and queue a generation; `translate` turns another API's body into
+        t2i's first (A1111's)."""
         limits, server = self.server.config.limits, self.server
         length = self._content_length()
         with server.body_reserved(length):
             body = self._body(length)
             with server.parsing:
                 data = read_json(body, limits)
+                if translate is not None:
+                    data = translate(data)
                 req = parse_generate(data, server.pipes, limits, server.upload_dir)
             del body, data
         job = Job(req.model, req.params, req.n, req.format, uploads=req.uploads)
@@ -388,14 +409,19 @@ class Handler(BaseHTTPRequestHandler):
         job = self._read_job()
         self._json(202, {"id": job.id, "status_url": f"/api/jobs/{job.id}"})
 
-    def _generate(self) -> None:
-        job = self._read_job()
+    def _finished(self, job: Job) -> Job:
+        """Wait for a job; a failed, cancelled or timed-out one is an ApiError."""
         queue = self.server.queue
         if not job.done.wait(queue.timeout + 5):  # the worker enforces the timeout; 5 s grace
             queue.cancel(job, "timeout")
         if job.status != "done":
             status = 504 if "timeout" in job.error else 500
             raise ApiError(status, f"generation {job.status}: {job.error}")
+        return job
+
+    def _generate(self) -> None:
+        job = self._finished(self._read_job())
+        queue = self.server.queue
         if job.format == "png":
             params, png = job.images[0]
             self._send(200, png, "image/png", {"X-T2I-Params": params.to_json()})
@@ -407,6 +433,74 @@ class Handler(BaseHTTPRequestHandler):
         if job is None:
             raise ApiError(404, f"no job {job_id!r} (finished jobs are kept for a while only)")
         self._json(200, job_json(job, self.server.queue, self.server.pipes[job.model]))
+
+    # ------------------------------------------------------------ A1111's API
+
+    def _a1111_generate(self, kind: str) -> None:
+        seen: dict = {}
+
+        def translate(data: dict) -> dict:
+            request, ignored = a1111_api.to_request(data, kind, self.server.a1111_model)
+            seen.update(echo={k: v for k, v in data.items() if k not in ("init_images", "mask")})
+            seen.update(ignored=ignored)
+            return request
+
+        job = self._finished(self._read_job(translate))
+        digest = self.server.pipes[job.model].model_hash
+        self._json(200, a1111_api.reply(job.images, seen["echo"], seen["ignored"], digest))
+
+    def _a1111_samplers(self) -> None:
+        names = {name for pipe in self.server.pipes.values() for name in pipe.samplers}
+        self._json(200, a1111_api.samplers(names))
+
+    def _a1111_models(self) -> None:
+        models = [
+            {
+                "title": name,
+                "model_name": name,
+                "hash": pipe.model_hash,
+                "sha256": None,
+                "filename": name,
+                "config": None,
+            }
+            for name, pipe in self.server.pipes.items()
+        ]
+        self._json(200, models)
+
+    def _a1111_options(self) -> None:
+        self._json(200, {"sd_model_checkpoint": self.server.a1111_model})
+
+    def _a1111_set_options(self) -> None:
+        data = read_json(self._body(self._content_length()), self.server.config.limits)
+        unknown = sorted(set(data) - {"sd_model_checkpoint"})
+        if unknown:
+            raise ApiError(400, f"options {unknown} have no counterpart in t2i")
+        model = data.get("sd_model_checkpoint", self.server.a1111_model)
+        if model not in self.server.pipes:
+            loaded = sorted(self.server.pipes)
+            raise ApiError(400, f"unknown model {brief(model)}; this server loaded {loaded}")
+        self.server.a1111_model = model
+        self._json(200, {})
+
+    def _a1111_progress(self) -> None:
+        running = self.server.queue.running()
+        job = running[0] if running else None
+        steps = self.server.pipes[job.model].total_steps(job.params) if job else 0
+        state = {
+            "job_count": len(running) + self.server.queue.stats()["queued"],
+            "sampling_step": job.step if job else 0,
+            "sampling_steps": steps,
+            "interrupted": bool(job and job.status == "cancelling"),
+        }
+        progress = job.step / steps if job and steps else 0.0
+        body = {"progress": progress, "eta_relative": 0.0, "state": state, "current_image": None}
+        self._json(200, {**body, "textinfo": None})
+
+    def _a1111_interrupt(self) -> None:
+        self._deadline.cancel()
+        for job in self.server.queue.running():
+            self.server.queue.cancel(job, "interrupted")
+        self._json(200, {})
 
     # ------------------------------------------------------------ responses
 

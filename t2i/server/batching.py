@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import astuple, replace
 
 import torch
-from PIL.PngImagePlugin import PngInfo
 
 from t2i.images import to_pil
-from t2i.params import PNG_KEY, GenerationParams
+from t2i.params import GenerationParams, png_info
 from t2i.protocol import Generator
 
 
@@ -44,10 +43,8 @@ def generate_batch(
     return pipe.generate_items(items, callback)
 
 
-def png_bytes(image: torch.Tensor, p: GenerationParams) -> bytes:
-    """(C, H, W) in [-1, 1] -> PNG bytes carrying p in the same text chunk as `save_png`."""
-    info = PngInfo()
-    info.add_text(PNG_KEY, p.to_json())
+def png_bytes(image: torch.Tensor, p: GenerationParams, model_hash: str = "") -> bytes:
+    """(C, H, W) in [-1, 1] -> PNG bytes carrying p in the same text chunks as `save_png`."""
     buf = io.BytesIO()
-    to_pil(image[None])[0].save(buf, format="PNG", pnginfo=info)
+    to_pil(image[None])[0].save(buf, format="PNG", pnginfo=png_info(p, model_hash))
     return buf.getvalue()

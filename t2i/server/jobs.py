@@ -115,6 +115,11 @@ class JobQueue:
                 job.error = reason
                 job.status = "cancelling"
 
+    def running(self) -> list[Job]:
+        """The jobs the worker is sampling now (one batch)."""
+        with self._cond:
+            return [j for j in self._jobs.values() if j.status in ("running", "cancelling")]
+
     def retry_after(self) -> int:
         images = sum(j.n for j in self._pending)
         return max(1, round(images * self.seconds_per_image))
@@ -193,9 +198,11 @@ class JobQueue:
             return
         elapsed = time.monotonic() - start
         self.seconds_per_image = 0.8 * self.seconds_per_image + 0.2 * elapsed / len(items)
-        i = 0
+        i, digest = 0, self.pipes[batch[0].model].model_hash
         for job in batch:
-            job.images = [(p, png_bytes(x[i + k], p)) for k, p in enumerate(items[i : i + job.n])]
+            job.images = [
+                (p, png_bytes(x[i + k], p, digest)) for k, p in enumerate(items[i : i + job.n])
+            ]
             job.batch_images = len(items)
             i += job.n
             job.finish("done" if job.status == "running" else "cancelled", job.error)
