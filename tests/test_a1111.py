@@ -35,7 +35,7 @@ def test_parameters_text_round_trips_quotes_commas_and_lines():
     )
     text = to_parameters(p, "f9b85db2b0", "t2i 0.1")
     assert text.splitlines()[2] == "Negative prompt: blue"
-    assert 'Sampler: Euler a, CFG scale: 4.5, Seed: 9, Size: 64x48' in text
+    assert "Sampler: Euler a, CFG scale: 4.5, Seed: 9, Size: 64x48" in text
     assert 'Lora hashes: "style: abc123, subject: def456"' in text
     fields = parse_parameters(text)
     assert fields["prompt"] == p.prompt and fields["negative"] == "blue"
