@@ -275,31 +275,41 @@ def read_png_params(path: str | Path) -> GenerationParams:
     return GenerationParams.from_json(text, str(path))
 
 
-def read_png_request(path: str | Path) -> dict:
-    """A PNG's parameters as keyword arguments of Generator.params, plus "prompt" and "model":
-    from t2i's JSON chunk, or else from A1111's "parameters" text (an image made elsewhere:
-    the fields t2i has, each checked when the request is)."""
+def read_png_request(path: str | Path | bytes, source: str = "") -> dict:
+    """A PNG's parameters (a file, or its bytes) as keyword arguments of Generator.params, plus
+    "prompt" and "model": from t2i's JSON chunk, or else from A1111's "parameters" text (an
+    image made elsewhere: the fields t2i has, each checked when the request is)."""
     from t2i.a1111 import parse_parameters, request_from_parameters
 
-    text, a1111 = _png_texts(path)
+    source = source or str(path)
+    text, a1111 = _png_texts(path, source)
     if not isinstance(text, str) and isinstance(a1111, str):
-        return request_from_parameters(parse_parameters(a1111, str(path)), str(path))
-    kw = asdict(read_png_params(path))
+        return request_from_parameters(parse_parameters(a1111, source), source)
+    if not isinstance(text, str):
+        raise ValueError(f"{source} carries no parameters (no t2i or A1111 PNG text chunk)")
+    kw = asdict(GenerationParams.from_json(text, source))
     kw["size"] = (kw.pop("width"), kw.pop("height"))
     if kw["guidance_interval"] is None:  # the image was guided at every step
         kw["guidance_interval"] = "all"
     return kw
 
 
-def _png_texts(path: str | Path) -> tuple:
-    """(t2i's JSON chunk, A1111's parameters chunk) of a PNG, either None when absent."""
+def _png_texts(path: str | Path | bytes, source: str = "") -> tuple:
+    """(t2i's JSON chunk, A1111's parameters chunk) of a PNG file or its bytes, either None
+    when absent."""
+    import io
+
     from t2i.a1111 import PNG_KEY as A1111_KEY
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--from image {str(path)!r} does not exist")
+    if isinstance(path, bytes):
+        data, source = io.BytesIO(path), source or "the image"
+    else:
+        data = path = Path(path)
+        source = source or f"--from image {str(path)!r}"
+        if not path.is_file():
+            raise FileNotFoundError(f"--from image {str(path)!r} does not exist")
     try:
-        with open_checked(path, f"--from image {str(path)!r}") as img:
+        with open_checked(data, source) as img:
             return img.info.get(PNG_KEY), img.info.get(A1111_KEY)
     except ValueError as err:  # PIL's own limits (a zTXt bomb) name no file
-        raise err if str(path) in str(err) else ValueError(f"{path}: {err}") from err
+        raise err if source in str(err) else ValueError(f"{source}: {err}") from err

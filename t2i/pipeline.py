@@ -163,6 +163,15 @@ class Pipeline(Generator):
             x0 = self.autoencoder.from_latent(x0)
         return x0.float().clamp(-1, 1)
 
+    def preview(self, info: dict, index: int = 0) -> torch.Tensor | None:
+        """The step's denoised estimate of image `index`, decoded (a latent through the
+        autoencoder)."""
+        denoised = info.get("denoised")
+        if denoised is None or denoised.shape[1] != self.unet.config.in_channels:
+            return None  # another stage's estimate (a cascade's), not this model's space
+        with torch.no_grad():
+            return self.decode(denoised[index : index + 1].float())[0]
+
     def guided(self, p: GenerationParams):
         """The denoiser with classifier-free guidance towards p.prompt, away from p.negative."""
         if p.guidance == 1.0:

@@ -135,6 +135,11 @@ class Generator(ABC):
     @abstractmethod
     def networks(self) -> list[torch.nn.Module]: ...
 
+    def preview(self, info: dict, index: int = 0) -> torch.Tensor | None:
+        """(C, H, W) in [-1, 1]: what image `index` of a sampler step's progress `info` looks
+        like so far, for a live preview; None when the family has no such estimate."""
+        return None
+
     # ------------------------------------------------------------ shared
 
     @property

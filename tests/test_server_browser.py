@@ -59,6 +59,7 @@ def browser(tmp_path_factory):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
     driver.set_page_load_timeout(30)
+    driver.set_window_size(1280, 1400)  # the whole form in view, none of it under the buttons
     yield driver
     driver.quit()
 

@@ -265,12 +265,15 @@ def openapi(limits: Limits) -> dict:
         return {"get": {"summary": summary, "responses": responses}}
 
     def post(summary: str, ok: dict, extra: dict | None = None, body: dict | None = None) -> dict:
-        responses = {**ok, **body_errors, **common, **(extra or {})}
-        return {
-            "post": {"summary": summary, "requestBody": body or json_body, "responses": responses}
-        }
+        """A POST route; body None: the generate request's, {}: none."""
+        responses = {**ok, **(body_errors if body != {} else {}), **common, **(extra or {})}
+        operation = {"summary": summary, "responses": responses}
+        if body != {}:
+            operation["requestBody"] = body or json_body
+        return {"post": operation}
 
     any_object = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
     return {
         "openapi": "3.1.0",
@@ -291,7 +294,25 @@ def openapi(limits: Limits) -> dict:
                 "queue a generation; poll /api/jobs/{id} for progress",
                 {"202": {"description": "{id, status_url}"}},
             ),
-            "/api/jobs/{id}": get("status, step/steps, queue position, images"),
+            "/api/jobs/{id}": {
+                **get("status, step/steps, queue position, preview, images"),
+                "parameters": [job_id],
+            },
+            "/api/jobs/{id}/cancel": {
+                **post(
+                    "cancel a queued or running job",
+                    {"200": {"description": "{id, status}"}},
+                    None,
+                    {},
+                ),
+                "parameters": [job_id],
+            },
+            "/api/png-info": post(
+                "the request a PNG's parameters make (t2i's chunk or A1111's text)",
+                {"200": {"description": "prompt, negative, model, sampler, steps, ..."}},
+                None,
+                any_object,
+            ),
             "/api/models": get("loaded models, their defaults, the samplers"),
             "/api/health": get("status and queue length (needs no token)"),
             **a1111_paths(get, post, any_object),
@@ -310,7 +331,7 @@ def a1111_paths(get, post, body) -> dict:
             **get("A1111 options: sd_model_checkpoint"),
             **post("set sd_model_checkpoint", {"200": {"description": "{}"}}, None, body),
         },
-        "interrupt": post("stop the running generation", {"200": {"description": "{}"}}),
+        "interrupt": post("stop the running generation", {"200": {"description": "{}"}}, None, {}),
         "samplers": get("samplers by A1111's names"),
         "sd-models": get("the loaded models"),
         "progress": get("the running generation's step"),

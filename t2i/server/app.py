@@ -10,6 +10,7 @@ and wait, the JobQueue's single worker runs the pipeline.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hmac
 import ipaddress
@@ -25,7 +26,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from t2i.params import brief
+from t2i.a1111 import t2i_sampler
+from t2i.params import brief, read_png_request
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 from t2i.server import a1111_api
@@ -181,6 +183,8 @@ def job_json(job: Job, queue: JobQueue, pipe: Generator) -> dict:
         "queue_position": queue.position(job),
         "unknown_words": pipe.unknown_words(job.params),  # each became one unknown token
     }
+    if job.preview and job.status in ("running", "cancelling"):
+        out["preview_base64"] = base64.b64encode(job.preview).decode()
     if job.error:
         out["error"] = job.error
     if job.status == "done":
@@ -259,6 +263,7 @@ class Handler(BaseHTTPRequestHandler):
             {
                 "/api/generate": self._generate,
                 "/api/jobs": self._submit,
+                "/api/png-info": self._png_info,
                 "/sdapi/v1/txt2img": lambda: self._a1111_generate("txt2img"),
                 "/sdapi/v1/img2img": lambda: self._a1111_generate("img2img"),
                 "/sdapi/v1/options": self._a1111_set_options,
@@ -284,6 +289,8 @@ class Handler(BaseHTTPRequestHandler):
                 routes[path]()
             elif self.command == "GET" and path.startswith("/api/jobs/"):
                 self._job(path.removeprefix("/api/jobs/"))
+            elif self.command == "POST" and path.startswith("/api/jobs/"):
+                self._cancel(path.removeprefix("/api/jobs/"))
             else:
                 raise ApiError(404, f"no route {self.command} {path}; see /api/openapi.json")
         except ApiError as err:
@@ -427,6 +434,37 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, png, "image/png", {"X-T2I-Params": params.to_json()})
         else:
             self._json(200, job_json(job, queue, self.server.pipes[job.model]))
+
+    def _cancel(self, tail: str) -> None:
+        """POST /api/jobs/<id>/cancel: a queued job leaves the queue, a running one stops at
+        its next step (with the jobs batched with it only if they are cancelled too)."""
+        job_id, _, action = tail.partition("/")
+        job = self.server.queue.get(job_id)
+        if action != "cancel" or job is None:
+            raise ApiError(404, f"no route POST /api/jobs/{brief(tail)}; use /api/jobs/<id>/cancel")
+        self._deadline.cancel()
+        self.server.queue.cancel(job, "cancelled")
+        self._json(200, {"id": job.id, "status": job.status})
+
+    def _png_info(self) -> None:
+        """POST {"image": base64 PNG}: the request its parameters make (t2i's JSON chunk, or
+        A1111's "parameters" text), in t2i's field names."""
+        limits = self.server.config.limits
+        data = read_json(self._body(self._content_length()), limits)
+        text = data.get("image")
+        if not isinstance(text, str):
+            raise ApiError(400, 'send {"image": a base64 PNG}')
+        try:
+            raw = base64.b64decode(text.split(",", 1)[-1], validate=True)
+            request = read_png_request(raw, "image")
+        except (ValueError, binascii.Error) as err:
+            raise ApiError(400, str(err)) from err
+        if "size" in request:
+            request["width"], request["height"] = request.pop("size")
+        if "sampler" in request:
+            request["sampler"] = t2i_sampler(request["sampler"])
+        keep = {"embeddings", "loras"}  # recorded with hashes: the page shows, it does not send
+        self._json(200, {k: v for k, v in request.items() if k not in keep})
 
     def _job(self, job_id: str) -> None:
         job = self.server.queue.get(job_id)

@@ -21,6 +21,9 @@ from t2i.server.batching import batch_key, expand, generate_batch, png_bytes
 KEEP_FINISHED = 256  # finished jobs kept for polling (GET /api/jobs/<id>)
 
 
+PREVIEW_EVERY = 0.3  # seconds between live previews: one decode each, a small share of a step
+
+
 class QueueFull(Exception):
     """The queue holds max_queue jobs already; the caller should retry after `retry_after` s."""
 
@@ -49,6 +52,7 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     seconds: float = 0.0  # submit -> finished
     batch_images: int = 0  # images in the sampler call that made this job
+    preview: bytes = b""  # PNG of its first image's denoised estimate so far (live preview)
     uploads: list[Path] = field(default_factory=list)  # init / mask files, removed when finished
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -115,6 +119,20 @@ class JobQueue:
                 job.error = reason
                 job.status = "cancelling"
 
+    @staticmethod
+    def _previews(pipe: Generator, batch: list[Job], info: dict) -> None:
+        """Each job's first image as it stands, a PNG (a preview that fails is skipped: it must
+        never fail the generation)."""
+        start = 0
+        for job in batch:
+            try:
+                image = pipe.preview(info, start)
+                if image is not None:
+                    job.preview = png_bytes(image, job.params)
+            except Exception:  # noqa: BLE001 - a preview is a courtesy
+                job.preview = b""
+            start += job.n
+
     def running(self) -> list[Job]:
         """The jobs the worker is sampling now (one batch)."""
         with self._cond:
@@ -175,9 +193,14 @@ class JobQueue:
         deadline = min(job.created for job in batch) + self.timeout
         start = time.monotonic()
 
+        pipe, last_preview = self.pipes[batch[0].model], [0.0]
+
         def progress(info: dict) -> None:
             for job in batch:
                 job.step = info["i"] + 1
+            if time.monotonic() - last_preview[0] > PREVIEW_EVERY:
+                self._previews(pipe, batch, info)
+                last_preview[0] = time.monotonic()
             if all(job.status == "cancelling" for job in batch):
                 raise _Cancelled(batch[0].error)
             if time.monotonic() > deadline:
