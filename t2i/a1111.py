@@ -44,6 +44,13 @@ def t2i_sampler(name: str) -> str:
     return SAMPLER_NAMES.get(bare, name)
 
 
+def sampler_names(samplers: list[str]) -> list[str]:
+    """Every name a request may give for these t2i samplers: t2i's and A1111's (with its
+    scheduler suffixes)."""
+    a1111 = [k for k, v in SAMPLER_NAMES.items() if v in samplers]
+    return sorted({*samplers, *a1111, *(n + x for n in a1111 for x in SCHEDULER_SUFFIXES)})
+
+
 def a1111_sampler(name: str) -> str:
     return T2I_TO_A1111.get(name, name)
 

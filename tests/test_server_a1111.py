@@ -56,6 +56,20 @@ def test_webuiapi_txt2img_draws_with_a1111_names_and_reports_them(api):
     fields = parse_parameters(result.info["infotexts"][1])
     assert fields["Seed"] == "4" and fields["CFG scale"] == "2.5" and fields["negative"] == "blue"
     assert "eta" in result.info["ignored"]  # sent by the client, no counterpart: said so
+    batches = api.txt2img(
+        prompt="a red circle",
+        negative_prompt="blue",
+        seed=3,
+        cfg_scale=2.5,
+        width=16,
+        height=16,
+        batch_size=1,
+        n_iter=2,
+        steps=2,
+    )
+    assert batches.info["all_seeds"] == [3, 4]  # A1111's batch count: one batch after another
+    for one, other in zip(batches.images, result.images):
+        assert np.array_equal(np.asarray(one), np.asarray(other))
     again = api.txt2img(
         prompt="a red circle",
         negative_prompt="blue",

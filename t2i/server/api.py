@@ -10,15 +10,18 @@ import base64
 import binascii
 import io
 import json
+import math
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from t2i.a1111 import sampler_names
 from t2i.images import load_image, load_mask, open_checked
-from t2i.params import MAX_LORAS, GenerationParams, brief, check_seeds
+from t2i.params import MAX_LORAS, MAX_SEED, GenerationParams, brief, check_seeds
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 
@@ -112,6 +115,11 @@ def _check_types(data: dict) -> None:
             raise ApiError(400, f"{key} must be {meaning}, got {brief(value)}")
 
 
+def top_seed(limits: Limits, batches: int = 1) -> int:
+    """The largest seed a request may give: its last image's, seed + n - 1, is a seed too."""
+    return MAX_SEED - (limits.max_n * batches - 1)
+
+
 def _limit(name: str, value: int, high: int, low: int = 1) -> None:
     if not low <= value <= high:
         limit = f"server limit max_{name}"
@@ -173,6 +181,9 @@ def parse_generate(
         if len(data.get(key, "")) > limits.max_prompt:
             n_chars, limit = len(data[key]), limits.max_prompt
             raise ApiError(400, f"{key} has {n_chars} characters; server limit max_prompt={limit}")
+    if isinstance(data.get("seed"), int) and data["seed"] > top_seed(limits):
+        # one bound for every request, the schema's: seed + n - 1 is a seed too for any n
+        raise ApiError(400, f"seed={brief(data['seed'])} is above {top_seed(limits)}")
     if "steps" in data:
         _limit("steps", data["steps"], limits.max_steps)
     for key in ("width", "height"):
@@ -236,14 +247,41 @@ def _loras(value) -> list[tuple] | None:
     return [tuple(v) for v in value]
 
 
-def openapi(limits: Limits) -> dict:
-    """OpenAPI 3.1 description of the API (served at /api/openapi.json)."""
+def openapi(
+    limits: Limits,
+    models: dict[str, int] | None = None,
+    samplers: list[str] | None = None,
+    more_paths: Callable | None = None,
+) -> dict:
+    """OpenAPI 3.1 description of the API (served at /api/openapi.json); `models`: the names a
+    request may give (the server's) and the multiple each takes its sides in; `samplers`:
+    those the models take; `more_paths`: another API's routes (A1111's), from the same
+    helpers."""
+    samplers = samplers or sorted(SAMPLERS)
     props = {k: {"type": _json_type(t), "description": d} for k, (t, d) in FIELDS.items()}
-    props["seed"] = {"oneOf": [{"type": "integer"}, {"const": "random"}], "description": "seed"}
-    props["steps"]["maximum"] = limits.max_steps
-    props["n"]["maximum"] = limits.max_n
-    props["width"]["maximum"] = props["height"]["maximum"] = limits.max_side
-    request = {"type": "object", "required": ["prompt"], "properties": props}
+    if models:
+        props["model"]["enum"] = list(models)
+    props["sampler"]["enum"] = sampler_names(samplers)
+    side = size_schema(limits, models)
+    # the bounds the checks apply (_limit, check_seeds, check_common): seed + n - 1 is a seed too
+    seed = {"type": "integer", "minimum": 0, "maximum": top_seed(limits)}
+    props["seed"] = {"oneOf": [seed, {"const": "random"}, {"type": "null"}], "description": "seed"}
+    for key, high in (("steps", limits.max_steps), ("n", limits.max_n), ("resample", 4)):
+        props[key] |= {"minimum": 1, "maximum": high}
+    props["resample"]["maximum"] = limits.max_resample
+    for key in ("width", "height"):
+        props[key] |= side
+    for key in ("prompt", "negative"):
+        props[key]["maxLength"] = limits.max_prompt
+    props["guidance"] |= {"minimum": 0, "maximum": 100}
+    props["strength"] |= {"minimum": 0, "maximum": 1}
+    props["format"]["enum"] = list(FORMATS)
+    request = {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": props,
+        "additionalProperties": False,  # an unknown field is a 400, not ignored
+    }
     json_body = {"content": {"application/json": {"schema": request}}, "required": True}
     common = {  # any route: every error body is {"error": message}
         "401": {"description": "the server has a token (--token) and it was not sent"},
@@ -272,7 +310,12 @@ def openapi(limits: Limits) -> dict:
             operation["requestBody"] = body or json_body
         return {"post": operation}
 
-    any_object = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    def body_of(properties: dict, required: list[str]) -> dict:
+        schema = {"type": "object", "properties": properties, "additionalProperties": False}
+        return {"content": {"application/json": {"schema": schema | {"required": required}}}}
+
+    png_body = body_of({"image": {"type": "string", "description": "base64 PNG"}}, ["image"])
+    png_body["required"] = True
     job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
     return {
@@ -311,33 +354,23 @@ def openapi(limits: Limits) -> dict:
                 "the request a PNG's parameters make (t2i's chunk or A1111's text)",
                 {"200": {"description": "prompt, negative, model, sampler, steps, ..."}},
                 None,
-                any_object,
+                png_body,
             ),
             "/api/models": get("loaded models, their defaults, the samplers"),
             "/api/health": get("status and queue length (needs no token)"),
-            **a1111_paths(get, post, any_object),
+            **(
+                more_paths(get, post, body_of, list(models or ()), side, limits, samplers)
+                if more_paths
+                else {}
+            ),
         },
     }
 
 
-def a1111_paths(get, post, body) -> dict:
-    """A1111's routes (t2i/server/a1111_api.py): its own field names, translated."""
-    draw = {"200": {"description": "{images: [base64 PNG], parameters, info (a JSON string)}"}}
-    failed = {"500": {"description": "the generation failed or was interrupted"}}
-    routes = {
-        "txt2img": post("A1111 txt2img", draw, failed, body),
-        "img2img": post("A1111 img2img: init_images, mask, denoising_strength", draw, failed, body),
-        "options": {
-            **get("A1111 options: sd_model_checkpoint"),
-            **post("set sd_model_checkpoint", {"200": {"description": "{}"}}, None, body),
-        },
-        "interrupt": post("stop the running generation", {"200": {"description": "{}"}}, None, {}),
-        "samplers": get("samplers by A1111's names"),
-        "sd-models": get("the loaded models"),
-        "progress": get("the running generation's step"),
-        "scripts": get("none: t2i runs no A1111 scripts"),
-    }
-    return {f"/sdapi/v1/{name}": route for name, route in routes.items()}
+def size_schema(limits: Limits, models: dict[str, int] | None) -> dict:
+    """Image sides: multiples of every served model's factor, up to max_side."""
+    multiple = math.lcm(*(models or {"": 1}).values())
+    return {"minimum": multiple, "maximum": limits.max_side, "multipleOf": multiple}
 
 
 def _json_type(types: tuple[type, ...]) -> str:

@@ -21,13 +21,14 @@ import socket
 import tempfile
 import threading
 import traceback
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from t2i.a1111 import t2i_sampler
-from t2i.params import brief, read_png_request
+from t2i.params import brief, check_seeds, read_png_request
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 from t2i.server import a1111_api
@@ -91,6 +92,10 @@ class T2IServer(ThreadingHTTPServer):
             self.queue.stop()
             shutil.rmtree(self.upload_dir, ignore_errors=True)
             raise
+
+    def size_multiples(self) -> dict[str, int]:
+        """Each model's name and the multiple its image sides come in."""
+        return {name: pipe.factor for name, pipe in self.pipes.items()}
 
     def process_request(self, request, client_address) -> None:
         """One thread per connection, at most max_connections at once: over the cap, a 503."""
@@ -197,7 +202,7 @@ def job_json(job: Job, queue: JobQueue, pipe: Generator) -> dict:
     return out
 
 
-ALLOW = "GET, POST"  # the methods any route answers; others get 405 with this Allow header
+ALLOW = "GET, POST"  # the methods the API answers at all; each path says its own in Allow
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -231,68 +236,80 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None):
         """http.server's own errors (bad request line, unknown method) as JSON, not HTML."""
+        allow = ALLOW
         if code == 501:  # an unknown method: http.server's 501 is a 405 for this API
-            code, message = 405, f"method {self.command!r} not allowed; use {ALLOW}"
+            allow = self._allow()
+            code, message = 405, f"method {self.command!r} not allowed; use {allow}"
         self.close_connection = True
         self.request_version = "HTTP/1.0"  # a garbled request line still gets a status line
         try:
-            headers = {"Allow": ALLOW} if code == 405 else {}
+            headers = {"Allow": allow} if code == 405 else {}
             self._json(code, {"error": message or HTTPStatus(code).phrase}, headers)
         except OSError:
             pass
 
     # ------------------------------------------------------------ routing
 
-    def do_GET(self) -> None:
-        self._dispatch(
-            {
-                "/": self._index,
-                "/api/health": self._health,
-                "/api/models": self._models,
-                "/api/openapi.json": lambda: self._json(200, openapi(self.server.config.limits)),
-                "/sdapi/v1/samplers": self._a1111_samplers,
-                "/sdapi/v1/sd-models": self._a1111_models,
-                "/sdapi/v1/options": self._a1111_options,
-                "/sdapi/v1/progress": self._a1111_progress,
-                "/sdapi/v1/scripts": lambda: self._json(200, {"txt2img": [], "img2img": []}),
-            }
-        )
+    def _routes(self, path: str) -> dict[str, Callable[[], None]] | None:
+        """The methods `path` answers and their handlers; None for no such route."""
+        fixed = {
+            "/": {"GET": self._index},
+            "/api/health": {"GET": self._health},
+            "/api/models": {"GET": self._models},
+            "/api/openapi.json": {
+                "GET": lambda: self._json(
+                    200,
+                    openapi(
+                        self.server.config.limits,
+                        self.server.size_multiples(),
+                        sorted({n for pipe in self.server.pipes.values() for n in pipe.samplers}),
+                        a1111_api.paths,
+                    ),
+                )
+            },
+            "/api/generate": {"POST": self._generate},
+            "/api/jobs": {"POST": self._submit},
+            "/api/png-info": {"POST": self._png_info},
+            "/sdapi/v1/txt2img": {"POST": lambda: self._a1111_generate("txt2img")},
+            "/sdapi/v1/img2img": {"POST": lambda: self._a1111_generate("img2img")},
+            "/sdapi/v1/options": {"GET": self._a1111_options, "POST": self._a1111_set_options},
+            "/sdapi/v1/interrupt": {"POST": self._a1111_interrupt},
+            "/sdapi/v1/samplers": {"GET": self._a1111_samplers},
+            "/sdapi/v1/sd-models": {"GET": self._a1111_models},
+            "/sdapi/v1/progress": {"GET": self._a1111_progress},
+            "/sdapi/v1/scripts": {"GET": lambda: self._json(200, {"txt2img": [], "img2img": []})},
+        }
+        if path in fixed:
+            return fixed[path]
+        if path.startswith("/api/jobs/"):
+            tail = path.removeprefix("/api/jobs/")
+            if tail.endswith("/cancel"):
+                return {"POST": lambda: self._cancel(tail)}
+            return {"GET": lambda: self._job(tail)}
+        return None
 
-    def do_POST(self) -> None:
-        self._dispatch(
-            {
-                "/api/generate": self._generate,
-                "/api/jobs": self._submit,
-                "/api/png-info": self._png_info,
-                "/sdapi/v1/txt2img": lambda: self._a1111_generate("txt2img"),
-                "/sdapi/v1/img2img": lambda: self._a1111_generate("img2img"),
-                "/sdapi/v1/options": self._a1111_set_options,
-                "/sdapi/v1/interrupt": self._a1111_interrupt,
-            }
-        )
+    def _allow(self) -> str:
+        """The Allow header of this request's path (every method of the API if unknown)."""
+        methods = self._routes(self.path.split("?")[0])
+        return ", ".join(methods) if methods else ALLOW
 
-    def _not_allowed(self) -> None:
-        self.send_error(405, f"method {self.command} not allowed; use {ALLOW}")
-
-    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
-
-    def _dispatch(self, routes: dict) -> None:
+    def _dispatch(self) -> None:  # every method: each path says which it answers
         path = self.path.split("?")[0]
         try:
             if self._expired:
                 seconds = self.server.config.read_timeout
                 raise ApiError(408, f"request not received within {seconds:g} s")
             self._guard(path)
+            methods = self._routes(path)
+            if methods is None:
+                raise ApiError(404, f"no route {self.command} {path}; see /api/openapi.json")
+            if self.command not in methods:
+                allow = ", ".join(methods)
+                message = f"method {self.command} not allowed on {path}; use {allow}"
+                raise ApiError(405, message, {"Allow": allow})
             if self.command == "GET":
                 self._deadline.cancel()  # the request is read; POST cancels after its body
-            if path in routes:
-                routes[path]()
-            elif self.command == "GET" and path.startswith("/api/jobs/"):
-                self._job(path.removeprefix("/api/jobs/"))
-            elif self.command == "POST" and path.startswith("/api/jobs/"):
-                self._cancel(path.removeprefix("/api/jobs/"))
-            else:
-                raise ApiError(404, f"no route {self.command} {path}; see /api/openapi.json")
+            methods[self.command]()
         except ApiError as err:
             self.close_connection = True
             self._json(err.status, {"error": str(err)}, err.headers)
@@ -304,6 +321,9 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as err:  # a bug: say so to the client and the console, keep serving
             traceback.print_exc()
             self._json(500, {"error": f"internal error: {type(err).__name__}: {err}"})
+
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+    do_TRACE = do_CONNECT = _dispatch
 
     def _guard(self, path: str) -> None:
         """Cross-site checks: Host (DNS rebinding), Origin (another site's page), the token."""
@@ -392,9 +412,26 @@ class Handler(BaseHTTPRequestHandler):
             got += len(chunk)
         return b"".join(chunks)
 
-    def _read_job(self, translate=None) -> Job:
-        """Read, check and queue a generation; `translate` turns another API's body into
-        t2i's first (A1111's)."""
+    def _read_job(self) -> Job:
+        """Read, check and queue a generation."""
+        return self._queue([self._parse_job()])[0]
+
+    def _queue(self, jobs: list[Job]) -> list[Job]:
+        """Submit jobs in order; a full queue cancels them all (their uploads go with them)."""
+        try:
+            for job in jobs:
+                self.server.queue.submit(job)
+        except QueueFull:
+            for job in jobs:
+                self.server.queue.cancel(job, "queue full")
+                if not job.done.is_set():
+                    job.finish("cancelled", "queue full")
+            raise
+        return jobs
+
+    def _parse_job(self, translate=None) -> Job:
+        """Read and check a generation (not yet queued); `translate` turns another API's body
+        into t2i's first (A1111's)."""
         limits, server = self.server.config.limits, self.server
         length = self._content_length()
         with server.body_reserved(length):
@@ -405,12 +442,7 @@ class Handler(BaseHTTPRequestHandler):
                     data = translate(data)
                 req = parse_generate(data, server.pipes, limits, server.upload_dir)
             del body, data
-        job = Job(req.model, req.params, req.n, req.format, uploads=req.uploads)
-        try:
-            return self.server.queue.submit(job)
-        except QueueFull:
-            job.finish("cancelled", "queue full")  # removes its uploads
-            raise
+        return Job(req.model, req.params, req.n, req.format, uploads=req.uploads)
 
     def _submit(self) -> None:
         job = self._read_job()
@@ -478,14 +510,26 @@ class Handler(BaseHTTPRequestHandler):
         seen: dict = {}
 
         def translate(data: dict) -> dict:
-            request, ignored = a1111_api.to_request(data, kind, self.server.a1111_model)
+            limits, model = self.server.config.limits, self.server.a1111_model
+            request, ignored, iterations = a1111_api.to_request(data, kind, model, limits)
             seen.update(echo={k: v for k, v in data.items() if k not in ("init_images", "mask")})
-            seen.update(ignored=ignored)
+            seen.update(ignored=ignored, iterations=iterations)
             return request
 
-        job = self._finished(self._read_job(translate))
-        digest = self.server.pipes[job.model].model_hash
-        self._json(200, a1111_api.reply(job.images, seen["echo"], seen["ignored"], digest))
+        first = self._parse_job(translate)
+        jobs = [first]
+        try:  # A1111's n_iter: batches one after another, seeds going on from the first's
+            for k in range(1, seen["iterations"]):
+                params = replace(first.params, seed=first.params.seed + k * first.n)
+                check_seeds(params, first.n, None)
+                jobs.append(Job(first.model, params, first.n, first.format))
+        except ValueError as err:
+            first.finish("cancelled", str(err))  # removes its uploads
+            raise ApiError(400, str(err)) from err
+        jobs[-1].uploads, first.uploads = first.uploads, jobs[-1].uploads  # kept to the last
+        images = [image for job in self._queue(jobs) for image in self._finished(job).images]
+        digest = self.server.pipes[first.model].model_hash
+        self._json(200, a1111_api.reply(images, seen["echo"], seen["ignored"], digest))
 
     def _a1111_samplers(self) -> None:
         names = {name for pipe in self.server.pipes.values() for name in pipe.samplers}
@@ -514,7 +558,7 @@ class Handler(BaseHTTPRequestHandler):
         if unknown:
             raise ApiError(400, f"options {unknown} have no counterpart in t2i")
         model = data.get("sd_model_checkpoint", self.server.a1111_model)
-        if model not in self.server.pipes:
+        if not isinstance(model, str) or model not in self.server.pipes:
             loaded = sorted(self.server.pipes)
             raise ApiError(400, f"unknown model {brief(model)}; this server loaded {loaded}")
         self.server.a1111_model = model
