@@ -79,6 +79,8 @@ def to_parameters(p, model_hash: str = "", version: str = "") -> str:
     fields["Model"] = p.model
     if p.init:
         fields["Denoising strength"] = f"{p.strength:g}"
+    if p.mask_blur:
+        fields["Mask blur"] = str(p.mask_blur)
     if p.loras:
         fields["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, _, digest in p.loras)
     if p.embeddings:

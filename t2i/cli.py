@@ -221,6 +221,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", default=None, help="inpainting mask PNG, white = repaint")
     p.add_argument("--resample", type=int, default=None, help="inpainting RePaint passes (1)")
     p.add_argument(
+        "--mask-blur",
+        type=int,
+        default=None,
+        help="inpainting: pixels over which the result fades into the init at the mask's edge (0)",
+    )
+    p.add_argument(
         "--lora",
         action="append",
         metavar="FILE[:SCALE]",

@@ -79,11 +79,14 @@ class SamplingPlan:
 
     def restore(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded images (B, C, H, W) -> the same with every pixel the mask keeps taken from the
-        init exactly (the decoder of a latent model, or its resize, moves them otherwise)."""
+        init exactly (the decoder of a latent model, or its resize, moves them otherwise); a
+        softened mask (mask_blur) blends the two across its edge instead."""
         if self.keep is None:
             return images
         init, mask = self.keep
-        return torch.where(mask > 0, images, init.to(images.dtype))
+        if bool(((mask == 0) | (mask == 1)).all()):
+            return torch.where(mask > 0, images, init.to(images.dtype))
+        return torch.lerp(init.to(images.dtype), images, mask.to(images.dtype))
 
     def run(self, sampler, extra_args: dict, callback=None, generator: Generators = None):
         if len(self.sigmas) == 1:
@@ -93,6 +96,24 @@ class SamplingPlan:
         return sample_with_jumps(
             sampler, self.model, self.x, self.sigmas, extra_args, callback, generator, self.resample
         )
+
+
+def soften(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """A (B, 1, H, W) mask blurred by a Gaussian of standard deviation radius / 2 (A1111's mask
+    blur), edges replicated; radius 0 returns it as it is."""
+    if radius <= 0:
+        return mask
+    sigma = radius / 2
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(mask.dtype)
+    x = mask
+    for dim in (-1, -2):  # separable: along the rows, then the columns
+        pad = (radius, radius, 0, 0) if dim == -1 else (0, 0, radius, radius)
+        x = torch.nn.functional.pad(x, pad, mode="replicate")
+        weight = kernel.view(1, 1, 1, -1) if dim == -1 else kernel.view(1, 1, -1, 1)
+        x = torch.nn.functional.conv2d(x, weight)
+    return x.clamp(0, 1)
 
 
 def plain_plan(model, sigmas: torch.Tensor, noise: torch.Tensor) -> SamplingPlan:
@@ -109,15 +130,18 @@ def edit_plan(
     strength: float = 1.0,
     resample: int = 1,
     image: torch.Tensor | None = None,
+    mask_blur: int = 0,
 ) -> SamplingPlan:
     """img2img from `x_init` (the init's latent, shaped as noise) over the last strength * steps
     sigmas; with `mask` (1 = repaint; in pixels or on the latent grid) inpainting that keeps the
-    rest. `image`: the init's pixels, of the mask's size: the plan then restores them outside it."""
+    rest. `image`: the init's pixels, of the mask's size: the plan then restores them outside it,
+    across an edge softened by `mask_blur` pixels (A1111's mask blur; sampling still uses the
+    sharp mask)."""
     keep = None
     if mask is not None:
         model = InpaintDenoiser(model, x_init, mask_to_latent(mask, noise.shape[-2:]), noise)
         if image is not None:
-            keep = (image, mask)
+            keep = (image, soften(mask, mask_blur))
     sigmas = strength_sigmas(sigmas, strength)
     # strength 1 starts from pure noise, exactly as plain generation does
     x = noise * sigmas[0] + (x_init if strength < 1 else 0)

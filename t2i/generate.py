@@ -54,6 +54,7 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         "mask": getattr(args, "mask", None),
         "strength": getattr(args, "strength", None),
         "resample": getattr(args, "resample", None),
+        "mask_blur": getattr(args, "mask_blur", None),
         "guidance_interval": getattr(args, "guidance_interval", None),
     }
     if args.from_png:

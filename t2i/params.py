@@ -27,6 +27,7 @@ MAX_IMAGES = 64  # per call: more is a typo or a job for a loop
 MAX_SEED = 2**63 - 1
 MAX_LORAS = 8  # LoRAs applied at once
 MAX_EMBEDDINGS = 32  # learnt words one image's parameters name
+MAX_MASK_BLUR = 64  # pixels
 MAX_LORA_SCALE = 10.0
 LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name without .safetensors
 MAX_PARAMS_CHARS = 100_000  # a PNG's parameter text: prompts, paths and numbers fit in far less
@@ -49,6 +50,7 @@ class GenerationParams:
     mask: str = ""  # inpainting mask, white = repaint ("" = none)
     strength: float = 1.0  # img2img: fraction of the steps run from the noised init
     resample: int = 1  # inpainting: RePaint resampling passes per stretch of steps
+    mask_blur: int = 0  # inpainting: pixels of Gaussian feathering where the result meets the init
     guidance_interval: list[float] | None = None  # [lo, hi]: guide only where lo < sigma <= hi
     # LoRAs applied: ((name, scale, sha256 of the file, first 12 hex digits), ...)
     loras: tuple[tuple[str, float, str], ...] = ()
@@ -57,8 +59,8 @@ class GenerationParams:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("loras", "embeddings"):  # images without adapters keep the parameters
-            if not data[key]:  # they always had
+        for key in ("loras", "embeddings", "mask_blur"):  # images without them keep the
+            if not data[key]:  # parameters they always had
                 del data[key]
         return json.dumps(data)
 
@@ -86,7 +88,7 @@ class GenerationParams:
 
 
 _STRINGS = {"prompt", "negative", "model", "sampler", "init", "mask"}
-_INTS = {"steps", "seed", "width", "height", "resample"}
+_INTS = {"steps", "seed", "width", "height", "resample", "mask_blur"}
 _NUMBERS = {"guidance", "strength"}
 
 
@@ -200,6 +202,9 @@ def check_common(p: GenerationParams) -> None:
     check_loras(p.loras)
     if p.mask and not p.init:
         raise ValueError("a mask needs the image it applies to: give init (--init) as well")
+    check_int("mask_blur", p.mask_blur, 0, MAX_MASK_BLUR)
+    if p.mask_blur and not p.mask:
+        raise ValueError("mask_blur softens an inpainting mask's edge: give a mask as well")
 
 
 def check_lora_name(name) -> str:

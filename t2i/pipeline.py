@@ -197,7 +197,9 @@ class Pipeline(Generator):
         image = load_image(p.init, size, self.image_channels)
         x_init = self.encode_image(image).expand_as(noise)
         mask = load_mask(p.mask, size) if p.mask else None  # pixels: edit_plan maps it to the grid
-        return edit_plan(model, sigmas, noise, x_init, mask, p.strength, p.resample, image)
+        return edit_plan(
+            model, sigmas, noise, x_init, mask, p.strength, p.resample, image, p.mask_blur
+        )
 
     # ------------------------------------------------------------ generation
 

@@ -57,6 +57,7 @@ REQUEST_KEYS = {
     "mask",
     "strength",
     "resample",
+    "mask_blur",
     "guidance_interval",
     "loras",
     "embeddings",
@@ -309,6 +310,7 @@ class Generator(ABC):
             mask=str(mask),
             strength=pick("strength", 1.0 if mask or not init else 0.75),
             resample=pick("resample", 1),
+            mask_blur=pick("mask_blur", 0),
             guidance_interval=resolve_interval(
                 kw.get("guidance_interval"), self.defaults.get("guidance_interval")
             ),

@@ -10,7 +10,14 @@ from tiny_models import write_tiny_model
 
 from t2i.cli import main
 from t2i.denoisers import GaussianMixtureDenoiser
-from t2i.editing import JUMPS_BELOW, ddim_invert, jump_stretches, sampler_steps, strength_sigmas
+from t2i.editing import (
+    JUMPS_BELOW,
+    ddim_invert,
+    jump_stretches,
+    sampler_steps,
+    soften,
+    strength_sigmas,
+)
 from t2i.families import load
 from t2i.images import load_image, psnr
 from t2i.samplers import sample_euler
@@ -87,6 +94,37 @@ def test_inpainting_keeps_unmasked_pixels_and_repaints_the_mask(pipe, init_png, 
     out = pipe.generate(pipe.params(PROMPT, steps=4, sampler=sampler, init=init_png, mask=mask_png))
     torch.testing.assert_close(out[..., keep], x[..., keep], atol=1e-5, rtol=0)
     assert (out[..., ~keep] - x[..., ~keep]).abs().mean() > 0.1
+
+
+def test_mask_blur_fades_the_result_into_the_init_across_the_edge_only(pipe, init_png, mask_png):
+    x = load_image(init_png)
+    box = torch.from_numpy(np.asarray(Image.open(mask_png)) > 127)
+    sharp = pipe.generate(pipe.params(PROMPT, steps=4, init=init_png, mask=mask_png))
+    p = pipe.params(PROMPT, steps=4, init=init_png, mask=mask_png, mask_blur=2)
+    soft = pipe.generate(p)
+    far = torch.ones(16, 16, dtype=torch.bool)
+    far[2:14, 0:12] = False  # more than the radius (2 px) from the box [4:12, 2:10]
+    assert torch.equal(soft[..., far], x[..., far])  # far outside: the init, exactly
+    inner = torch.zeros(16, 16, dtype=torch.bool)
+    inner[7:9, 5:7] = True  # more than the radius inside: the sharp result, to float rounding
+    torch.testing.assert_close(soft[..., inner], sharp[..., inner], atol=1e-6, rtol=0)
+    edge = box & ~inner
+    blend = (soft[..., edge] - x[..., edge]).abs().mean() / (
+        sharp[..., edge] - x[..., edge]
+    ).abs().mean()
+    assert 0.05 < float(blend) < 0.95  # across the edge: between the init and the result
+    assert '"mask_blur": 2' in p.to_json() and "mask_blur" not in sharp_params(
+        pipe, init_png, mask_png
+    )
+    soft_mask = soften(
+        torch.from_numpy(np.asarray(Image.open(mask_png)) > 127).float()[None, None], 2
+    )
+    assert float(soft_mask.min()) == 0.0 and float(soft_mask.max()) == 1.0
+    assert torch.equal(soften(soft_mask, 0), soft_mask)
+
+
+def sharp_params(pipe, init_png, mask_png) -> str:
+    return pipe.params(PROMPT, steps=4, init=init_png, mask=mask_png).to_json()
 
 
 def test_resampling_jumps_keep_the_known_region_and_change_the_result(pipe, init_png, mask_png):
@@ -193,6 +231,7 @@ def test_pipeline_inversion_then_ddim_sampling_reconstructs_the_image(tmp_path_f
         ({"strength": 1.5}, ValueError, r"strength must be in \[0, 1\], got 1.5"),
         ({"strength": -0.1}, ValueError, r"strength must be in \[0, 1\], got -0.1"),
         ({"resample": 0}, ValueError, r"resample must be in \[1, 20\], got 0"),
+        ({"mask_blur": 2}, ValueError, r"mask_blur softens an inpainting mask's edge"),
     ],
 )
 def test_bad_editing_values_are_clear_errors(pipe, init_png, kwargs, error, message):

@@ -99,6 +99,8 @@ def test_webuiapi_img2img_with_a_mask(api):
     out = np.asarray(result.image).astype(int)
     assert np.abs(out[:, 12:] - np.asarray(init)[:, 12:]).max() <= 2  # the kept half is kept
     assert "denoising_strength" not in result.info["ignored"]  # img2img reads it
+    assert "mask_blur" not in result.info["ignored"]  # with a mask, so does its blur (4 here)
+    assert "Mask blur: 4" in result.info["infotexts"][0]
 
 
 def test_what_has_no_counterpart_is_a_400_naming_it(api, running):

@@ -15,6 +15,7 @@ import base64
 import json
 
 from t2i.a1111 import T2I_TO_A1111, sampler_names, t2i_sampler, to_parameters
+from t2i.params import MAX_MASK_BLUR
 from t2i.server.api import ApiError, Limits, top_seed
 
 # fields that must keep the value that means "off": what t2i has no counterpart for
@@ -40,7 +41,7 @@ OFF_VALUES: dict[str, tuple] = {
 }
 # fields accepted and ignored: tuning of steps t2i does its own way, or of features left off
 IGNORED = {
-    "mask_blur",  # t2i's inpainting keeps the unmasked pixels exactly (RePaint + composite)
+    "mask_blur",  # read by img2img with a mask; nothing to blur otherwise
     "inpainting_fill",
     "inpaint_full_res",
     "inpaint_full_res_padding",
@@ -93,7 +94,8 @@ def to_request(data: dict, kind: str, model: str, limits: Limits) -> tuple[dict,
             if not _is_one_of(value, OFF_VALUES[key]):
                 raise ApiError(400, f"{key}={json.dumps(value)[:60]} has no counterpart in t2i")
         elif key in IGNORED:
-            if not (kind == "img2img" and key == "denoising_strength"):
+            read = {"denoising_strength"} | ({"mask_blur"} if data.get("mask") else set())
+            if not (kind == "img2img" and key in read):
                 ignored.append(key)
         else:
             raise ApiError(400, f"unknown A1111 field {key[:60]!r}")
@@ -171,6 +173,8 @@ def _img2img(data: dict, out: dict) -> None:
     out["init"] = images[0]
     if data.get("mask"):
         out["mask"] = data["mask"]
+        if data.get("mask_blur") is not None:
+            out["mask_blur"] = data["mask_blur"]
     strength = data.get("denoising_strength", 0.75)
     out["strength"] = strength
 
@@ -241,6 +245,7 @@ def request_schema(
         props["init_images"]["maxItems"] = 1
         props["mask"] = {"type": "string"}
         props["denoising_strength"] = number | {"minimum": 0, "maximum": 1}
+        props["mask_blur"] = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_MASK_BLUR}
         required = ["init_images"]
     return props, required
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from t2i.a1111 import sampler_names
 from t2i.images import load_image, load_mask, open_checked
-from t2i.params import MAX_LORAS, MAX_SEED, GenerationParams, brief, check_seeds
+from t2i.params import MAX_LORAS, MAX_MASK_BLUR, MAX_SEED, GenerationParams, brief, check_seeds
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 
@@ -61,6 +61,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "mask": ((str,), "base64 image of init's size: white = repaint, black = keep"),
     "strength": ((int, float), "img2img: fraction of the steps run from the noised init, [0, 1]"),
     "resample": ((int,), "inpainting: RePaint resampling passes, [1, max_resample]"),
+    "mask_blur": ((int,), "inpainting: pixels of feathering at the mask's edge, [0, 64]"),
     "guidance_interval": ((list, str), '[lo, hi]: guide only where lo < sigma <= hi, or "all"'),
     "loras": ((list,), "[[name, scale], ...]: LoRAs of the model (GET /api/models lists them)"),
 }
@@ -143,6 +144,8 @@ def _uploads(data: dict, folder: Path | None) -> dict:
     """init / mask fields -> {"init": path, "mask": path} of saved files (or nothing)."""
     if "mask" in data and "init" not in data:
         raise ApiError(400, "a mask needs the image it applies to: send init as well")
+    if "mask_blur" in data and "mask" not in data:
+        raise ApiError(400, "mask_blur applies to inpainting only: send init and mask")
     if "resample" in data and "mask" not in data:
         raise ApiError(400, "resample applies to inpainting only: send init and mask")
     if not {"init", "mask"} & set(data):
@@ -226,6 +229,7 @@ def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
         mask=files.get("mask"),
         strength=data.get("strength"),
         resample=data.get("resample"),
+        mask_blur=data.get("mask_blur"),
         guidance_interval=data.get("guidance_interval"),
         loras=_loras(data.get("loras")),
     )
@@ -269,6 +273,7 @@ def openapi(
     for key, high in (("steps", limits.max_steps), ("n", limits.max_n), ("resample", 4)):
         props[key] |= {"minimum": 1, "maximum": high}
     props["resample"]["maximum"] = limits.max_resample
+    props["mask_blur"] |= {"minimum": 0, "maximum": MAX_MASK_BLUR}
     for key in ("width", "height"):
         props[key] |= side
     for key in ("prompt", "negative"):
