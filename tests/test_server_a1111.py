@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import numpy as np
@@ -141,4 +143,7 @@ def test_progress_and_interrupt(api, running):
     running.gate.set()
     thread.join(30)
     status, _, body = results["status"]
-    assert status == 500 and "interrupted" in json.dumps(body)
+    assert status == 200 and json.loads(body["info"])["interrupted"] is True  # as A1111 answers
+    assert len(body["images"]) <= 1  # the image as it stood when stopped, as A1111 answers
+    for png in body["images"]:
+        assert Image.open(io.BytesIO(base64.b64decode(png))).size == (16, 16)

@@ -179,24 +179,29 @@ def _img2img(data: dict, out: dict) -> None:
     out["strength"] = strength
 
 
-def reply(images: list, request: dict, ignored: list[str], model_hash: str) -> dict:
+def reply(
+    first, images: list, request: dict, ignored: list[str], model_hash: str, interrupted=False
+) -> dict:
     """The A1111 reply: base64 PNGs, the request echoed, and info (a JSON string) with each
-    image's seed and its parameters text."""
+    image's seed and its parameters text; `first`: the request's first GenerationParams. An
+    interrupted request answers with the images it has (the running one's latest preview), as
+    A1111 answers with the partial image."""
     params = [p for p, _ in images]
     info = {
-        "prompt": params[0].prompt,
-        "negative_prompt": params[0].negative,
-        "seed": params[0].seed,
+        "prompt": first.prompt,
+        "negative_prompt": first.negative,
+        "seed": first.seed,
         "all_seeds": [p.seed for p in params],
-        "steps": params[0].steps,
-        "cfg_scale": params[0].guidance,
-        "sampler_name": T2I_TO_A1111.get(params[0].sampler, params[0].sampler),
-        "width": params[0].width,
-        "height": params[0].height,
-        "sd_model_name": params[0].model,
+        "steps": first.steps,
+        "cfg_scale": first.guidance,
+        "sampler_name": T2I_TO_A1111.get(first.sampler, first.sampler),
+        "width": first.width,
+        "height": first.height,
+        "sd_model_name": first.model,
         "sd_model_hash": model_hash,
         "infotexts": [to_parameters(p, model_hash) for p in params],
         "ignored": ignored,
+        "interrupted": interrupted,
     }
     pngs = [base64.b64encode(png).decode() for _, png in images]
     return {"images": pngs, "parameters": request, "info": json.dumps(info)}

@@ -527,9 +527,29 @@ class Handler(BaseHTTPRequestHandler):
             first.finish("cancelled", str(err))  # removes its uploads
             raise ApiError(400, str(err)) from err
         jobs[-1].uploads, first.uploads = first.uploads, jobs[-1].uploads  # kept to the last
-        images = [image for job in self._queue(jobs) for image in self._finished(job).images]
+        images, interrupted = self._a1111_images(self._queue(jobs))
         digest = self.server.pipes[first.model].model_hash
-        self._json(200, a1111_api.reply(images, seen["echo"], seen["ignored"], digest))
+        answer = a1111_api.reply(
+            first.params, images, seen["echo"], seen["ignored"], digest, interrupted
+        )
+        self._json(200, answer)
+
+    def _a1111_images(self, jobs: list[Job]) -> tuple[list, bool]:
+        """Each batch's images in turn; after an interrupt, the running batch's latest preview
+        and none of the batches left (A1111's answer to /interrupt)."""
+        images: list = []
+        for k, job in enumerate(jobs):
+            try:
+                images += self._finished(job).images
+            except ApiError:
+                for later in jobs[k + 1 :]:
+                    self.server.queue.cancel(later, job.error or "cancelled")
+                if job.error != "interrupted":
+                    raise
+                if job.preview:
+                    images.append((job.params, job.preview))
+                return images, True
+        return images, False
 
     def _a1111_samplers(self) -> None:
         names = {name for pipe in self.server.pipes.values() for name in pipe.samplers}
