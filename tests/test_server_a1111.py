@@ -43,44 +43,19 @@ def test_webuiapi_lists_samplers_and_models_and_switches_model(api):
 
 
 def test_webuiapi_txt2img_draws_with_a1111_names_and_reports_them(api):
-    result = api.txt2img(
-        prompt="a red circle",
-        negative_prompt="blue",
-        seed=3,
-        cfg_scale=2.5,
-        width=16,
-        height=16,
-        batch_size=2,
-        steps=2,
-    )
+    request = dict(prompt="a red circle", negative_prompt="blue", cfg_scale=2.5, steps=2)
+    request |= dict(width=16, height=16)
+    result = api.txt2img(**request, seed=3, batch_size=2)
     assert len(result.images) == 2 and result.images[0].size == (16, 16)
     assert result.info["all_seeds"] == [3, 4] and result.info["sampler_name"] == "Euler a"
     fields = parse_parameters(result.info["infotexts"][1])
     assert fields["Seed"] == "4" and fields["CFG scale"] == "2.5" and fields["negative"] == "blue"
     assert "eta" in result.info["ignored"]  # sent by the client, no counterpart: said so
-    batches = api.txt2img(
-        prompt="a red circle",
-        negative_prompt="blue",
-        seed=3,
-        cfg_scale=2.5,
-        width=16,
-        height=16,
-        batch_size=1,
-        n_iter=2,
-        steps=2,
-    )
+    batches = api.txt2img(**request, seed=3, batch_size=1, n_iter=2)
     assert batches.info["all_seeds"] == [3, 4]  # A1111's batch count: one batch after another
     for one, other in zip(batches.images, result.images):
         assert np.array_equal(np.asarray(one), np.asarray(other))
-    again = api.txt2img(
-        prompt="a red circle",
-        negative_prompt="blue",
-        seed=4,
-        cfg_scale=2.5,
-        width=16,
-        height=16,
-        steps=2,
-    )
+    again = api.txt2img(**request, seed=4)  # the second image alone, from its own seed
     assert np.array_equal(np.asarray(again.image), np.asarray(result.images[1]))
 
 
