@@ -22,6 +22,7 @@ CORE = {
     "images",
     "checkpoint",
     "argtypes",
+    "likelihood",
     "a1111",  # A1111's sampler names and PNG parameters text: formats, no t2i imports
 }
 GENERATION = {

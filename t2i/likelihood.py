@@ -1,0 +1,170 @@
+"""The variational bound of a discrete VP diffusion model as a metric (Ho et al. 2020, eq. 5;
+Nichol & Dhariwal 2021): -log p(x0) <= L_T + sum_{t>=1} L_{t-1} + L_0, with
+
+    L_T     = KL(q(x_T | x0) || N(0, I))
+    L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))     closed form: both are Gaussian
+    L_0     = -log p(x0 | x1)                                   a discretised Gaussian on 8 bits
+
+for any denoiser D(x, sigma, **cond) -> x0 in sigma-space (x = x_t / sqrt(abar_t), sigma_t =
+sqrt((1 - abar_t) / abar_t)): the reverse mean is the posterior mean with D's estimate in place
+of x0, the reverse variance fixed (beta~_t, "small", or beta_t, "large"). Reported in bits per
+dimension, summed exactly over every timestep or estimated from sampled timesteps with its
+standard error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+VARIANCES = ("small", "large")  # beta~_t (the posterior's) or beta_t
+DECODERS = ("discrete", "continuous")  # 8-bit bins of [-1, 1], or a Gaussian density
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
+    return 0.5 * (
+        logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 / logvar2.exp() - 1
+    )
+
+
+def discretized_gaussian_nll(x, mean, logvar, bins: int = 256) -> torch.Tensor:
+    """-log P(x) elementwise for x in [-1, 1] on `bins` levels under N(mean, exp(logvar)), the
+    mass of x's bin (the end bins reach to -inf and +inf), in nats."""
+    half = 1.0 / (bins - 1)
+    scale = (0.5 * logvar).exp()
+    upper = torch.special.ndtr((x + half - mean) / scale)
+    lower = torch.special.ndtr((x - half - mean) / scale)
+    mass = torch.where(x < -1 + half, upper, torch.where(x > 1 - half, 1 - lower, upper - lower))
+    return -mass.clamp(min=1e-12).log()
+
+
+def gaussian_nll(x, mean, logvar) -> torch.Tensor:
+    """-log N(x; mean, exp(logvar)) elementwise, in nats (a density, for continuous data)."""
+    return 0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 / logvar.exp())
+
+
+@dataclass
+class VPTerms:
+    """The per-timestep constants of q(x_{t-1} | x_t, x0) for betas (T,), all float64."""
+
+    betas: torch.Tensor
+    abar: torch.Tensor
+    coef_x0: torch.Tensor  # posterior mean = coef_x0 * x0 + coef_xt * x_t
+    coef_xt: torch.Tensor
+    post_logvar: torch.Tensor  # log beta~_t, with t = 0 taking t = 1's (beta~_0 is 0)
+
+    @staticmethod
+    def of(betas: torch.Tensor) -> VPTerms:
+        betas = betas.double()
+        if betas.ndim != 1 or not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError("betas must be a (T,) tensor of values in (0, 1)")
+        abar = torch.cumprod(1 - betas, 0)
+        prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        post_var = betas * (1 - prev) / (1 - abar)
+        post_var = torch.cat([post_var[1:2], post_var[1:]]) if len(betas) > 1 else betas
+        return VPTerms(
+            betas=betas,
+            abar=abar,
+            coef_x0=betas * prev.sqrt() / (1 - abar),
+            coef_xt=(1 - betas).sqrt() * (1 - prev) / (1 - abar),
+            post_logvar=post_var.log(),
+        )
+
+    def model_logvar(self, variance: str) -> torch.Tensor:
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown variance {variance!r}; choose from {list(VARIANCES)}")
+        if variance == "small":
+            return self.post_logvar
+        return torch.cat([self.post_logvar[:1], self.betas[1:].log()])
+
+
+def prior_term(x0: torch.Tensor, terms: VPTerms) -> torch.Tensor:
+    """L_T per image (B,), nats: KL(q(x_T | x0) || N(0, I))."""
+    a = terms.abar[-1]
+    mean, logvar = a.sqrt() * x0.double(), (1 - a).log().expand_as(x0)
+    kl = normal_kl(mean, logvar.double(), torch.zeros_like(mean), torch.zeros_like(mean))
+    return kl.flatten(1).sum(1)
+
+
+@torch.no_grad()
+def step_term(
+    denoiser,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    terms: VPTerms,
+    variance="small",
+    decoder: str = "discrete",
+    clip: bool = True,
+    cond: dict | None = None,
+) -> torch.Tensor:
+    """L_{t-1} per image (B,), nats, at timesteps t (B,) from x_t drawn with `noise`; t = 0 is
+    the decoder term L_0. `variance`: "small", "large", or a function of t giving the reverse
+    step's log variance (a model that knows or learns it)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose from {list(DECODERS)}")
+    x0d, shape = x0.double(), (-1,) + (1,) * (x0.ndim - 1)
+    a = terms.abar[t].view(shape)
+    x_t = a.sqrt() * x0d + (1 - a).sqrt() * noise.double()
+    sigma = ((1 - a) / a).sqrt().flatten()
+    x_sigma = (x_t / a.sqrt()).to(x0.dtype)  # the network's own precision; the bound in fp64
+    estimate = denoiser(x_sigma, sigma.to(x0.dtype), **(cond or {})).double()
+    if clip:  # the model's own range: its estimate of 8-bit pixels lies in [-1, 1]
+        estimate = estimate.clamp(-1, 1)
+    mean = terms.coef_x0[t].view(shape) * estimate + terms.coef_xt[t].view(shape) * x_t
+    true_mean = terms.coef_x0[t].view(shape) * x0d + terms.coef_xt[t].view(shape) * x_t
+    chosen = variance(t) if callable(variance) else terms.model_logvar(variance)[t]
+    logvar = chosen.double().view(shape).expand_as(mean)
+    kl = normal_kl(true_mean, terms.post_logvar[t].view(shape).expand_as(mean), mean, logvar)
+    nll = (discretized_gaussian_nll if decoder == "discrete" else gaussian_nll)(x0d, mean, logvar)
+    first = (t == 0).view(shape)
+    return torch.where(first, nll, kl).flatten(1).sum(1)
+
+
+@dataclass
+class Bound:
+    """A bound in bits per dimension: its mean over the images and its standard error (the
+    images' spread, and with sampled timesteps theirs too); per image in `per_image`."""
+
+    bits_per_dim: float
+    stderr: float
+    per_image: torch.Tensor
+    timesteps: str  # "all T" or "K sampled of T"
+
+
+def bits_per_dim(
+    denoiser,
+    x0: torch.Tensor,
+    betas: torch.Tensor,
+    samples: int | None = None,
+    generator: torch.Generator | None = None,
+    **kw,
+) -> Bound:
+    """The bound on -log p(x0) for images x0 (B, ...): exactly, summed over all T timesteps
+    (samples None), or estimated without bias from `samples` timesteps drawn uniformly per
+    image (T times their mean). Keywords go to `step_term`."""
+    terms = VPTerms.of(betas)
+    n_steps, batch = len(terms.betas), len(x0)
+    total = prior_term(x0, terms)
+    if samples is None:
+        for t in range(n_steps):
+            noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+            steps = torch.full((batch,), t, dtype=torch.long)
+            total = total + step_term(denoiser, x0, steps, noise, terms, **kw)
+        label = f"all {n_steps}"
+    else:
+        if samples < 2:
+            raise ValueError(f"samples must be >= 2 (a standard error needs two), got {samples}")
+        draws = []
+        for _ in range(samples):
+            steps = torch.randint(0, n_steps, (batch,), generator=generator)
+            noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+            draws.append(step_term(denoiser, x0, steps, noise, terms, **kw))
+        total = total + n_steps * torch.stack(draws).mean(0)
+        label = f"{samples} sampled of {n_steps}"
+    per_dim = total / (x0[0].numel() * math.log(2))
+    stderr = float(per_dim.std() / math.sqrt(batch)) if batch > 1 else float("nan")
+    return Bound(float(per_dim.mean()), stderr, per_dim, label)
