@@ -13,21 +13,10 @@ import math
 import torch
 
 from t2i.denoisers import GaussianMixtureDenoiser
-from t2i.likelihood import VPTerms, bits_per_dim
+from t2i.likelihood import VPTerms, bits_per_dim, gaussian_reverse_logvar
 from t2i.schedules import betas_cosine
 
 MU, S = torch.tensor([[0.3, -0.2, 0.1, 0.0]]), 0.2
-
-
-def true_variance(terms: VPTerms):
-    def logvar(t):
-        a = terms.abar[t]
-        sig2 = (1 - a) / a
-        spread = S * S * sig2 / (S * S + sig2)
-        step = terms.post_logvar[t].exp() + terms.coef_x0[t] ** 2 * spread
-        return torch.where(t == 0, spread, step).log()
-
-    return logvar
 
 
 def main() -> None:
@@ -39,7 +28,7 @@ def main() -> None:
     for steps in (10, 20, 100, 1000):
         betas, row = betas_cosine(steps), {"steps": steps}
         for name in ("small", "large", "true"):
-            variance = true_variance(VPTerms.of(betas)) if name == "true" else name
+            variance = gaussian_reverse_logvar(VPTerms.of(betas), S) if name == "true" else name
             bound = bits_per_dim(
                 denoiser,
                 x0,

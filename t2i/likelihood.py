@@ -81,6 +81,22 @@ class VPTerms:
         return torch.cat([self.post_logvar[:1], self.betas[1:].log()])
 
 
+def gaussian_reverse_logvar(terms: VPTerms, std: float):
+    """The true reverse steps' log variances, a function of t, for data from one Gaussian of
+    standard deviation `std` per dimension: the posterior's plus the spread of the mean through
+    Var[x0 | x_t]; at t = 0, Var[x0 | x_1] itself (a check of the bound: with these and the exact
+    denoiser every reverse step is the true one)."""
+
+    def logvar(t: torch.Tensor) -> torch.Tensor:
+        a = terms.abar[t]
+        sig2 = (1 - a) / a
+        spread = std * std * sig2 / (std * std + sig2)
+        step = terms.post_logvar[t].exp() + terms.coef_x0[t] ** 2 * spread
+        return torch.where(t == 0, spread, step).log()
+
+    return logvar
+
+
 def prior_term(x0: torch.Tensor, terms: VPTerms) -> torch.Tensor:
     """L_T per image (B,), nats: KL(q(x_T | x0) || N(0, I))."""
     a = terms.abar[-1]

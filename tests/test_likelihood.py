@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from t2i.denoisers import GaussianMixtureDenoiser
-from t2i.likelihood import VPTerms, bits_per_dim, discretized_gaussian_nll, normal_kl
+from t2i.likelihood import (
+    VPTerms,
+    bits_per_dim,
+    discretized_gaussian_nll,
+    gaussian_reverse_logvar,
+    normal_kl,
+)
 from t2i.schedules import betas_cosine
 
 MU, S = torch.tensor([[0.3, -0.2, 0.1, 0.0]]), 0.2
@@ -38,27 +44,15 @@ def _data(n: int = 2000):
     return x0, nll / (4 * math.log(2))  # bits per dimension, image by image
 
 
-def _true_variance(terms: VPTerms):
-    """The reverse steps' true log variances for Gaussian data: the posterior's plus the spread
-    of the mean through Var[x0 | x_t]; at t = 0, Var[x0 | x_1] itself."""
-
-    def logvar(t):
-        a = terms.abar[t]
-        sig2 = (1 - a) / a
-        spread = S * S * sig2 / (S * S + sig2)
-        step = terms.post_logvar[t].exp() + terms.coef_x0[t] ** 2 * spread
-        return torch.where(t == 0, spread, step).log()
-
-    return logvar
-
-
 @pytest.mark.parametrize("steps", [10, 1000])
 def test_with_the_true_reverse_steps_the_bound_is_the_likelihood(steps):
     denoiser = GaussianMixtureDenoiser(MU, torch.tensor([S]), torch.tensor([1.0]))
     x0, nll = _data()
     betas = betas_cosine(steps)
     common = dict(decoder="continuous", clip=False, generator=torch.Generator().manual_seed(1))
-    exact = bits_per_dim(denoiser, x0, betas, variance=_true_variance(VPTerms.of(betas)), **common)
+    exact = bits_per_dim(
+        denoiser, x0, betas, variance=gaussian_reverse_logvar(VPTerms.of(betas), S), **common
+    )
     gap = exact.per_image - nll
     assert abs(float(gap.mean())) < 3 * float(gap.std()) / math.sqrt(len(gap))
     assert exact.timesteps == f"all {steps}"
