@@ -286,7 +286,7 @@ def read_png_request(path: str | Path | bytes, source: str = "") -> dict:
     image made elsewhere: the fields t2i has, each checked when the request is)."""
     from t2i.a1111 import parse_parameters, request_from_parameters
 
-    source = source or str(path)
+    source = source or ("the image" if isinstance(path, bytes) else str(path))
     text, a1111 = _png_texts(path, source)
     if not isinstance(text, str) and isinstance(a1111, str):
         return request_from_parameters(parse_parameters(a1111, source), source)
