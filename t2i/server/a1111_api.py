@@ -207,7 +207,7 @@ def reply(
     return {"images": pngs, "parameters": request, "info": json.dumps(info)}
 
 
-def samplers(names: set[str]) -> list[dict]:
+def samplers(names: list[str]) -> list[dict]:
     """GET /sdapi/v1/samplers: A1111's name for each t2i sampler the models take."""
     out = []
     for name in sorted(names):

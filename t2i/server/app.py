@@ -93,6 +93,10 @@ class T2IServer(ThreadingHTTPServer):
             shutil.rmtree(self.upload_dir, ignore_errors=True)
             raise
 
+    def samplers(self) -> list[str]:
+        """The samplers the served models take, sorted."""
+        return sorted({name for pipe in self.pipes.values() for name in pipe.samplers})
+
     def size_multiples(self) -> dict[str, int]:
         """Each model's name and the multiple its image sides come in."""
         return {name: pipe.factor for name, pipe in self.pipes.items()}
@@ -262,7 +266,7 @@ class Handler(BaseHTTPRequestHandler):
                     openapi(
                         self.server.config.limits,
                         self.server.size_multiples(),
-                        sorted({n for pipe in self.server.pipes.values() for n in pipe.samplers}),
+                        self.server.samplers(),
                         a1111_api.paths,
                     ),
                 )
@@ -552,8 +556,7 @@ class Handler(BaseHTTPRequestHandler):
         return images, False
 
     def _a1111_samplers(self) -> None:
-        names = {name for pipe in self.server.pipes.values() for name in pipe.samplers}
-        self._json(200, a1111_api.samplers(names))
+        self._json(200, a1111_api.samplers(self.server.samplers()))
 
     def _a1111_models(self) -> None:
         models = [
