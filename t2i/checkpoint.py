@@ -26,6 +26,7 @@ from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL, Autoencoder
 from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.models.clip import CLIP, CLIPConfig
 from t2i.models.config_bounds import check_fields
+from t2i.models.noisy_guide import NoisyGuide, NoisyGuideConfig
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,
     PretrainedTextEncoderConfig,
@@ -45,6 +46,7 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "pretrained_text_encoder": (PretrainedTextEncoder, PretrainedTextEncoderConfig),
     "clip": (CLIP, CLIPConfig),
     "token_transformer": (TokenTransformer, TokenTransformerConfig),
+    "noisy_guide": (NoisyGuide, NoisyGuideConfig),
 }
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model_index.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -181,6 +181,7 @@ GENERATE_EXAMPLES = """examples:
   t2i generate "a (red:1.4) circle, [small]" --negative "blue" --out w.png       # weights
   t2i generate "a teal circle <lora:teal:0.8>" --lora-dir loras/ --out t.png    # a LoRA
   t2i generate "a teal circle" --lora runs/teal/model/teal.safetensors:0.8      # the same
+  t2i generate "a sandal" --model fashion --guidance 0 --guide classifier:runs/g/model:4
 """
 
 
@@ -243,6 +244,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         metavar="FILE|DIR",
         help="a textual-inversion word (t2i train textual_inversion), or a folder of them "
         "(those learnt on this model); repeatable",
+    )
+    p.add_argument(
+        "--guide",
+        action="append",
+        metavar="KIND:DIR[:SCALE]",
+        help="steer by a network trained on noisy samples (t2i train guide): KIND classifier "
+        "or clip, its folder, a scale (1 when left out); with --guidance 0 it steers the "
+        "unconditional model; repeatable",
     )
     p.add_argument(
         "--bf16", action="store_true", help="bf16 networks: faster on CPUs with AVX512-BF16/AMX"

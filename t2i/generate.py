@@ -99,6 +99,35 @@ def lora_flag(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
+def add_guides(pipe, kw: dict, args: argparse.Namespace) -> None:
+    """Each --guide KIND:DIR[:SCALE] loaded and applied; with `--from`, a guide the image names
+    keeps its recorded scale unless the flag gives one."""
+    for spec in getattr(args, "guide", None) or []:
+        kind, path, scale = guide_flag(spec)
+        name = pipe.load_guide(path, kind=kind)
+        recorded = {e[0]: e for e in kw.get("guides") or ()}
+        entry = recorded.get(name) if scale is None else None
+        entry = entry or (name, 1.0 if scale is None else scale)
+        kw["guides"] = [e for e in kw.get("guides") or () if e[0] != name] + [entry]
+
+
+def guide_flag(spec: str) -> tuple[str, str, float | None]:
+    """KIND:DIR[:SCALE] -> (KIND, DIR, SCALE), scale None when left out."""
+    kind, sep, rest = spec.partition(":")
+    if kind not in ("classifier", "clip") or not sep or not rest:
+        raise ValueError(
+            f"--guide {spec!r}: expected KIND:DIR[:SCALE] with KIND classifier or clip "
+            "(e.g. classifier:runs/g/model:2)"
+        )
+    head, sep, tail = rest.rpartition(":")
+    if sep and head:
+        try:
+            return kind, head, float(tail)
+        except ValueError:
+            raise ValueError(f"--guide {spec!r}: scale {tail!r} is not a number") from None
+    return kind, rest, None
+
+
 def generate_to_files(args: argparse.Namespace) -> list[Path]:
     """Check everything, load the model, sample with a progress bar, write the PNGs."""
     if not 1 <= args.n <= MAX_IMAGES:
@@ -106,6 +135,7 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     model, kw = request_from_args(args)
     pipe = load(model, bf16=args.bf16)
     add_loras(pipe, kw, args)
+    add_guides(pipe, kw, args)
     p = pipe.params(kw.pop("prompt"), **kw)
     if unknown := pipe.unknown_words(p):
         listed = ", ".join(repr(w) for w in unknown)

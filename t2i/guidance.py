@@ -1,6 +1,7 @@
 """Guidance as wrappers that are again denoisers: D'(x, sigma, **cond) -> x0_hat.
 
 CFGDenoiser(D, uncond, scale, rescale)      classifier-free guidance, negative prompts
+Unconditional(D, uncond)                     the model with the empty (or negative) prompt alone
 GradientGuidance(D, log_prob, scale)         x0 += scale * sigma^2 * grad_x log p(y | x, sigma)
 ClassifierGuidance(D, classifier, scale)     the above with log p from a noisy classifier
 """
@@ -146,6 +147,20 @@ class CFGDenoiser(DenoiserWrapper):
         return x - s * eps
 
 
+class Unconditional(DenoiserWrapper):
+    """The denoiser with `uncond`'s text states in place of the prompt's: classifier-free
+    guidance at scale 0 in one network evaluation instead of two. A guide reads the prompt from
+    its own keys, so this is the unconditional model that classifier guidance steers."""
+
+    def __init__(self, inner: nn.Module, uncond: dict):
+        super().__init__(inner)
+        self.uncond = uncond
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        text = {k: _expand(v, x.shape[0], f"uncond[{k!r}]") for k, v in self.uncond.items()}
+        return self.inner(x, sigma, **{**cond, **text})
+
+
 def check_interval(interval) -> tuple[float, float] | None:
     """A guidance interval: None (every step) or two numbers 0 <= lo < hi, as a tuple."""
     if interval is None:
@@ -166,6 +181,8 @@ class GradientGuidance(DenoiserWrapper):
     guidance (GLIDE): `log_prob(x, sigma, x0_hat, **kwargs) -> (B,)` is any differentiable score.
 
     Keyword arguments listed in `guide_keys` go to log_prob only, the rest to the inner denoiser.
+    `through_denoiser` False: log_prob reads x alone (a network trained on noisy samples), so
+    the denoiser runs without a graph and the gradient costs log_prob's backward pass only.
     """
 
     def __init__(
@@ -174,16 +191,21 @@ class GradientGuidance(DenoiserWrapper):
         log_prob: Callable[..., torch.Tensor],
         scale: float = 1.0,
         guide_keys: tuple[str, ...] = ("y",),
+        through_denoiser: bool = True,
     ):
         super().__init__(inner)
         self.log_prob, self.scale, self.guide_keys = log_prob, scale, guide_keys
+        self.through_denoiser = through_denoiser
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
         sigma = sigma_batch(sigma, x)
         guide = {k: cond.pop(k) for k in self.guide_keys if k in cond}
+        if self.scale == 0:
+            return self.inner(x, sigma, **cond)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
-            x0 = self.inner(x_in, sigma, **cond)
+            with torch.set_grad_enabled(self.through_denoiser):
+                x0 = self.inner(x_in, sigma, **cond)
             log_p = self.log_prob(x_in, sigma, x0, **guide)
             if log_p.shape != (x.shape[0],):
                 raise ValueError(f"log_prob must return shape ({x.shape[0]},), got {log_p.shape}")

@@ -29,6 +29,7 @@ MAX_LORAS = 8  # LoRAs applied at once
 MAX_EMBEDDINGS = 32  # learnt words one image's parameters name
 MAX_MASK_BLUR = 64  # pixels
 MAX_LORA_SCALE = 10.0
+MAX_GUIDE_SCALE = 1000.0  # a guide's gradient is sigma^2 * grad log p: scales of 1-100 are usual
 LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name without .safetensors
 MAX_PARAMS_CHARS = 100_000  # a PNG's parameter text: prompts, paths and numbers fit in far less
 
@@ -56,10 +57,12 @@ class GenerationParams:
     loras: tuple[tuple[str, float, str], ...] = ()
     # learnt words the prompts use: ((word, sha256 of its embedding file, 12 hex digits), ...)
     embeddings: tuple[tuple[str, str], ...] = ()
+    # guides (t2i/guides): ((name, scale, sha256 of the weights, first 12 hex digits), ...)
+    guides: tuple[tuple[str, float, str], ...] = ()
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("loras", "embeddings", "mask_blur"):  # images without them keep the
+        for key in ("loras", "embeddings", "mask_blur", "guides"):  # images without them keep the
             if not data[key]:  # parameters they always had
                 del data[key]
         return json.dumps(data)
@@ -81,7 +84,7 @@ class GenerationParams:
             raise ValueError(f"{source}: expected a JSON object with keys from {sorted(allowed)}")
         for name, value in data.items():
             _check_type(name, value, source)
-        for key in ("loras", "embeddings"):
+        for key in ("loras", "embeddings", "guides"):
             if key in data:
                 data[key] = tuple(tuple(entry) for entry in data[key])
         return cls(**data)
@@ -101,7 +104,7 @@ def _check_type(name: str, value, source: str) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif name in _NUMBERS:
         ok = _finite(value)
-    elif name == "loras":
+    elif name in ("loras", "guides"):
         ok = (
             isinstance(value, list)
             and len(value) <= MAX_LORAS
@@ -124,6 +127,7 @@ def _check_type(name: str, value, source: str) -> None:
         want = {
             "guidance_interval": "null or [lo, hi]",
             "loras": f"at most {MAX_LORAS} [name, scale, hash] lists",
+            "guides": f"at most {MAX_LORAS} [name, scale, hash] lists",
             "embeddings": f"at most {MAX_EMBEDDINGS} [word, hash] lists",
         }.get(name, _kind(name))
         raise ValueError(f"{source}: {name} must be {want}, got {brief(value)}")
@@ -200,6 +204,7 @@ def check_common(p: GenerationParams) -> None:
         raise ValueError(f"guidance must be in [0, 100], got {p.guidance}")
     check_interval(p.guidance_interval)
     check_loras(p.loras)
+    check_guides(p.guides)
     if p.mask and not p.init:
         raise ValueError("a mask needs the image it applies to: give init (--init) as well")
     check_int("mask_blur", p.mask_blur, 0, MAX_MASK_BLUR)
@@ -233,6 +238,25 @@ def check_loras(loras) -> None:
         check_lora_scale(check_lora_name(name), scale)
         if name in seen:
             raise ValueError(f"LoRA {name!r} is given twice; give it once with one scale")
+        seen.add(name)
+
+
+def check_guides(guides) -> None:
+    if len(guides) > MAX_LORAS:
+        raise ValueError(f"{len(guides)} guides; at most {MAX_LORAS} apply at once")
+    seen = set()
+    for name, scale, _ in guides:
+        if not isinstance(name, str) or not LORA_NAME.fullmatch(name):
+            raise ValueError(
+                f"guide name {brief(name)} must be 1-64 letters, digits, '_', '.' or '-'"
+            )
+        if not _finite(scale) or not abs(scale) <= MAX_GUIDE_SCALE:
+            raise ValueError(
+                f"guide {name!r} scale must be a number in [-{MAX_GUIDE_SCALE:g}, "
+                f"{MAX_GUIDE_SCALE:g}], got {brief(scale)}"
+            )
+        if name in seen:
+            raise ValueError(f"guide {name!r} is given twice; give it once with one scale")
         seen.add(name)
 
 

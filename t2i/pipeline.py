@@ -33,7 +33,7 @@ from t2i.editing import (
     sampler_steps,
     strength_sigmas,
 )
-from t2i.guidance import CFGDenoiser
+from t2i.guidance import CFGDenoiser, Unconditional
 from t2i.images import load_image, load_mask
 from t2i.models.text_encoder import TextTransformer
 from t2i.params import GenerationParams, check_int, check_sides
@@ -89,6 +89,7 @@ class Pipeline(Generator):
             inversion=True,
             interpolation=True,
             adapters=("lora",),
+            guides=True,
         )
 
     @property
@@ -125,8 +126,17 @@ class Pipeline(Generator):
         sigmas = strength_sigmas(self.sigmas(p.steps, p.sampler), p.strength)
         return sampler_steps(sigmas, p.resample)
 
+    def guide_space(self) -> tuple[int, int]:
+        side, _ = self.latent_size(self.image_size, self.image_size)
+        return self.unet.config.in_channels, side
+
     def check(self, p: GenerationParams) -> None:
         get_sampler(p.sampler)
+        if p.guides and (p.width, p.height) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"a guide reads the size it was trained on: {self.image_size}x{self.image_size}, "
+                f"not {p.width}x{p.height}"
+            )
         check_int("steps", p.steps, 1, 1000)
         check_sides(p, self.factor)
         self.latent_size(p.height, p.width)  # the autoencoder's own check of the sides
@@ -173,11 +183,17 @@ class Pipeline(Generator):
             return self.decode(denoised[index : index + 1].float())[0]
 
     def guided(self, p: GenerationParams):
-        """The denoiser with classifier-free guidance towards p.prompt, away from p.negative."""
-        if p.guidance == 1.0:
-            return self.denoiser
-        uncond = self.encode_text([p.negative])
-        return CFGDenoiser(self.denoiser, uncond, p.guidance, interval=p.guidance_interval)
+        """The denoiser with classifier-free guidance towards p.prompt, away from p.negative
+        (scale 0: the unconditional model alone), then each guide's gradient (t2i/guides)."""
+        model = self.denoiser
+        if p.guidance == 0.0:
+            model = Unconditional(model, self.encode_text([p.negative]))
+        elif p.guidance != 1.0:
+            uncond = self.encode_text([p.negative])
+            model = CFGDenoiser(model, uncond, p.guidance, interval=p.guidance_interval)
+        for i, (name, scale, _) in enumerate(p.guides):
+            model = self.guides[name].wrap(model, scale, prefix=f"guide{i}.")
+        return model
 
     def noise(
         self, p: GenerationParams, n: int, seeds: list[int] | None = None

@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -40,6 +41,7 @@ from t2i.params import (
     PNG_KEY,
     GenerationParams,
     check_common,
+    check_guides,
     check_seeds,
     resolve_interval,
 )
@@ -61,6 +63,7 @@ REQUEST_KEYS = {
     "guidance_interval",
     "loras",
     "embeddings",
+    "guides",
 }
 
 
@@ -76,6 +79,7 @@ class Supports:
     inversion: bool = False  # image -> the noise that draws it (needed by image interpolation)
     interpolation: bool = False  # walks between two seeds' noise and two prompts' text states
     adapters: tuple[str, ...] = ()  # kinds of adapter that attach to its networks (t2i/adapters)
+    guides: bool = False  # noise-aware classifiers and noisy CLIPs steer it (t2i/guides)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -103,6 +107,7 @@ class Generator(ABC):
         self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
         self._word_files: dict[str, str] = {}  # learnt word -> file_hash of its embedding file
         self._model_hash: str | None = None
+        self.guides: dict = {}  # name -> t2i.guides.guide.Guide, loaded by load_guide
 
     # ------------------------------------------------------------ what a family says
 
@@ -178,6 +183,57 @@ class Generator(ABC):
         self._word_files[word] = file_hash(path)
         self._text_cache.clear()
         return word
+
+    # ------------------------------------------------------------ guides
+
+    def guide_space(self) -> tuple[int, int]:
+        """(channels, side) of what its sampler draws at the default size: what a guide reads."""
+        raise ValueError(f"model {self.name!r} ({self.family}) takes no guide")
+
+    def load_guide(self, path, name: str | None = None, kind: str | None = None) -> str:
+        """Attach a guide folder (t2i/guides; by default named after it); a request applies it
+        by name and scale. `kind` ("classifier" or "clip"), when given, must be what it is."""
+        from t2i.guides.guide import check_fits, load_guide
+
+        if not self.supports.guides:
+            raise ValueError(f"model {self.name!r} ({self.family}) takes no guide")
+        guide = load_guide(path, kind)
+        check_fits(guide, *self.guide_space(), self.name)
+        name = name or guide.net.config.name or Path(path).resolve().name
+        check_guides([(name, 1.0, "")])
+        self.guides[name] = guide
+        return name
+
+    def resolve_guides(self, requested, recorded=()) -> tuple[tuple[str, float, str], ...]:
+        """(name, scale) pairs -> (name, scale, file hash), each guide loaded; `recorded` (an
+        image's own list) must name the same files."""
+        digests = {entry[0]: entry[2] for entry in recorded}
+        out = []
+        for entry in requested:
+            name, scale = entry[0], entry[1]
+            guide = self.guides.get(name)
+            if guide is None:
+                loaded = sorted(self.guides) or "none"
+                raise ValueError(
+                    f"guide {name!r} is not loaded (loaded: {loaded}); load it with "
+                    "--guide KIND:DIR[:SCALE] (or the server's --guide)"
+                )
+            if digests.get(name, guide.digest) != guide.digest:
+                raise ValueError(
+                    f"the image was made with guide {name!r} {digests[name]}; the loaded one is "
+                    f"{guide.digest}"
+                )
+            out.append((name, scale, guide.digest))
+        return tuple(out)
+
+    def condition(self, p: GenerationParams, prompts: list[str]) -> dict:
+        """The text states of a batch of prompts, and each guide's targets for them (keys
+        "guide<i>.<name>": the guide's wrapper takes them, the networks never see them)."""
+        cond = self.encode_text(prompts)
+        for i, (name, _, _) in enumerate(p.guides):
+            targets = self.guides[name].targets(prompts, cond)
+            cond.update({f"guide{i}.{k}": v for k, v in targets.items()})
+        return cond
 
     @property
     def model_hash(self) -> str:
@@ -317,7 +373,11 @@ class Generator(ABC):
             loras=loras,
         )
         p.embeddings = self.learnt_words(p, kw.get("embeddings") or ())
+        guides = kw.get("guides") or ()
+        p.guides = self.resolve_guides(guides, [g for g in guides if len(g) > 2])
         self.check_request(p)
+        for name, _, _ in p.guides:
+            self.guides[name].check_prompt(p.prompt)
         return p
 
     @torch.no_grad()
@@ -336,7 +396,7 @@ class Generator(ABC):
         family's `draw` (diffusion: `noise` (n, C, h, w) replaces the seeded noise)."""
         seeds = check_seeds(p, n, seeds)
         self.apply_loras(p)
-        cond = cond if cond is not None else self.encode_text([p.prompt] * len(seeds))
+        cond = cond if cond is not None else self.condition(p, [p.prompt] * len(seeds))
         return self.draw(p, seeds, cond, callback, **draw_kw)
 
     @torch.no_grad()
@@ -349,7 +409,12 @@ class Generator(ABC):
             raise ValueError("generate_items needs at least one item")
         seeds = check_seeds(items[0], len(items), [p.seed for p in items])
         self.apply_loras(items[0])
-        return self.draw(items[0], seeds, self.encode_text([p.prompt for p in items]), callback)
+        if items[0].guides:  # each prompt was checked alone; a batch must be readable as one
+            for p in items[1:]:
+                for name, _, _ in items[0].guides:
+                    self.guides[name].check_prompt(p.prompt)
+        cond = self.condition(items[0], [p.prompt for p in items])
+        return self.draw(items[0], seeds, cond, callback)
 
     def __call__(
         self,
@@ -367,13 +432,15 @@ class Generator(ABC):
         strength: float | None = None,
         resample: int | None = None,
         guidance_interval: tuple[float, float] | str | None = None,
+        guides: list[tuple[str, float]] | None = None,
     ) -> list[Image.Image]:
         """Generate n PIL images; each carries its GenerationParams in `image.info["t2i"]`.
 
         init: image file for img2img (strength in [0, 1], default 0.75) or, with mask (white =
         repaint, same size), inpainting (strength default 1, resample = RePaint passes).
         guidance_interval: (lo, hi) guides only where lo < sigma <= hi, "all" every step, None
-        the model's default."""
+        the model's default. guides: (name, scale) of guides loaded with `load_guide`; with
+        guidance 0 they steer the unconditional model."""
         p = self.params(
             prompt,
             negative=negative,
@@ -387,6 +454,7 @@ class Generator(ABC):
             strength=strength,
             resample=resample,
             guidance_interval=guidance_interval,
+            guides=guides,
         )
         images = to_pil(self.generate(p, n, callback))
         for i, img in enumerate(images):

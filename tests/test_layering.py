@@ -62,7 +62,7 @@ def layer_of(module: str) -> str | None:
         return top
     if top in CORE:
         return "core"
-    if top in GENERATION or top == "adapters":  # adapters: below the pipeline, which uses them
+    if top in GENERATION or top in ("adapters", "guides"):  # below the pipeline, which uses them
         return "generation"
     raise AssertionError(f"{module} is in no layer: add it to tests/test_layering.py")
 

@@ -276,7 +276,7 @@ def relation_facts(spec: Spec, cells: list) -> list[tuple[str, str, bool]]:
     facts = []
     for a, rel, b in spec.relations:
         ca, cb = cells[a], cells[b]
-        holds = ca is not None and cb is not None and _relation_holds(ca, rel, cb)
+        holds = ca is not None and cb is not None and relation_holds(ca, rel, cb)
         oa, ob = spec.objects[a], spec.objects[b]
         facts.append(
             ("position", f"the {oa.colour} {oa.shape} {rel} the {ob.colour} {ob.shape}", holds)
@@ -284,7 +284,7 @@ def relation_facts(spec: Spec, cells: list) -> list[tuple[str, str, bool]]:
     return facts
 
 
-def _relation_holds(a: tuple[int, int], rel: str, b: tuple[int, int]) -> bool:
+def relation_holds(a: tuple[int, int], rel: str, b: tuple[int, int]) -> bool:
     return {
         "to the left of": a[1] < b[1],
         "to the right of": a[1] > b[1],

@@ -40,6 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="guide only where LO < sigma <= HI ('LO,HI'), or 'all' steps (model's default)",
     )
+    p.add_argument(
+        "--guide",
+        action="append",
+        metavar="KIND:DIR[:SCALE]",
+        help="steer by a classifier or CLIP guide (t2i generate --guide); repeatable",
+    )
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=32, help="images per sampler call")
     p.add_argument("--no-heldout", action="store_true", help="shapes: skip held-out combinations")
@@ -93,6 +99,7 @@ def _eval(model: str, args: argparse.Namespace) -> int:
         heldout=not args.no_heldout,
         progress=not args.quiet,
     )
+    cfg.guides = tuple(_guide(spec) for spec in args.guide or ())
     out = args.out or "eval"
     report = evaluate(model, cfg, out_dir=out)
     print(format_report(report))
@@ -100,6 +107,13 @@ def _eval(model: str, args: argparse.Namespace) -> int:
     if args.card:
         print(f"wrote the figures into {write_card(model, report)}")
     return 0
+
+
+def _guide(spec: str) -> tuple[str, str, float]:
+    from t2i.generate import guide_flag
+
+    kind, path, scale = guide_flag(spec)
+    return kind, path, 1.0 if scale is None else scale
 
 
 def _sweep(model: str, args: argparse.Namespace) -> int:

@@ -89,6 +89,8 @@ def write_card(model: str | Path, report: dict) -> Path:
     )
     interval = r.get("guidance_interval")
     command += " --guidance-interval " + (",".join(map(str, interval)) if interval else "all")
+    if r.get("guides"):
+        raise ValueError("a model's card holds its own figures: evaluate it without --guide")
     card = {"command": command}
     keys = ("n", "sampler", "steps", "guidance", "guidance_interval", "seed")
     card.update({k: r.get(k) for k in keys})
@@ -138,6 +140,7 @@ def evaluate(
 
 def _generated_eval(pipe, cfg: EvalConfig, report: dict, timing: dict) -> tuple:
     """The data's suite over the model's images; the sampling settings and NFE into report."""
+    guides = [(pipe.load_guide(path, kind=kind), scale) for kind, path, scale in cfg.guides]
     params = pipe.params(
         "",
         sampler=cfg.sampler,
@@ -145,6 +148,7 @@ def _generated_eval(pipe, cfg: EvalConfig, report: dict, timing: dict) -> tuple:
         guidance=cfg.guidance,
         guidance_interval=cfg.guidance_interval,
         seed=cfg.seed,
+        guides=guides,
     )
     nfe = []
 
@@ -163,6 +167,8 @@ def _generated_eval(pipe, cfg: EvalConfig, report: dict, timing: dict) -> tuple:
         guidance_interval=params.guidance_interval,
         nfe=nfe[0],
     )
+    if params.guides:
+        report["guides"] = [list(g) for g in params.guides]
     return out
 
 

@@ -83,6 +83,7 @@ class EvalConfig:
     heldout: bool = True  # shapes: also the held-out combinations prompt set
     grid: int = 64  # images in grid.png (16..64; 0: no grid)
     progress: bool = False  # a tqdm bar over generation batches
+    guides: tuple[tuple[str, str, float], ...] = ()  # (kind, folder, scale): t2i/guides
 
 
 def suite_for(data: str) -> str:

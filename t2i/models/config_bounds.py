@@ -45,6 +45,10 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_length": (1, 8192),  # tokens
     "grid": (1, 64),  # codes per side: 4096 tokens
     "ff_mult": (1, 16),
+    "outputs": (1, 4096),
+    "depth": (1, 64),
+    "text_width": (0, 4096),
+    "cell_outputs": (0, 4096),
 }
 # float fields (and each element of float lists): inclusive (low, high); every float is finite
 FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
@@ -56,6 +60,7 @@ FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "max_logit_scale": (1e-6, 1e6),
     "latent_scale": (-1e6, 1e6),
     "latent_shift": (-1e6, 1e6),
+    "sigma_data": (1e-6, 1e6),
 }
 # lists: inclusive (low, high) on their length
 LENGTH_BOUNDS: dict[str, tuple[int, int]] = {

@@ -64,6 +64,11 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "mask_blur": ((int,), "inpainting: pixels of feathering at the mask's edge, [0, 64]"),
     "guidance_interval": ((list, str), '[lo, hi]: guide only where lo < sigma <= hi, or "all"'),
     "loras": ((list,), "[[name, scale], ...]: LoRAs of the model (GET /api/models lists them)"),
+    "guides": (
+        (list,),
+        "[[name, scale], ...]: classifier or CLIP guides of the model (GET /api/models lists "
+        "them); with guidance 0 they steer the unconditional model",
+    ),
 }
 FORMATS = ("json", "png")
 
@@ -232,6 +237,7 @@ def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
         mask_blur=data.get("mask_blur"),
         guidance_interval=data.get("guidance_interval"),
         loras=_loras(data.get("loras")),
+        guides=_pairs("guides", data.get("guides")),
     )
     if p.init:
         load_image(p.init, (p.width, p.height))
@@ -241,13 +247,17 @@ def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
 
 
 def _loras(value) -> list[tuple] | None:
+    return _pairs("loras", value)
+
+
+def _pairs(key: str, value) -> list[tuple] | None:
     """[[name, scale], ...] as the request gave it; names and scales are checked by the model."""
     if value is None:
         return None
     if len(value) > MAX_LORAS or not all(
         isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) for v in value
     ):
-        raise ApiError(400, f"loras must be at most {MAX_LORAS} [name, scale] pairs")
+        raise ApiError(400, f"{key} must be at most {MAX_LORAS} [name, scale] pairs")
     return [tuple(v) for v in value]
 
 

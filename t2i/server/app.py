@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from t2i.a1111 import t2i_sampler
+from t2i.guides.guide import describe, load_guide
 from t2i.params import brief, check_seeds, read_png_request
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
@@ -59,6 +60,7 @@ class ServerConfig:
     max_connections: int = 64  # connections handled at once; one more gets 503 + Retry-After
     lora_dir: str | None = None  # LoRAs loaded at start for the models they were made for
     embedding_dir: str | None = None  # textual-inversion words loaded at start, likewise
+    guide_dir: str | None = None  # guide folders (t2i train guide) loaded at start, likewise
     body_budget: int = 32 * 2**20  # bytes of request bodies held at once; past it, 503
     max_parsing: int = 2  # bodies decoded at once (JSON, base64, images: ~4x a body's bytes)
 
@@ -81,6 +83,8 @@ class T2IServer(ThreadingHTTPServer):
             for name, pipe in pipes.items():
                 words, _ = pipe.load_embeddings(config.embedding_dir)
                 print(f"{name}: learnt words {words}")
+        if config.guide_dir:
+            load_guides(pipes, config.guide_dir)
         self.queue = JobQueue(pipes, config.max_queue, config.max_batch, config.timeout)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="t2i-serve-"))  # init / mask images
         self.slots = threading.BoundedSemaphore(config.max_connections)
@@ -175,6 +179,28 @@ def load_loras(pipes: dict[str, Generator], folder: str) -> None:
             loaded, skipped = pipe.loras.load_folder(folder)
             pipe.loras.frozen = True
             print(f"{name}: LoRAs {loaded}; {len(skipped)} in {folder} are for other models")
+
+
+def load_guides(pipes: dict[str, Generator], folder: str) -> None:
+    """Every guide folder inside `folder` onto the served models it was trained on (the same
+    weights, by model hash), before serving."""
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"--guide-dir {folder!r} is not a folder")
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        try:
+            guide = load_guide(sub)
+        except ValueError as err:
+            print(f"skipped {sub}: {err}")
+            continue
+        fits = [
+            name
+            for name, pipe in pipes.items()
+            if pipe.supports.guides and pipe.model_hash == guide.net.config.base_hash
+        ]
+        for name in fits:
+            pipes[name].load_guide(sub)
+        print(f"guide {sub.name}: {'onto ' + ', '.join(fits) if fits else 'for no served model'}")
 
 
 def make_server(pipes: dict[str, Generator], config: ServerConfig | None = None) -> T2IServer:
@@ -368,6 +394,7 @@ class Handler(BaseHTTPRequestHandler):
                 "size_multiple": pipe.factor,
                 "loras": sorted(pipe.loras.loaded) if "lora" in pipe.supports.adapters else [],
                 "embeddings": pipe.words_loaded,  # learnt words a prompt may use
+                "guides": {g: describe(guide) for g, guide in pipe.guides.items()},
             }
             for name, pipe in self.server.pipes.items()
         ]
@@ -499,7 +526,11 @@ class Handler(BaseHTTPRequestHandler):
             request["width"], request["height"] = request.pop("size")
         if "sampler" in request:
             request["sampler"] = t2i_sampler(request["sampler"])
-        keep = {"embeddings", "loras"}  # recorded with hashes: the page shows, it does not send
+        keep = {
+            "embeddings",
+            "loras",
+            "guides",
+        }  # recorded with hashes: the page shows, it does not send
         self._json(200, {k: v for k, v in request.items() if k not in keep})
 
     def _job(self, job_id: str) -> None:

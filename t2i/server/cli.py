@@ -46,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="textual-inversion words loaded at start onto the models they were learnt on",
     )
+    p.add_argument(
+        "--guide-dir",
+        default=None,
+        help="guide folders (t2i train guide) loaded at start onto the models they were "
+        'trained on; a request names them in "guides"',
+    )
     p.set_defaults(func=_serve)
 
 
@@ -86,5 +92,6 @@ def _serve(args: argparse.Namespace) -> int:
         args.host, args.port, args.max_queue, args.max_batch, args.timeout, limits, args.token
     )
     config.lora_dir, config.embedding_dir = args.lora_dir, args.embedding_dir
+    config.guide_dir = args.guide_dir
     serve(pipes, config)
     return 0

@@ -1,5 +1,5 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, autoregressive, clip, classifier, emoji_clip): parse,
-build, run, report.
+"""`t2i train RECIPE` (autoencoder, diffusion, lora, textual_inversion, autoregressive, clip,
+classifier, emoji_clip, guide): parse, build, run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
 `--loop.steps 2000`); an unknown key is an error that lists the valid keys, before any work.
@@ -22,6 +22,7 @@ RECIPES = (
     "clip",
     "classifier",
     "emoji_clip",
+    "guide",
 )
 
 
@@ -36,10 +37,12 @@ def recipe_module(name: str):
         diffusion_lora,
         diffusion_ti,
         emoji_clip,
+        guide,
     )
 
     modules = {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}
     modules["lora"] = diffusion_lora
+    modules["guide"] = guide
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
     return {**modules, "autoregressive": autoregressive, **extractors}[name]
@@ -57,6 +60,7 @@ EXAMPLES = """examples:
   t2i train autoregressive --data shapes --out runs/ar --preset shapes --autoencoder runs/vq/model
   t2i train classifier --data fashion --out runs/clf --preset fashion_classifier
   t2i train emoji_clip --data data_cache/emoji64 --out runs/emoji_clip --preset emoji_clip
+  t2i train guide --init fashion --data fashion --preset fashion_classifier --out runs/g
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
 
@@ -147,9 +151,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                 metavar="NAME|DIR",
                 help="bundled model or model folder to fine-tune: the run adopts its settings",
             )
-        if name in ("lora", "textual_inversion"):
+        if name in ("lora", "textual_inversion", "guide"):
             p.add_argument(
-                "--init", metavar="NAME|DIR", help="the model the adapter is for (required)"
+                "--init", metavar="NAME|DIR", help=f"the model the {name} is for (required)"
             )
         if name == "autoencoder":
             p.add_argument("--init", help="autoencoder folder to start from (fine-tuning)")
