@@ -44,8 +44,9 @@ def settings(args) -> list[tuple[str, float, list]]:
         kind = "clip" if label.startswith("clip") else "classifier"
         out += [(f"{label} {s:g}", 0.0, [(kind, folder, s)]) for s in args.scales]
     out += [(f"cfg {w:g}", w, []) for w in args.cfg]
+    combined = [(label, f) for label, f in guides if label in (args.combine_guides or [label])]
     for w in args.combine:
-        for label, folder in guides:
+        for label, folder in combined:
             kind = "clip" if label.startswith("clip") else "classifier"
             out += [(f"cfg {w:g} + {label} {s:g}", w, [(kind, folder, s)]) for s in args.scales]
     return out
@@ -115,7 +116,8 @@ def main() -> None:
     ap.add_argument("--guide", action="append", default=[], metavar="LABEL=DIR")
     ap.add_argument("--scales", type=floats, default=[1.0, 3.0, 10.0])
     ap.add_argument("--cfg", type=floats, default=[1.0, 3.0])
-    ap.add_argument("--combine", type=floats, default=[])
+    ap.add_argument("--combine", type=floats, default=[], help="CFG scales to add each guide to")
+    ap.add_argument("--combine-guides", nargs="*", help="labels of the guides --combine adds")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = Path(args.out)

@@ -191,9 +191,7 @@ class Pipeline(Generator):
         elif p.guidance != 1.0:
             uncond = self.encode_text([p.negative])
             model = CFGDenoiser(model, uncond, p.guidance, interval=p.guidance_interval)
-        for i, (name, scale, _) in enumerate(p.guides):
-            model = self.guides[name].wrap(model, scale, prefix=f"guide{i}.")
-        return model
+        return self.guides.wrap(model, p.guides)
 
     def noise(
         self, p: GenerationParams, n: int, seeds: list[int] | None = None

@@ -27,7 +27,6 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -36,12 +35,12 @@ from t2i.a1111 import t2i_sampler
 from t2i.adapters import embeddings
 from t2i.adapters.lora import file_hash, network_hash
 from t2i.adapters.lora_set import LoraSet, load_each
+from t2i.guides.guide_set import GuideSet
 from t2i.images import read_image_size, to_pil
 from t2i.params import (
     PNG_KEY,
     GenerationParams,
     check_common,
-    check_guides,
     check_seeds,
     resolve_interval,
 )
@@ -107,7 +106,7 @@ class Generator(ABC):
         self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
         self._word_files: dict[str, str] = {}  # learnt word -> file_hash of its embedding file
         self._model_hash: str | None = None
-        self.guides: dict = {}  # name -> t2i.guides.guide.Guide, loaded by load_guide
+        self.guides = GuideSet(name, lambda: self.guide_space())  # t2i/guides
 
     # ------------------------------------------------------------ what a family says
 
@@ -191,49 +190,17 @@ class Generator(ABC):
         raise ValueError(f"model {self.name!r} ({self.family}) takes no guide")
 
     def load_guide(self, path, name: str | None = None, kind: str | None = None) -> str:
-        """Attach a guide folder (t2i/guides; by default named after it); a request applies it
-        by name and scale. `kind` ("classifier" or "clip"), when given, must be what it is."""
-        from t2i.guides.guide import check_fits, load_guide
-
+        """Attach a guide folder (t2i/guides; named as it was trained, else after its folder);
+        a request applies it by name and scale. `kind` ("classifier" or "clip"), when given,
+        must be what it is."""
         if not self.supports.guides:
             raise ValueError(f"model {self.name!r} ({self.family}) takes no guide")
-        guide = load_guide(path, kind)
-        check_fits(guide, *self.guide_space(), self.name)
-        name = name or guide.net.config.name or Path(path).resolve().name
-        check_guides([(name, 1.0, "")])
-        self.guides[name] = guide
-        return name
-
-    def resolve_guides(self, requested, recorded=()) -> tuple[tuple[str, float, str], ...]:
-        """(name, scale) pairs -> (name, scale, file hash), each guide loaded; `recorded` (an
-        image's own list) must name the same files."""
-        digests = {entry[0]: entry[2] for entry in recorded}
-        out = []
-        for entry in requested:
-            name, scale = entry[0], entry[1]
-            guide = self.guides.get(name)
-            if guide is None:
-                loaded = sorted(self.guides) or "none"
-                raise ValueError(
-                    f"guide {name!r} is not loaded (loaded: {loaded}); load it with "
-                    "--guide KIND:DIR[:SCALE] (or the server's --guide)"
-                )
-            if digests.get(name, guide.digest) != guide.digest:
-                raise ValueError(
-                    f"the image was made with guide {name!r} {digests[name]}; the loaded one is "
-                    f"{guide.digest}"
-                )
-            out.append((name, scale, guide.digest))
-        return tuple(out)
+        return self.guides.load(path, name, kind)
 
     def condition(self, p: GenerationParams, prompts: list[str]) -> dict:
-        """The text states of a batch of prompts, and each guide's targets for them (keys
-        "guide<i>.<name>": the guide's wrapper takes them, the networks never see them)."""
+        """The text states of a batch of prompts, and each guide's targets for them."""
         cond = self.encode_text(prompts)
-        for i, (name, _, _) in enumerate(p.guides):
-            targets = self.guides[name].targets(prompts, cond)
-            cond.update({f"guide{i}.{k}": v for k, v in targets.items()})
-        return cond
+        return {**cond, **self.guides.targets(p.guides, prompts, cond)} if p.guides else cond
 
     @property
     def model_hash(self) -> str:
@@ -374,10 +341,10 @@ class Generator(ABC):
         )
         p.embeddings = self.learnt_words(p, kw.get("embeddings") or ())
         guides = kw.get("guides") or ()
-        p.guides = self.resolve_guides(guides, [g for g in guides if len(g) > 2])
+        p.guides = self.guides.resolve(guides, [g for g in guides if len(g) > 2])
         self.check_request(p)
-        for name, _, _ in p.guides:
-            self.guides[name].check_prompt(p.prompt)
+        if p.prompt:  # "" is a template (t2i eval's): its items are checked when drawn
+            self.guides.check_prompts(p.guides, [p.prompt])
         return p
 
     @torch.no_grad()
@@ -396,6 +363,8 @@ class Generator(ABC):
         family's `draw` (diffusion: `noise` (n, C, h, w) replaces the seeded noise)."""
         seeds = check_seeds(p, n, seeds)
         self.apply_loras(p)
+        if cond is not None and p.guides:
+            raise ValueError("guides read the request's prompts: give no cond= with guides")
         cond = cond if cond is not None else self.condition(p, [p.prompt] * len(seeds))
         return self.draw(p, seeds, cond, callback, **draw_kw)
 
@@ -409,10 +378,7 @@ class Generator(ABC):
             raise ValueError("generate_items needs at least one item")
         seeds = check_seeds(items[0], len(items), [p.seed for p in items])
         self.apply_loras(items[0])
-        if items[0].guides:  # each prompt was checked alone; a batch must be readable as one
-            for p in items[1:]:
-                for name, _, _ in items[0].guides:
-                    self.guides[name].check_prompt(p.prompt)
+        self.guides.check_prompts(items[0].guides, [p.prompt for p in items])
         cond = self.condition(items[0], [p.prompt for p in items])
         return self.draw(items[0], seeds, cond, callback)
 

@@ -14,6 +14,7 @@ from argparse import Namespace
 
 import pytest
 import torch
+from resume_check import assert_resume_repeats
 
 from t2i.cli import main as t2i_main
 from t2i.guidance import CFGDenoiser, GradientGuidance, Unconditional
@@ -22,7 +23,6 @@ from t2i.guides.guide import Guide, load_guide
 from t2i.models.noisy_guide import NoisyGuide, NoisyGuideConfig
 from t2i.params import read_png_params, read_png_request
 from t2i.training import guide as recipe
-from t2i.training import state
 from t2i.training.loop import StepRNG, train
 
 
@@ -183,16 +183,7 @@ def _train(tmp_path, name: str, resume: bool = False, **loop) -> dict:
 
 
 def test_resume_from_a_checkpoint_repeats_the_straight_run(tmp_path):
-    _train(tmp_path, "a", steps=6, ckpt_every=3)
-    ckpts = tmp_path / "a" / "checkpoints"
-    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("model"))
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "ckpt-000006")  # as if killed after step 3
-    _train(tmp_path, "b", resume=True, steps=6, ckpt_every=3)
-    straight, _ = state.load_checkpoint(ckpts / "ckpt-000006")
-    resumed, _ = state.load_checkpoint(tmp_path / "b" / "checkpoints" / "ckpt-000006")
-    assert straight.keys() == resumed.keys()
-    for key, value in straight.items():
-        assert torch.equal(value, resumed[key]), key
+    assert_resume_repeats(_train, tmp_path, steps=6, every=3)
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from argparse import Namespace
 
 import pytest
 import torch
+from resume_check import assert_resume_repeats
 
 from t2i.cli import main as t2i_main
 from t2i.evaluation.classifier import BUNDLED_DIR, load_classifier, read_card
 from t2i.training import classifier as recipe
-from t2i.training import state
 from t2i.training.loop import StepRNG, train
 
 
@@ -42,16 +41,7 @@ def test_tiny_run_learns_and_its_folder_loads(tmp_path, capsys):
 
 
 def test_resume_from_a_checkpoint_repeats_the_straight_run(tmp_path):
-    _train(tmp_path, "a", steps=12, ckpt_every=4)
-    ckpts = tmp_path / "a" / "checkpoints"
-    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("model"))
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "ckpt-000012")  # as if killed after step 8
-    _train(tmp_path, "b", resume=True, steps=12, ckpt_every=4)
-    straight, _ = state.load_checkpoint(ckpts / "ckpt-000012")
-    resumed, _ = state.load_checkpoint(tmp_path / "b" / "checkpoints" / "ckpt-000012")
-    assert straight.keys() == resumed.keys()
-    for key, value in straight.items():
-        assert torch.equal(value, resumed[key]), key
+    assert_resume_repeats(_train, tmp_path, steps=12, every=4)
 
 
 def test_augment_flips_and_shifts_with_the_step_generator():

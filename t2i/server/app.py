@@ -394,7 +394,7 @@ class Handler(BaseHTTPRequestHandler):
                 "size_multiple": pipe.factor,
                 "loras": sorted(pipe.loras.loaded) if "lora" in pipe.supports.adapters else [],
                 "embeddings": pipe.words_loaded,  # learnt words a prompt may use
-                "guides": {g: describe(guide) for g, guide in pipe.guides.items()},
+                "guides": {g: describe(guide) for g, guide in pipe.guides.loaded.items()},
             }
             for name, pipe in self.server.pipes.items()
         ]
