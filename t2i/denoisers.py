@@ -180,6 +180,49 @@ PARAMETERISATIONS: dict[str, type[Denoiser]] = {
 }
 
 
+class LearnedVariance(nn.Module):
+    """A discrete VP denoiser whose network also outputs the reverse step's variance (Nichol &
+    Dhariwal 2021, eq. 15): its last C of 2C output channels are v_raw in [-1, 1], v = (v_raw +
+    1) / 2, and the step's log variance is v log beta_t + (1 - v) log beta~_t per element.
+
+    forward(x, sigma) -> x0, so every sampler runs it as it is; with_variance(x, sigma) -> (x0,
+    v) for the samplers and the bound that use the variance (sample_ddpm_learned,
+    likelihood.step_term with variance="learned").
+    """
+
+    def __init__(self, base: DiscreteVPDenoiser):
+        super().__init__()
+        self.base = base
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        return self.base.sigmas
+
+    @property
+    def sigma_min(self) -> float:
+        return self.base.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.base.sigma_max
+
+    def with_variance(
+        self, x: torch.Tensor, sigma: torch.Tensor | float, **cond
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = sigma_batch(sigma, x)
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.base.scalings(sigma))
+        out = self.base.net(c_in * x, self.base.c_noise(sigma), **cond)
+        if out.shape[1] != 2 * x.shape[1]:
+            raise ValueError(
+                f"a learned-variance network outputs 2 x {x.shape[1]} channels, got {out.shape[1]}"
+            )
+        f, v_raw = out.chunk(2, dim=1)
+        return c_skip * x + c_out * f, (v_raw + 1) / 2
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        return self.with_variance(x, sigma, **cond)[0]
+
+
 def make_denoiser(
     net: nn.Module,
     parameterisation: str,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-VARIANCES = ("small", "large")  # beta~_t (the posterior's) or beta_t
+VARIANCES = ("small", "large")  # beta~_t (the posterior's) or beta_t; or "learned" (a model's)
 DECODERS = ("discrete", "continuous")  # 8-bit bins of [-1, 1], or a Gaussian density
 
 
@@ -73,6 +73,14 @@ class VPTerms:
             post_logvar=post_var.log(),
         )
 
+    def learned_logvar(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Nichol & Dhariwal's interpolation v log beta_t + (1 - v) log beta~_t, v (B, ...) in
+        [0, 1] at timesteps t (B,); at t = 0 beta_0 stands for both ends (as their code does)."""
+        shape = (-1,) + (1,) * (v.ndim - 1)
+        small = self.post_logvar[t].view(shape).to(v.dtype)
+        large = self.model_logvar("large")[t].view(shape).to(v.dtype)
+        return v * large + (1 - v) * small
+
     def model_logvar(self, variance: str) -> torch.Tensor:
         if variance not in VARIANCES:
             raise ValueError(f"unknown variance {variance!r}; choose from {list(VARIANCES)}")
@@ -119,7 +127,8 @@ def step_term(
 ) -> torch.Tensor:
     """L_{t-1} per image (B,), nats, at timesteps t (B,) from x_t drawn with `noise`; t = 0 is
     the decoder term L_0. `variance`: "small", "large", or a function of t giving the reverse
-    step's log variance (a model that knows or learns it)."""
+    step's log variance (a model that knows it), or "learned": a `LearnedVariance` denoiser's
+    own per element."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose from {list(DECODERS)}")
     x0d, shape = x0.double(), (-1,) + (1,) * (x0.ndim - 1)
@@ -127,13 +136,19 @@ def step_term(
     x_t = a.sqrt() * x0d + (1 - a).sqrt() * noise.double()
     sigma = ((1 - a) / a).sqrt().flatten()
     x_sigma = (x_t / a.sqrt()).to(x0.dtype)  # the network's own precision; the bound in fp64
-    estimate = denoiser(x_sigma, sigma.to(x0.dtype), **(cond or {})).double()
+    if variance == "learned":
+        estimate, v = denoiser.with_variance(x_sigma, sigma.to(x0.dtype), **(cond or {}))
+        estimate, v = estimate.double(), v.double()
+        variance = lambda t: terms.learned_logvar(v, t)  # noqa: E731 (per element)
+    else:
+        estimate = denoiser(x_sigma, sigma.to(x0.dtype), **(cond or {})).double()
     if clip:  # the model's own range: its estimate of 8-bit pixels lies in [-1, 1]
         estimate = estimate.clamp(-1, 1)
     mean = terms.coef_x0[t].view(shape) * estimate + terms.coef_xt[t].view(shape) * x_t
     true_mean = terms.coef_x0[t].view(shape) * x0d + terms.coef_xt[t].view(shape) * x_t
     chosen = variance(t) if callable(variance) else terms.model_logvar(variance)[t]
-    logvar = chosen.double().view(shape).expand_as(mean)
+    chosen = chosen.double()
+    logvar = (chosen if chosen.ndim == mean.ndim else chosen.view(shape)).expand_as(mean)
     kl = normal_kl(true_mean, terms.post_logvar[t].view(shape).expand_as(mean), mean, logvar)
     nll = (discretized_gaussian_nll if decoder == "discrete" else gaussian_nll)(x0d, mean, logvar)
     first = (t == 0).view(shape)
@@ -184,3 +199,32 @@ def bits_per_dim(
     per_dim = total / (x0[0].numel() * math.log(2))
     stderr = float(per_dim.std() / math.sqrt(batch)) if batch > 1 else float("nan")
     return Bound(float(per_dim.mean()), stderr, per_dim, label)
+
+
+def vlb_loss(
+    model,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    terms: VPTerms,
+    cond: dict | None = None,
+) -> torch.Tensor:
+    """L_vlb per image (B,) in bits per dimension for training a `LearnedVariance` model (Nichol &
+    Dhariwal 2021, Sec. 3.1): L_{t-1} (t > 0) or the discretised decoder's L_0 (t = 0) with the
+    model's variance and the mean's gradient stopped, so this term teaches v alone and L_simple
+    keeps the mean; L_hybrid = L_simple + lambda * T * mean_t L_vlb (lambda = 0.001)."""
+    dtype, shape = x0.dtype, (-1,) + (1,) * (x0.ndim - 1)
+    a = terms.abar[t].view(shape).to(dtype)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    sigma = ((1 - a) / a).sqrt().flatten()
+    estimate, v = model.with_variance(x_t / a.sqrt(), sigma, **(cond or {}))
+    estimate = estimate.detach().clamp(-1, 1)
+    coef_x0, coef_xt = (c[t].view(shape).to(dtype) for c in (terms.coef_x0, terms.coef_xt))
+    mean = coef_x0 * estimate + coef_xt * x_t
+    true_mean = coef_x0 * x0 + coef_xt * x_t
+    logvar = terms.learned_logvar(v, t)
+    post = terms.post_logvar[t].view(shape).to(dtype).expand_as(mean)
+    kl = normal_kl(true_mean, post, mean, logvar)
+    nll = discretized_gaussian_nll(x0, mean, logvar)
+    per = torch.where((t == 0).view(shape), nll, kl)
+    return per.flatten(1).mean(1) / math.log(2)

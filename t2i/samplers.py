@@ -144,6 +144,29 @@ def sample_ddpm(
 
 
 @torch.no_grad()
+def sample_ddpm_learned(model, x, sigmas, extra_args=None, callback=None, generator=None):
+    """DDPM ancestral sampling with the model's own variance (Nichol & Dhariwal 2021): the
+    posterior mean as `sample_ddpm`, the log variance v log beta + (1 - v) log beta~ of the step
+    between the given sigmas (so few steps use their respaced betas), v from
+    `model.with_variance` (a t2i.denoisers.LearnedVariance). v = 0 is sample_ddpm's
+    "beta_tilde", v = 1 its "beta"."""
+    if not hasattr(model, "with_variance"):
+        raise ValueError("sample_ddpm_learned needs a model that learns its variance")
+    sigmas, extra_args = _check(x, sigmas, extra_args, generator)
+    for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        s = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
+        denoised, v = model.with_variance(x, s, **extra_args)
+        x = denoised + (sigma_next**2 / sigma**2) * (x - denoised)
+        if sigma_next > 0:
+            small = math.log(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
+            large = math.log((sigma**2 - sigma_next**2) * (1 + sigma_next**2) / (1 + sigma**2))
+            std = (0.5 * (v * large + (1 - v) * small)).exp()
+            x = x + randn_like_per_item(x, generator) * std
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
+@torch.no_grad()
 def sample_lcm(model, x, sigmas, extra_args=None, callback=None, generator=None):
     """Multistep consistency sampling: jump to x0, re-noise to the next sigma (Luo et al. 2023,
     Algorithm 1). Meant for consistency / LCM-distilled models, whose D maps x to the ODE's end."""
