@@ -138,21 +138,27 @@ def step_term(
     x_sigma = (x_t / a.sqrt()).to(x0.dtype)  # the network's own precision; the bound in fp64
     if variance == "learned":
         estimate, v = denoiser.with_variance(x_sigma, sigma.to(x0.dtype), **(cond or {}))
-        estimate, v = estimate.double(), v.double()
-        variance = lambda t: terms.learned_logvar(v, t)  # noqa: E731 (per element)
+        estimate, logvar = estimate.double(), terms.learned_logvar(v.double(), t)
     else:
         estimate = denoiser(x_sigma, sigma.to(x0.dtype), **(cond or {})).double()
+        chosen = variance(t) if callable(variance) else terms.model_logvar(variance)[t]
+        logvar = chosen.double().view(shape).expand_as(estimate)
     if clip:  # the model's own range: its estimate of 8-bit pixels lies in [-1, 1]
         estimate = estimate.clamp(-1, 1)
-    mean = terms.coef_x0[t].view(shape) * estimate + terms.coef_xt[t].view(shape) * x_t
-    true_mean = terms.coef_x0[t].view(shape) * x0d + terms.coef_xt[t].view(shape) * x_t
-    chosen = variance(t) if callable(variance) else terms.model_logvar(variance)[t]
-    chosen = chosen.double()
-    logvar = (chosen if chosen.ndim == mean.ndim else chosen.view(shape)).expand_as(mean)
-    kl = normal_kl(true_mean, terms.post_logvar[t].view(shape).expand_as(mean), mean, logvar)
-    nll = (discretized_gaussian_nll if decoder == "discrete" else gaussian_nll)(x0d, mean, logvar)
-    first = (t == 0).view(shape)
-    return torch.where(first, nll, kl).flatten(1).sum(1)
+    return _step_nats(x0d, x_t, estimate, logvar, t, terms, decoder).flatten(1).sum(1)
+
+
+def _step_nats(x0, x_t, estimate, logvar, t, terms: VPTerms, decoder: str) -> torch.Tensor:
+    """Per element, nats: KL(q(x_{t-1} | x_t, x0) || N(mean from `estimate`, exp(logvar))) for
+    t > 0, the decoder's -log p(x0 | x_1) at t = 0; in x0's dtype."""
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    coef_x0, coef_xt = (c[t].view(shape).to(x0.dtype) for c in (terms.coef_x0, terms.coef_xt))
+    mean = coef_x0 * estimate + coef_xt * x_t
+    true_mean = coef_x0 * x0 + coef_xt * x_t
+    post = terms.post_logvar[t].view(shape).to(x0.dtype).expand_as(mean)
+    kl = normal_kl(true_mean, post, mean, logvar)
+    nll = (discretized_gaussian_nll if decoder == "discrete" else gaussian_nll)(x0, mean, logvar)
+    return torch.where((t == 0).view(shape), nll, kl)
 
 
 @dataclass
@@ -219,12 +225,5 @@ def vlb_loss(
     sigma = ((1 - a) / a).sqrt().flatten()
     estimate, v = model.with_variance(x_t / a.sqrt(), sigma, **(cond or {}))
     estimate = estimate.detach().clamp(-1, 1)
-    coef_x0, coef_xt = (c[t].view(shape).to(dtype) for c in (terms.coef_x0, terms.coef_xt))
-    mean = coef_x0 * estimate + coef_xt * x_t
-    true_mean = coef_x0 * x0 + coef_xt * x_t
-    logvar = terms.learned_logvar(v, t)
-    post = terms.post_logvar[t].view(shape).to(dtype).expand_as(mean)
-    kl = normal_kl(true_mean, post, mean, logvar)
-    nll = discretized_gaussian_nll(x0, mean, logvar)
-    per = torch.where((t == 0).view(shape), nll, kl)
-    return per.flatten(1).mean(1) / math.log(2)
+    nats = _step_nats(x0, x_t, estimate, terms.learned_logvar(v, t), t, terms, "discrete")
+    return nats.flatten(1).mean(1) / math.log(2)

@@ -106,7 +106,7 @@ class Generator(ABC):
         self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
         self._word_files: dict[str, str] = {}  # learnt word -> file_hash of its embedding file
         self._model_hash: str | None = None
-        self.guides = GuideSet(name, lambda: self.guide_space())  # t2i/guides
+        self.guides = GuideSet(name, self.guide_space)  # t2i/guides
 
     # ------------------------------------------------------------ what a family says
 

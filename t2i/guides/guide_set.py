@@ -21,9 +21,12 @@ class GuideSet:
     def load(self, path, name: str | None = None, kind: str | None = None) -> str:
         """A guide folder, checked against the model's sampling space; returns its name (the
         one it was trained under, else its folder's)."""
-        guide = load_guide(path, kind)
+        return self.add(load_guide(path, kind), name)
+
+    def add(self, guide: Guide, name: str | None = None) -> str:
+        """A guide already read (a server puts one folder onto several models)."""
         check_fits(guide, *self.space(), self.model_name)
-        name = name or guide.net.config.name or Path(path).resolve().name
+        name = name or guide.net.config.name or Path(guide.path).resolve().name
         check_guides([(name, 1.0, "")])
         self.loaded[name] = guide
         return name

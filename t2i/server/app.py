@@ -184,7 +184,6 @@ def load_loras(pipes: dict[str, Generator], folder: str) -> None:
 def load_guides(pipes: dict[str, Generator], folder: str) -> None:
     """Every guide folder inside `folder` onto the served models it was trained on (the same
     weights, by model hash), before serving."""
-
     if not Path(folder).is_dir():
         raise ValueError(f"--guide-dir {folder!r} is not a folder")
     for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
@@ -198,8 +197,8 @@ def load_guides(pipes: dict[str, Generator], folder: str) -> None:
             for name, pipe in pipes.items()
             if pipe.supports.guides and pipe.model_hash == guide.net.config.base_hash
         ]
-        for name in fits:
-            pipes[name].load_guide(sub)
+        for name in fits:  # read once, put onto each model it was trained on
+            pipes[name].guides.add(guide)
         print(f"guide {sub.name}: {'onto ' + ', '.join(fits) if fits else 'for no served model'}")
 
 
@@ -526,11 +525,8 @@ class Handler(BaseHTTPRequestHandler):
             request["width"], request["height"] = request.pop("size")
         if "sampler" in request:
             request["sampler"] = t2i_sampler(request["sampler"])
-        keep = {
-            "embeddings",
-            "loras",
-            "guides",
-        }  # recorded with hashes: the page shows, it does not send
+        # recorded with hashes: the page shows them, it does not send them
+        keep = {"embeddings", "loras", "guides"}
         self._json(200, {k: v for k, v in request.items() if k not in keep})
 
     def _job(self, job_id: str) -> None:

@@ -173,10 +173,6 @@ class Encoder:
         return self.pipe.encode_image(images).float()
 
     @torch.no_grad()
-    def text(self, captions: list[str]) -> dict:
-        return self.pipe.encode_text(captions)
-
-    @torch.no_grad()
     def pooled(self, captions: list[str]) -> torch.Tensor:
         text = self.pipe.encode_text(captions)
         return pool_text(text["context"], text["context_mask"])
@@ -268,7 +264,7 @@ def guide_recipe(cfg, net, dataset, encode, sigmas, card, args) -> Recipe:
     def export(trained: NoisyGuide, folder: Path) -> None:
         save_component(trained, folder, torch.float16)
         guide = load_guide(folder)  # the fp16 weights as saved are what the card measures
-        held = held_out(args.data, encode.pipe.image_size, encode.pipe.image_channels)
+        held = held_out(args.data, encode.pipe.image_size)
         scores = card_scores(guide.net, held, collate, cfg.card_images)
         run = {"step": cfg.loop.steps, "samples_seen": cfg.loop.steps * cfg.loop.batch_size}
         full = {**card, "clean": cfg.clean, **scores}
@@ -283,7 +279,7 @@ def guide_recipe(cfg, net, dataset, encode, sigmas, card, args) -> Recipe:
 # ---------------------------------------------------------------- the card
 
 
-def held_out(data: str, image_size: int, channels: int):
+def held_out(data: str, image_size: int):
     """The data's held-out split: fashion's test images, shapes' test scenes, a folder's
     heldout rows."""
     from t2i.data import load_dataset
