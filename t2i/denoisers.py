@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from t2i import likelihood
 from t2i.schedules import DiscreteSchedule, sigma_to_t
 
 
@@ -38,6 +39,8 @@ def sigma_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 
 class Denoiser(nn.Module):
     """Base wrapper: subclasses give scalings(sigma) -> (c_skip, c_out, c_in) and c_noise(sigma)."""
+
+    learns_variance = False  # True: with_variance(x, sigma) also gives the reverse variance
 
     def __init__(self, net: nn.Module, min_snr_gamma: float | None = None, snr_floor: float = 0.0):
         super().__init__()
@@ -134,6 +137,19 @@ class VDenoiser(DiscreteVPDenoiser):
         return 1 / (1 + sigma**2), -sigma * (1 + sigma**2).rsqrt(), (1 + sigma**2).rsqrt()
 
 
+class LogSNRVDenoiser(VDenoiser):
+    """v-prediction whose network reads the noise level as log SNR instead of a timestep index:
+    c_noise = 1000 (log sigma^2 - GAMMA_LO) / (GAMMA_HI - GAMMA_LO), the same for every
+    schedule, so a network trained while its schedule was learnt (variational diffusion
+    models) runs on the schedule it ended with. The range is VDM's initial one."""
+
+    GAMMA_LO, GAMMA_HI = -13.3, 5.0
+
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
+        log_snr = 2 * sigma.clamp(min=1e-20).log()  # log sigma^2 = -log SNR
+        return 1000 * (log_snr - self.GAMMA_LO) / (self.GAMMA_HI - self.GAMMA_LO)
+
+
 class X0Denoiser(DiscreteVPDenoiser):
     """The network predicts x0 directly."""
 
@@ -172,9 +188,12 @@ class EDMDenoiser(Denoiser):
         return (self.p_mean + self.p_std * torch.randn(batch, generator=generator)).exp()
 
 
+VARIANCES = ("fixed", "learned")  # the reverse steps' variance: the sampler's, or the network's
+
 PARAMETERISATIONS: dict[str, type[Denoiser]] = {
     "eps": EpsDenoiser,
     "v": VDenoiser,
+    "v_logsnr": LogSNRVDenoiser,
     "x0": X0Denoiser,
     "edm": EDMDenoiser,
 }
@@ -186,13 +205,24 @@ class LearnedVariance(nn.Module):
     1) / 2, and the step's log variance is v log beta_t + (1 - v) log beta~_t per element.
 
     forward(x, sigma) -> x0, so every sampler runs it as it is; with_variance(x, sigma) -> (x0,
-    v) for the samplers and the bound that use the variance (sample_ddpm_learned,
-    likelihood.step_term with variance="learned").
+    v) for what uses the variance (sample_ddpm, likelihood.step_term with variance="learned").
+    loss() is L_hybrid = the base's own loss on the mean + vlb_weight * T * L_vlb on v, from one
+    network call. `betas`: the training schedule's (T,), by default recovered from the sigmas.
     """
 
-    def __init__(self, base: DiscreteVPDenoiser):
+    learns_variance = True
+
+    def __init__(
+        self, base: DiscreteVPDenoiser, betas: torch.Tensor | None = None, vlb_weight: float = 1e-3
+    ):
         super().__init__()
-        self.base = base
+        if not vlb_weight >= 0:
+            raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
+        self.base, self.vlb_weight = base, vlb_weight
+        if betas is None:
+            abar = 1 / (1 + base.sigmas.double() ** 2)
+            betas = 1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
+        self.terms = likelihood.VPTerms.of(betas)
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -206,10 +236,11 @@ class LearnedVariance(nn.Module):
     def sigma_max(self) -> float:
         return self.base.sigma_max
 
-    def with_variance(
-        self, x: torch.Tensor, sigma: torch.Tensor | float, **cond
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        sigma = sigma_batch(sigma, x)
+    def training_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.base.training_sigmas(batch, generator)
+
+    def _outputs(self, x: torch.Tensor, sigma: torch.Tensor, **cond):
+        """(F, v_raw, (c_skip, c_out)) of one network call."""
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.base.scalings(sigma))
         out = self.base.net(c_in * x, self.base.c_noise(sigma), **cond)
         if out.shape[1] != 2 * x.shape[1]:
@@ -217,10 +248,39 @@ class LearnedVariance(nn.Module):
                 f"a learned-variance network outputs 2 x {x.shape[1]} channels, got {out.shape[1]}"
             )
         f, v_raw = out.chunk(2, dim=1)
+        return f, v_raw, (c_skip, c_out)
+
+    def with_variance(
+        self, x: torch.Tensor, sigma: torch.Tensor | float, **cond
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = sigma_batch(sigma, x)
+        f, v_raw, (c_skip, c_out) = self._outputs(x, sigma, **cond)
         return c_skip * x + c_out * f, (v_raw + 1) / 2
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
         return self.with_variance(x, sigma, **cond)[0]
+
+    def timesteps_of(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The discrete timestep of each training sigma (B,); a sigma off the schedule: an error."""
+        t = (sigma[:, None].double() - self.sigmas[None].double()).abs().argmin(1)
+        if not torch.allclose(self.sigmas[t].double(), sigma.double(), rtol=1e-4):
+            raise ValueError("the vlb term needs sigmas of the training schedule")
+        return t
+
+    def loss(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, **cond):
+        """Per-sample L_hybrid (B,): the base's weighted loss on the first C channels plus
+        vlb_weight * T * L_vlb in bits per dimension (the mean's gradient stopped there)."""
+        sigma = sigma_batch(sigma, x0)
+        x = x0 + append_dims(sigma, x0.ndim) * noise
+        f, v_raw, (c_skip, c_out) = self._outputs(x, sigma, **cond)
+        target = (x0 - c_skip * x) / c_out
+        simple = (f - target).pow(2).flatten(1).mean(1) * self.base.loss_weight(sigma)
+        estimate = (c_skip * x + c_out * f).float()
+        t = self.timesteps_of(sigma)
+        vlb = likelihood.vlb_bits(
+            x0.float(), x.float(), estimate, (v_raw.float() + 1) / 2, t, self.terms
+        )
+        return simple + self.vlb_weight * len(self.sigmas) * vlb
 
 
 def make_denoiser(
@@ -231,12 +291,23 @@ def make_denoiser(
     sigma_data: float = 0.5,
     p_mean: float = -1.2,
     snr_floor: float = 0.0,
+    variance: str = "fixed",
+    vlb_weight: float = 1e-3,
 ) -> Denoiser:
     """Wrap `net` in the named parameterisation; eps/v/x0 need the discrete training schedule,
     edm the data's std (`sigma_data`: 0.5 for images in [-1, 1], 1 for latents scaled to unit std)
     and the centre of its training log-sigmas (`p_mean`; only training reads it); `snr_floor`
-    (with `min_snr_gamma`) the least loss weight, in [0, min_snr_gamma].
+    (with `min_snr_gamma`) the least loss weight, in [0, min_snr_gamma]. `variance` "learned": a
+    discrete model whose network also outputs its reverse variance (`LearnedVariance`, trained
+    with `vlb_weight`).
     """
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; choose from {list(VARIANCES)}")
+    if variance == "learned":
+        if parameterisation == "edm" or schedule is None:
+            raise ValueError("variance 'learned' needs a discrete schedule (eps, v or x0), not edm")
+        base = make_denoiser(net, parameterisation, schedule, min_snr_gamma, snr_floor=snr_floor)
+        return LearnedVariance(base, schedule.betas(), vlb_weight)
     if snr_floor and not (min_snr_gamma and 0 <= snr_floor <= min_snr_gamma):
         raise ValueError(
             f"snr_floor {snr_floor} needs min_snr_gamma >= it (got {min_snr_gamma}): the weight "

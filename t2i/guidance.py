@@ -17,11 +17,20 @@ from t2i.denoisers import append_dims, sigma_batch
 
 
 class DenoiserWrapper(nn.Module):
-    """A denoiser around a denoiser; exposes the inner noise range for sigmas_for()."""
+    """A denoiser around a denoiser; exposes the inner noise range for sigmas_for(). A wrapper
+    that also defines with_variance passes on an inner model's learnt variance."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
+
+    @property
+    def learns_variance(self) -> bool:
+        own = type(self).with_variance is not DenoiserWrapper.with_variance
+        return own and getattr(self.inner, "learns_variance", False)
+
+    def with_variance(self, x: torch.Tensor, sigma, **cond):
+        raise NotImplementedError(f"{type(self).__name__} does not pass on a learnt variance")
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -34,6 +43,13 @@ class DenoiserWrapper(nn.Module):
     @property
     def sigma_max(self) -> float:
         return self.inner.sigma_max
+
+
+def _prediction(inner: nn.Module, learnt: bool):
+    """inner as fn(x, sigma, **cond) -> (x0, v): its learnt variance, or None in v's place."""
+    if learnt:
+        return inner.with_variance
+    return lambda x, sigma, **cond: (inner(x, sigma, **cond), None)
 
 
 def _expand(v: torch.Tensor, batch: int, name: str) -> torch.Tensor:
@@ -128,15 +144,24 @@ class CFGDenoiser(DenoiserWrapper):
         return bool(inside.all())
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        return self.with_variance(x, sigma, _learnt=False, **cond)[0]
+
+    def with_variance(self, x: torch.Tensor, sigma: torch.Tensor | float, _learnt=True, **cond):
+        """(guided x0, the conditional prediction's v): the variance is not extrapolated (GLIDE
+        keeps the conditional half's); forward gives x0 alone, for any inner denoiser."""
         sigma = sigma_batch(sigma, x)
+        call = (
+            self.inner.with_variance if _learnt else (lambda *a, **k: (self.inner(*a, **k), None))
+        )
         if not self.guides_at(sigma):
-            return self.inner(x, sigma, **cond)
+            return call(x, sigma, **cond)
         batched = batch_cond_uncond(cond, self.uncond, x.shape[0])
-        x0_c, x0_u = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), **batched).chunk(2)
+        x0, v = call(torch.cat([x, x]), torch.cat([sigma, sigma]), **batched)
+        (x0_c, x0_u), v_c = x0.chunk(2), None if v is None else v.chunk(2)[0]
         x0 = x0_u + self.scale * (x0_c - x0_u)
         if self.rescale > 0:
             x0 = self._rescale(x, sigma, x0, x0_c)
-        return x0
+        return x0, v_c
 
     def _rescale(self, x, sigma, x0, x0_c):
         s = append_dims(sigma, x.ndim)
@@ -157,8 +182,14 @@ class Unconditional(DenoiserWrapper):
         self.uncond = uncond
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        return self.inner(x, sigma, **self._unconditional(x, cond))
+
+    def with_variance(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond):
+        return self.inner.with_variance(x, sigma, **self._unconditional(x, cond))
+
+    def _unconditional(self, x: torch.Tensor, cond: dict) -> dict:
         text = {k: _expand(v, x.shape[0], f"uncond[{k!r}]") for k, v in self.uncond.items()}
-        return self.inner(x, sigma, **{**cond, **text})
+        return {**cond, **text}
 
 
 def check_interval(interval) -> tuple[float, float] | None:
@@ -198,19 +229,27 @@ class GradientGuidance(DenoiserWrapper):
         self.through_denoiser = through_denoiser
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        return self.with_variance(x, sigma, _learnt=False, **cond)[0]
+
+    def with_variance(self, x: torch.Tensor, sigma: torch.Tensor | float, _learnt=True, **cond):
+        """(steered x0, the inner model's v): the guide moves the mean, not the variance."""
         sigma = sigma_batch(sigma, x)
         guide = {k: cond.pop(k) for k in self.guide_keys if k in cond}
+        call = (
+            self.inner.with_variance if _learnt else (lambda *a, **k: (self.inner(*a, **k), None))
+        )
         if self.scale == 0:
-            return self.inner(x, sigma, **cond)
+            return call(x, sigma, **cond)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             with torch.set_grad_enabled(self.through_denoiser):
-                x0 = self.inner(x_in, sigma, **cond)
+                x0, v = call(x_in, sigma, **cond)
             log_p = self.log_prob(x_in, sigma, x0, **guide)
             if log_p.shape != (x.shape[0],):
                 raise ValueError(f"log_prob must return shape ({x.shape[0]},), got {log_p.shape}")
             (grad,) = torch.autograd.grad(log_p.sum(), x_in)
-        return x0.detach() + self.scale * append_dims(sigma**2, x.ndim) * grad
+        v = None if v is None else v.detach()
+        return x0.detach() + self.scale * append_dims(sigma**2, x.ndim) * grad, v
 
 
 class ClassifierGuidance(GradientGuidance):

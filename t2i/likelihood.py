@@ -129,6 +129,22 @@ def step_term(
     the decoder term L_0. `variance`: "small", "large", or a function of t giving the reverse
     step's log variance (a model that knows it), or "learned": a `LearnedVariance` denoiser's
     own per element."""
+    return step_terms(denoiser, x0, t, noise, terms, (variance,), decoder, clip, cond)[0]
+
+
+@torch.no_grad()
+def step_terms(
+    denoiser,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    terms: VPTerms,
+    variances: tuple = ("small",),
+    decoder: str = "discrete",
+    clip: bool = True,
+    cond: dict | None = None,
+) -> list[torch.Tensor]:
+    """`step_term` for each of several variances, from one network call: [(B,)] nats."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose from {list(DECODERS)}")
     x0d, shape = x0.double(), (-1,) + (1,) * (x0.ndim - 1)
@@ -136,16 +152,23 @@ def step_term(
     x_t = a.sqrt() * x0d + (1 - a).sqrt() * noise.double()
     sigma = ((1 - a) / a).sqrt().flatten()
     x_sigma = (x_t / a.sqrt()).to(x0.dtype)  # the network's own precision; the bound in fp64
-    if variance == "learned":
+    if "learned" in variances:
         estimate, v = denoiser.with_variance(x_sigma, sigma.to(x0.dtype), **(cond or {}))
-        estimate, logvar = estimate.double(), terms.learned_logvar(v.double(), t)
     else:
-        estimate = denoiser(x_sigma, sigma.to(x0.dtype), **(cond or {})).double()
-        chosen = variance(t) if callable(variance) else terms.model_logvar(variance)[t]
-        logvar = chosen.double().view(shape).expand_as(estimate)
+        estimate = denoiser(x_sigma, sigma.to(x0.dtype), **(cond or {}))
+    estimate = estimate.double()
     if clip:  # the model's own range: its estimate of 8-bit pixels lies in [-1, 1]
         estimate = estimate.clamp(-1, 1)
-    return _step_nats(x0d, x_t, estimate, logvar, t, terms, decoder).flatten(1).sum(1)
+    out = []
+    for variance in variances:
+        if variance == "learned":
+            logvar = terms.learned_logvar(v.double(), t)
+        else:
+            chosen = variance(t) if callable(variance) else terms.model_logvar(variance)[t]
+            logvar = chosen.double().view(shape).expand_as(estimate)
+        nats = _step_nats(x0d, x_t, estimate, logvar, t, terms, decoder)
+        out.append(nats.flatten(1).sum(1))
+    return out
 
 
 def _step_nats(x0, x_t, estimate, logvar, t, terms: VPTerms, decoder: str) -> torch.Tensor:
@@ -178,31 +201,58 @@ def bits_per_dim(
     betas: torch.Tensor,
     samples: int | None = None,
     generator: torch.Generator | None = None,
+    variance="small",
     **kw,
 ) -> Bound:
     """The bound on -log p(x0) for images x0 (B, ...): exactly, summed over all T timesteps
     (samples None), or estimated without bias from `samples` timesteps drawn uniformly per
     image (T times their mean). Keywords go to `step_term`."""
+    return bounds(denoiser, x0, betas, samples, generator, (variance,), **kw)[0]
+
+
+def bounds(
+    denoiser,
+    x0: torch.Tensor,
+    betas: torch.Tensor,
+    samples: int | None = None,
+    generator: torch.Generator | None = None,
+    variances: tuple = ("small",),
+    **kw,
+) -> list[Bound]:
+    """`bits_per_dim` for each of several reverse variances from the same draws and network
+    calls."""
     terms = VPTerms.of(betas)
     n_steps, batch = len(terms.betas), len(x0)
-    total = prior_term(x0, terms)
+    prior = prior_term(x0, terms)
+
+    def step(steps: torch.Tensor, noise: torch.Tensor) -> list[torch.Tensor]:
+        return step_terms(denoiser, x0, steps, noise, terms, variances, **kw)
+
     if samples is None:
+        totals = [prior.clone() for _ in variances]
         for t in range(n_steps):
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
             steps = torch.full((batch,), t, dtype=torch.long)
-            total = total + step_term(denoiser, x0, steps, noise, terms, **kw)
+            for total, nats in zip(totals, step(steps, noise)):
+                total += nats
         label = f"all {n_steps}"
     else:
         if samples < 2:
             raise ValueError(f"samples must be >= 2 (a standard error needs two), got {samples}")
-        draws = []
+        draws = [[] for _ in variances]
         for _ in range(samples):
             steps = torch.randint(0, n_steps, (batch,), generator=generator)
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-            draws.append(step_term(denoiser, x0, steps, noise, terms, **kw))
-        total = total + n_steps * torch.stack(draws).mean(0)
+            for drawn, nats in zip(draws, step(steps, noise)):
+                drawn.append(nats)
+        totals = [prior + n_steps * torch.stack(d).mean(0) for d in draws]
         label = f"{samples} sampled of {n_steps}"
-    per_dim = total / (x0[0].numel() * math.log(2))
+    return [_bound(total, x0, label) for total in totals]
+
+
+def _bound(total_nats: torch.Tensor, x0: torch.Tensor, label: str) -> Bound:
+    per_dim = total_nats / (x0[0].numel() * math.log(2))
+    batch = len(x0)
     stderr = float(per_dim.std() / math.sqrt(batch)) if batch > 1 else float("nan")
     return Bound(float(per_dim.mean()), stderr, per_dim, label)
 
@@ -215,15 +265,63 @@ def vlb_loss(
     terms: VPTerms,
     cond: dict | None = None,
 ) -> torch.Tensor:
-    """L_vlb per image (B,) in bits per dimension for training a `LearnedVariance` model (Nichol &
-    Dhariwal 2021, Sec. 3.1): L_{t-1} (t > 0) or the discretised decoder's L_0 (t = 0) with the
-    model's variance and the mean's gradient stopped, so this term teaches v alone and L_simple
-    keeps the mean; L_hybrid = L_simple + lambda * T * mean_t L_vlb (lambda = 0.001)."""
-    dtype, shape = x0.dtype, (-1,) + (1,) * (x0.ndim - 1)
-    a = terms.abar[t].view(shape).to(dtype)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    """L_vlb per image (B,) in bits per dimension of a `LearnedVariance` model at timesteps t
+    from x_t drawn with `noise` (one network call; the training loss makes the same call once
+    for both of its terms, `vlb_bits`)."""
+    a = terms.abar[t].view((-1,) + (1,) * (x0.ndim - 1)).to(x0.dtype)
+    x = x0 + ((1 - a) / a).sqrt() * noise
     sigma = ((1 - a) / a).sqrt().flatten()
-    estimate, v = model.with_variance(x_t / a.sqrt(), sigma, **(cond or {}))
+    estimate, v = model.with_variance(x, sigma, **(cond or {}))
+    return vlb_bits(x0, x, estimate, v, t, terms)
+
+
+def vlb_bits(
+    x0: torch.Tensor,
+    x: torch.Tensor,
+    estimate: torch.Tensor,
+    v: torch.Tensor,
+    t: torch.Tensor,
+    terms: VPTerms,
+) -> torch.Tensor:
+    """L_vlb per image (B,) in bits per dimension for training learned variances (Nichol &
+    Dhariwal 2021, Sec. 3.1), from a network's estimate of x0 and its v at x (sigma-space) and
+    timesteps t: L_{t-1} (t > 0) or the discretised decoder's L_0 (t = 0) with the model's
+    variance and the mean's gradient stopped, so this term teaches v alone and L_simple keeps
+    the mean; L_hybrid = L_simple + lambda * T * mean_t L_vlb (lambda = 0.001)."""
+    a = terms.abar[t].view((-1,) + (1,) * (x0.ndim - 1)).to(x0.dtype)
+    x_t = a.sqrt() * x
     estimate = estimate.detach().clamp(-1, 1)
     nats = _step_nats(x0, x_t, estimate, terms.learned_logvar(v, t), t, terms, "discrete")
     return nats.flatten(1).mean(1) / math.log(2)
+
+
+def continuous_terms(
+    denoiser,
+    x0: torch.Tensor,
+    gamma_t: torch.Tensor,
+    dgamma_t: torch.Tensor,
+    gamma_ends: tuple[torch.Tensor, torch.Tensor],
+    noise: torch.Tensor,
+    cond: dict | None = None,
+) -> dict[str, torch.Tensor]:
+    """The continuous-time bound's three terms per image (B,), nats (Kingma et al. 2021, eq. 17
+    with their decoder and prior), for a schedule gamma(t) = log sigma(t)^2 with ends gamma_ends
+    = (gamma(0), gamma(1)) and images x0 on 8 bits in [-1, 1]:
+
+        diffusion = 1/2 gamma'(t) ||eps - eps_hat(x_t)||^2       at one t ~ U(0, 1) per image
+        prior     = KL(q(z_1 | x0) || N(0, I))
+        decoder   = -log p(x0 | z_0), 8-bit bins of N(z_0 / alpha_0, sigma(0)^2)
+
+    Their sum estimates -log p(x0) from above, without bias. Differentiable in the denoiser and
+    in the schedule's values."""
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    sigma = (gamma_t / 2).exp()
+    x = x0 + sigma.view(shape) * noise
+    eps_hat = (x - denoiser(x, sigma, **(cond or {})).float()) / sigma.view(shape)
+    diffusion = 0.5 * dgamma_t * (noise - eps_hat).pow(2).flatten(1).sum(1)
+    gamma_0, gamma_1 = gamma_ends
+    var_1 = torch.sigmoid(gamma_1)  # sigma_1^2 in VP terms; alpha_1^2 = 1 - var_1
+    prior = 0.5 * ((1 - var_1) * x0.pow(2) + var_1 - var_1.log() - 1).flatten(1).sum(1)
+    z_0 = x0 + (gamma_0 / 2).exp() * noise  # z_0 / alpha_0 in sigma-space
+    decoder = discretized_gaussian_nll(x0, z_0, gamma_0.expand_as(x0)).flatten(1).sum(1)
+    return {"diffusion": diffusion, "prior": prior, "decoder": decoder}

@@ -35,6 +35,7 @@ from t2i.editing import (
 )
 from t2i.guidance import CFGDenoiser, Unconditional
 from t2i.images import load_image, load_mask
+from t2i.likelihood import bounds
 from t2i.models.text_encoder import TextTransformer
 from t2i.params import GenerationParams, check_int, check_sides
 from t2i.protocol import Generator, Supports
@@ -58,7 +59,11 @@ class Pipeline(Generator):
         schedule = index.get("schedule")
         schedule = DiscreteSchedule.from_dict(schedule) if schedule else None
         self.denoiser = make_denoiser(
-            self.unet, index["parameterisation"], schedule, sigma_data=index.get("sigma_data", 0.5)
+            self.unet,
+            index["parameterisation"],
+            schedule,
+            sigma_data=index.get("sigma_data", 0.5),
+            variance=index.get("variance", "fixed"),
         ).eval()
         self._defaults = {**DEFAULT_SAMPLING, **index.get("sampler", {})}
         if self.autoencoder is not None:
@@ -111,6 +116,24 @@ class Pipeline(Generator):
 
     def networks(self) -> list[torch.nn.Module]:
         return [self.unet]
+
+    @torch.no_grad()
+    def likelihood(self, images, prompts, timesteps=None, generator=None):
+        """The variational bound (t2i/likelihood.py), summed over every training step
+        (timesteps None) or estimated from `timesteps` drawn per image: with the model's learnt
+        variance, or with each fixed one ("small" beta~_t, "large" beta_t)."""
+        if self.autoencoder is not None:
+            raise ValueError(
+                f"{self.name}: a latent model's bound is over its autoencoder's latents, not "
+                "the image's pixels; t2i reports none"
+            )
+        if self.index.get("schedule") is None:
+            raise ValueError(f"{self.name}: the bound needs a discrete (VP) schedule, not edm")
+        betas = DiscreteSchedule.from_dict(self.index["schedule"]).betas()
+        cond = self.encode_text(prompts)
+        variances = ("learned",) if self.denoiser.learns_variance else ("small", "large")
+        found = bounds(self.denoiser, images, betas, timesteps, generator, variances, cond=cond)
+        return {variance: bound.per_image for variance, bound in zip(variances, found)}
 
     def adapter_networks(self) -> dict[str, torch.nn.Module]:
         """The UNet, and the text encoder when it is one trained here (word-level)."""

@@ -140,6 +140,14 @@ class Generator(ABC):
     @abstractmethod
     def networks(self) -> list[torch.nn.Module]: ...
 
+    def likelihood(
+        self, images: torch.Tensor, prompts: list[str], timesteps=None, generator=None
+    ) -> dict[str, torch.Tensor]:
+        """Per image (B,), bits per dimension of images (B, C, H, W) in [-1, 1] on 8 bits given
+        their prompts: the family's own bound or exact likelihood, one entry per variant it
+        has (a diffusion model's reverse variances). A family with none raises."""
+        raise ValueError(f"the {self.family} family reports no likelihood")
+
     def preview(self, info: dict, index: int = 0) -> torch.Tensor | None:
         """(C, H, W) in [-1, 1]: what image `index` of a sampler step's progress `info` looks
         like so far, for a live preview; None when the family has no such estimate."""

@@ -118,17 +118,23 @@ def sample_ddim(model, x, sigmas, extra_args=None, callback=None, generator=None
 
 
 @torch.no_grad()
-def sample_ddpm(
-    model, x, sigmas, extra_args=None, callback=None, generator=None, variance="beta_tilde"
-):
+def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, generator=None, variance=None):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) between consecutive given sigmas.
 
     The mean is the posterior mean of q(x_next | x, x0 = D(x)); the variance is beta tilde (the
-    posterior's) or beta (the forward step's), both expressed in sigma-space. No noise is added
-    on the last step to sigma 0.
+    posterior's) or beta (the forward step's), both expressed in sigma-space, or "learned": the
+    model's own (`sample_ddpm_learned`). None: the model's own where it learns one (as diffusers'
+    DDPM scheduler reads a model's variance type), else beta tilde. No noise is added on the last
+    step to sigma 0.
     """
+    if variance is None:
+        variance = "learned" if getattr(model, "learns_variance", False) else "beta_tilde"
+    if variance == "learned":
+        return sample_ddpm_learned(model, x, sigmas, extra_args, callback, generator)
     if variance not in ("beta_tilde", "beta"):
-        raise ValueError(f"unknown variance {variance!r}; choose from ['beta', 'beta_tilde']")
+        raise ValueError(
+            f"unknown variance {variance!r}; choose from ['beta', 'beta_tilde', 'learned']"
+        )
     sigmas, extra_args = _check(x, sigmas, extra_args, generator)
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         denoised = _denoise(model, x, sigma, extra_args)
@@ -150,7 +156,7 @@ def sample_ddpm_learned(model, x, sigmas, extra_args=None, callback=None, genera
     between the given sigmas (so few steps use their respaced betas), v from
     `model.with_variance` (a t2i.denoisers.LearnedVariance). v = 0 is sample_ddpm's
     "beta_tilde", v = 1 its "beta"."""
-    if not hasattr(model, "with_variance"):
+    if not getattr(model, "learns_variance", False):
         raise ValueError("sample_ddpm_learned needs a model that learns its variance")
     sigmas, extra_args = _check(x, sigmas, extra_args, generator)
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):

@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
+from t2i.models.log_snr import LearnedLogSNR
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "cosine", "learned")
 SPACINGS = ("leading", "trailing", "linspace")
 
 
@@ -46,6 +48,15 @@ def betas_cosine(n: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> to
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
+def betas_learned(n: int, log_snr: dict | None) -> torch.Tensor:
+    """The betas of a learned schedule's n steps (t = i/n): abar_i = sigmoid(-gamma(i/n))."""
+    if log_snr is None:
+        raise ValueError("beta_schedule 'learned' needs its log_snr parameters")
+    sigmas = LearnedLogSNR.from_dict(log_snr).sigmas(n)
+    abar = 1 / (1 + sigmas**2)
+    return 1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
+
+
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Shift and scale sqrt(abar) so the last step has SNR 0 (Lin et al. 2023, Algorithm 1)."""
     sqrt_abar = torch.cumprod(1 - betas.double(), 0).sqrt()
@@ -76,6 +87,9 @@ class DiscreteSchedule:
     beta_start: float = 1e-4  # ignored by "cosine"
     beta_end: float = 0.02  # ignored by "cosine"
     zero_terminal_snr: bool = False  # rescale so sigma_{T-1} is (almost) infinite
+    # beta_schedule "learned": a LearnedLogSNR's parameters (t2i/models/log_snr.py), the
+    # discrete steps at t = 1/T, ..., 1 of its continuous gamma(t)
+    log_snr: dict | None = None
 
     @staticmethod
     def preset(name: str) -> DiscreteSchedule:
@@ -89,7 +103,12 @@ class DiscreteSchedule:
         return presets[name]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, without log_snr where a fixed schedule has none (as model folders
+        written before learned schedules record it)."""
+        d = asdict(self)
+        if d["log_snr"] is None:
+            del d["log_snr"]
+        return d
 
     @staticmethod
     def from_dict(d: dict) -> DiscreteSchedule:
@@ -107,6 +126,8 @@ class DiscreteSchedule:
             betas = betas_scaled_linear(n, self.beta_start, self.beta_end)
         elif self.beta_schedule == "cosine":
             betas = betas_cosine(n)
+        elif self.beta_schedule == "learned":
+            betas = betas_learned(n, self.log_snr)
         else:
             raise ValueError(
                 f"unknown beta_schedule {self.beta_schedule!r}; choose from {list(BETA_SCHEDULES)}"

@@ -10,10 +10,12 @@ fixed to its code count, no editing or inversion. Image i of a call draws its co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
+from t2i.likelihood import discretized_gaussian_nll
 from t2i.models.token_transformer import check_sampling, sample_codes
 from t2i.params import GenerationParams
 from t2i.protocol import Generator, Supports
@@ -64,6 +66,24 @@ class TokenPipeline(Generator):
 
     def networks(self) -> list[torch.nn.Module]:
         return [self.transformer]
+
+    @torch.no_grad()
+    def likelihood(self, images, prompts, timesteps=None, generator=None):
+        """-log2 p(x | caption) per dimension bounded by the exact NLL of x's codes under the
+        transformer plus -log p(x | codes) under an 8-bit discretised Gaussian around the VQ
+        decoder's image (its one std fitted to these images, a scalar): "codes" the first
+        term alone (a code likelihood spread over the pixels, not an image likelihood),
+        "bound" both. `timesteps` and `generator` do not apply (exact)."""
+        grid = self.autoencoder.encode(images)[2]
+        codes = grid.flatten(1)
+        cond = self.encode_text(prompts)
+        logits = self.transformer(codes, cond["context"], cond["context_mask"]).float()
+        code_nats = -logits.log_softmax(-1).gather(-1, codes[..., None])[..., 0].sum(1)
+        recon = self.autoencoder.decode_codes(grid).float()
+        logvar = (recon - images).pow(2).mean().clamp(min=1e-8).log().expand_as(images)
+        pixel_nats = discretized_gaussian_nll(images, recon, logvar).flatten(1).sum(1)
+        dims = images[0].numel() * math.log(2)
+        return {"codes": code_nats / dims, "bound": (code_nats + pixel_nats) / dims}
 
     def counted(self, run: Callable[[], torch.Tensor], p: GenerationParams):
         """One transformer step per code (its cached steps are not forward calls)."""

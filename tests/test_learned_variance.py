@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from t2i.denoisers import EpsDenoiser, LearnedVariance
+from t2i.guidance import CFGDenoiser
 from t2i.likelihood import VPTerms, step_term, vlb_loss
 from t2i.samplers import sample_ddpm, sample_ddpm_learned
 from t2i.schedules import betas_cosine
@@ -98,3 +99,57 @@ def test_vlb_loss_teaches_v_alone_and_is_the_bounds_step_term():
     assert float(net.u.grad.abs().max()) > 0  # v learns
     nats = step_term(model, x0, t, noise, terms, variance="learned")
     assert torch.allclose(loss * x0[0].numel() * torch.log(torch.tensor(2.0)).double(), nats)
+
+
+def test_the_hybrid_loss_is_the_base_loss_plus_the_weighted_vlb_from_one_call():
+    net = _Net(2)
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    model = LearnedVariance(EpsDenoiser(net, SIGMAS.float()), BETAS, vlb_weight=0.01)
+    gen = torch.Generator().manual_seed(4)
+    x0 = torch.rand(4, 2, 4, 4, generator=gen) * 2 - 1
+    t = torch.tensor([0, 3, 20, 49])
+    noise = torch.randn(x0.shape, generator=gen)
+    hybrid = model.loss(x0, SIGMAS.float()[t], noise)
+    assert len(calls) == 1
+    plain = EpsDenoiser(_Mean(net), SIGMAS.float()).loss(x0, SIGMAS.float()[t], noise)
+    vlb = vlb_loss(model, x0, t, noise, VPTerms.of(BETAS))
+    assert torch.allclose(hybrid, plain + 0.01 * 50 * vlb, rtol=1e-5)
+    with pytest.raises(ValueError, match="sigmas of the training schedule"):
+        model.loss(x0, SIGMAS.float()[t] * 1.01, noise)
+
+
+def test_guidance_keeps_the_conditional_variance_and_ddpm_uses_it():
+    """CFG extrapolates the mean only (GLIDE); the DDPM sampler reads a learnt variance through
+    the guidance wrapper by itself, so `t2i generate --sampler ddpm` needs no other flag."""
+
+    class _Cond(nn.Module):
+        def forward(self, x, t, context=None, **_):
+            c = context.mean(dim=(1, 2)).view(-1, 1, 1, 1)  # per image: cond and uncond differ
+            return torch.cat([0.1 * x + c, c.clamp(-1, 1).expand_as(x)], 1)
+
+    model = LearnedVariance(EpsDenoiser(_Cond(), SIGMAS.float()))
+    cond, uncond = {"context": torch.full((1, 2, 3), 0.5)}, {"context": torch.full((1, 2, 3), -0.5)}
+    cfg = CFGDenoiser(model, uncond, scale=3.0)
+    x = torch.randn(1, 2, 4, 4)
+    x0, v = cfg.with_variance(x, SIGMAS[10].float(), **cond)
+    x0_c, v_c = model.with_variance(x, SIGMAS[10].float(), **cond)
+    x0_u, _ = model.with_variance(x, SIGMAS[10].float(), **uncond)
+    assert torch.allclose(x0, x0_u + 3.0 * (x0_c - x0_u)) and torch.equal(v, v_c)
+    assert cfg.learns_variance and not CFGDenoiser(model.base, uncond).learns_variance
+    sigmas = torch.cat([SIGMAS.flip(0)[::10].float(), torch.zeros(1)])
+    a = sample_ddpm(
+        cfg, x * sigmas[0], sigmas, {**cond}, generator=torch.Generator().manual_seed(5)
+    )
+    b = sample_ddpm_learned(
+        cfg, x * sigmas[0], sigmas, {**cond}, generator=torch.Generator().manual_seed(5)
+    )
+    c = sample_ddpm(
+        cfg,
+        x * sigmas[0],
+        sigmas,
+        {**cond},
+        generator=torch.Generator().manual_seed(5),
+        variance="beta_tilde",
+    )
+    assert torch.equal(a, b) and not torch.allclose(a, c)

@@ -180,7 +180,7 @@ def test_sigmas_for():
         ),
         (
             lambda: sample_ddpm(MIX, torch.zeros(2, 1), torch.tensor([1.0, 0.0]), variance="large"),
-            r"unknown variance 'large'; choose from \['beta', 'beta_tilde'\]",
+            r"unknown variance 'large'; choose from \['beta', 'beta_tilde', 'learned'\]",
         ),
     ],
 )

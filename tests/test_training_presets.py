@@ -16,7 +16,7 @@ from t2i.cli import main as t2i_main
 from t2i.models.autoencoder import AutoencoderConfig
 from t2i.models.autoencoder_patch import PatchConfig
 from t2i.models.unet import UNetConfig
-from t2i.training import autoencoder, diffusion
+from t2i.training import autoencoder, diffusion, diffusion_model
 from t2i.training.presets import Stage, run_stages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def mismatches(name: str) -> list[str]:
     cfg = config(last)
     wrong += differences(component(folder, "unet", UNetConfig), jsonable(cfg.model), "unet")
     # the card: parameterisation, schedule, sampler defaults, image size, data
-    index = diffusion.model_index(cfg, last.data)
+    index = diffusion_model.model_index(cfg, last.data)
     wrong += differences({k: card[k] for k in index}, jsonable(index), "model_index.json")
     text = read(folder / "text_encoder" / CONFIG_NAME)
     if text["type"] == "text_transformer":

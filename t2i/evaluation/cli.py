@@ -54,6 +54,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--card", action="store_true", help="also write the figures into the model's data card"
     )
+    p.add_argument(
+        "--nll",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of sampling: bits per dimension of N held-out images given their captions "
+        "(the family's own bound), into OUT/likelihood.json",
+    )
+    p.add_argument(
+        "--nll-timesteps",
+        default="all",
+        metavar="K|all",
+        help="--nll: sum every step exactly (all, default) or estimate from K drawn per image",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
 def _eval(model: str, args: argparse.Namespace) -> int:
     from t2i.evaluation.evaluate import EvalConfig, evaluate, format_report, write_card
 
+    if args.nll is not None:
+        return _likelihood(model, args)
+
     cfg = EvalConfig(
         data=args.data,
         n=1000 if args.n is None else args.n,
@@ -106,6 +123,23 @@ def _eval(model: str, args: argparse.Namespace) -> int:
     print(f"wrote {out}/report.json and {out}/grid.png (+ grid.txt captions)")
     if args.card:
         print(f"wrote the figures into {write_card(model, report)}")
+    return 0
+
+
+def _likelihood(model: str, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from t2i.checkpoint import atomic_write_json
+    from t2i.evaluation.likelihood import format_likelihood, likelihood_report
+    from t2i.families import load
+
+    steps = None if args.nll_timesteps == "all" else _one(args.nll_timesteps, int, "nll-timesteps")
+    report = {"model": model, **likelihood_report(load(model), args.data, args.nll, steps)}
+    out = Path(args.out or "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "likelihood.json", report)
+    print(format_likelihood(report))
+    print(f"wrote {out}/likelihood.json")
     return 0
 
 

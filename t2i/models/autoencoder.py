@@ -113,6 +113,15 @@ VQ_PRESETS: dict[str, VQConfig] = {
         channels=(32, 64, 128), latent_channels=16, groups=8, mid_attention=False, codebook_size=512
     ),
     "f8": VQConfig(channels=(64, 128, 256, 256), latent_channels=32, codebook_size=1024),
+    # 32x32 grey Fashion-MNIST -> 8x8 codes of 512, the shapes preset's widths
+    "fashion": VQConfig(
+        in_channels=1,
+        channels=(32, 64, 128),
+        latent_channels=16,
+        groups=8,
+        mid_attention=False,
+        codebook_size=512,
+    ),
 }
 
 

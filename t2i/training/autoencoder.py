@@ -85,6 +85,18 @@ def _shapes_vq() -> AutoencoderRecipeConfig:
     )
 
 
+def _fashion_vq() -> AutoencoderRecipeConfig:
+    """Fashion-MNIST 32 px grey -> 8x8 codes of 512 for the autoregressive family: shapes_vq's
+    loss (L2, no GAN term) at lr 3e-4, where shapes_vq's 1e-3 jumped."""
+    return AutoencoderRecipeConfig(
+        model=VQConfig.preset("fashion"),
+        loss=AutoencoderLossConfig(reconstruction="l2", disc_start=10**9),
+        image_size=32,
+        loop=LoopConfig(steps=2000, batch_size=32, ckpt_every=250, sample_every=500),
+        optim=OptimConfig(lr=3e-4, warmup_steps=100, ema_decay=0.99),
+    )
+
+
 def _shapes_grid() -> AutoencoderRecipeConfig:
     """64x64 shapes -> 3x3x8 KL latents, one per cell of the scenes' grid: the diffusion model in
     them draws the whole layout, shapes included, and the decoder renders it. Read and drawn at
@@ -135,6 +147,7 @@ CONFIG_PRESETS = {
     "default": AutoencoderRecipeConfig,
     "emoji": _emoji,
     "fashion": _fashion,
+    "fashion_vq": _fashion_vq,
     "patch": _patch,
     "shapes_grid": _shapes_grid,
     "shapes_vq": _shapes_vq,

@@ -80,6 +80,20 @@ def _shapes() -> AutoregressiveRecipeConfig:
     return cfg
 
 
+def _fashion() -> AutoregressiveRecipeConfig:
+    """Fashion-MNIST 32 px grey through the fashion_vq autoencoder (8x8 codes): the shapes
+    transformer over 64 codes, the whole training split encoded once."""
+    cfg = AutoregressiveRecipeConfig(
+        model=TokenTransformerConfig.preset("shapes", grid=8),
+        image_size=32,
+        data_length=60_000,
+        text_model=TextTransformerConfig(dim=128, layers=2, heads=4),
+    )
+    cfg.loop = replace(cfg.loop, steps=3000, batch_size=64, ckpt_every=250, sample_every=1000)
+    cfg.optim = OptimConfig(lr=5e-4, warmup_steps=200, weight_decay=0.01)
+    return cfg
+
+
 def _tiny() -> AutoregressiveRecipeConfig:
     """For tests: a tiny transformer over 8x8 codes of 16x16 images; fp32."""
     return AutoregressiveRecipeConfig(
@@ -92,7 +106,12 @@ def _tiny() -> AutoregressiveRecipeConfig:
     )
 
 
-CONFIG_PRESETS = {"default": AutoregressiveRecipeConfig, "shapes": _shapes, "tiny": _tiny}
+CONFIG_PRESETS = {
+    "default": AutoregressiveRecipeConfig,
+    "fashion": _fashion,
+    "shapes": _shapes,
+    "tiny": _tiny,
+}
 
 
 def preset(name: str) -> AutoregressiveRecipeConfig:

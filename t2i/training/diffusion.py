@@ -23,23 +23,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from t2i.cascade import CascadePipeline, low_res_condition
+from t2i.cascade import low_res_condition
 from t2i.checkpoint import (
     DTYPES,
     INDEX_NAME,
-    save_model_folder,
 )
-from t2i.denoisers import make_denoiser as wrap_network
 from t2i.images import image_grid, shrink
+from t2i.models.log_snr import LearnedLogSNR
 from t2i.models.text_encoder import TextTransformer, build_vocab
 from t2i.models.unet import UNet
-from t2i.pipeline import Pipeline
 from t2i.samplers import get_sampler
-from t2i.schedules import DiscreteSchedule
 from t2i.training.data import (
     TRAINED,
     TextCache,
-    TrainedText,
     first_captions,
     first_items,
     latent_dataset,
@@ -54,31 +50,31 @@ from t2i.training.diffusion_config import (  # noqa: F401
     preset,
 )
 from t2i.training.diffusion_init import adopt, init_text, init_unet  # noqa: F401 (adopt: --init)
+from t2i.training.diffusion_model import (
+    TextAndUNet,
+    export_model,
+    generate,
+    make_denoiser,
+    recipe_schedule,
+    split,
+)
+from t2i.training.diffusion_vdm import (
+    LEARNED,
+    LearnedSchedule,
+    bound_denoiser,
+    bound_loss_fn,
+    check_learned,
+)
 from t2i.training.export import (
     add_base,
     model_weights,
     nested_config,
-    run_facts,
     training_card,
 )
 
 # CONFIG_PRESETS, SHIPPED and preset are this recipe's interface to the training CLI
 from t2i.training.grids import prompt_grid
 from t2i.training.loop import Recipe, StepRNG, seed_everything
-
-
-def make_denoiser(cfg: DiffusionRecipeConfig, net: nn.Module) -> nn.Module:
-    schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
-    return wrap_network(
-        net,
-        cfg.parameterisation,
-        schedule,
-        cfg.min_snr_gamma or None,
-        cfg.sigma_data,
-        cfg.p_mean,
-        cfg.snr_floor,
-    )
-
 
 TIMESTEPS = ("uniform", "logit_normal")
 
@@ -129,7 +125,24 @@ def check(cfg: DiffusionRecipeConfig) -> None:
             f"data_size {cfg.data_size} must be larger than image_size {cfg.image_size} "
             "(the data is shrunk to image_size), or 0"
         )
+    check_variance(cfg)
+    check_learned(cfg)
     cfg.model.__post_init__()  # overrides may have made the UNet config inconsistent
+
+
+def check_variance(cfg: DiffusionRecipeConfig) -> None:
+    """A learned-variance UNet outputs the mean's C channels and v's C: model.out_channels is
+    2C (set here when not given, so the run's config records it)."""
+    if cfg.variance != "learned":
+        return
+    wanted = 2 * cfg.model.in_channels
+    if cfg.model.out_channels is None:
+        cfg.model.out_channels = wanted
+    if cfg.model.out_channels != wanted:
+        raise ValueError(
+            f"variance learned: model.out_channels must be 2 x in_channels = {wanted}, "
+            f"got {cfg.model.out_channels}"
+        )
 
 
 def check_low_res(cfg: DiffusionRecipeConfig) -> None:
@@ -213,6 +226,8 @@ def build_parts(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> dict:
                 cfg.text_model.vocab = build_vocab(first_captions(dataset, cfg.vocab_captions))
             encoder = TextTransformer(cfg.text_model)
         model = TextAndUNet(net, encoder)
+    if cfg.schedule == LEARNED:
+        model = LearnedSchedule(model, LearnedLogSNR())
     init_record = init_unet(net, init) if init else None
     reader = text.encoder if text is not None else model.text
     report_unknown_words(reader, first_captions(dataset, cfg.vocab_captions))
@@ -225,23 +240,6 @@ def build_parts(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> dict:
         ae_record=ae_record,
         init_record=init_record,
     )
-
-
-class TextAndUNet(nn.Module):
-    """The UNet and the text encoder trained with it (or, for textual inversion, a frozen
-    pretrained one with a learnt word), as one module: the loop's optimizer, EMA, checkpoints
-    and DDP cover both without knowing."""
-
-    def __init__(self, unet: UNet, text: TextTransformer):
-        super().__init__()
-        self.unet, self.text = unet, text
-
-
-def split(model: nn.Module, text: TextCache | None) -> tuple[nn.Module, TextCache | TrainedText]:
-    """(UNet, captions -> (context, mask)) of the recipe's model."""
-    if isinstance(model, TextAndUNet):
-        return model.unet, TrainedText(model.text)
-    return model, text
 
 
 def diffusion_recipe(
@@ -259,7 +257,6 @@ def diffusion_recipe(
     model.to(memory_format=fmt)
     net, encode = split(model, text)
     denoiser = make_denoiser(cfg, net)
-    draw_sigmas = training_sigmas(cfg, denoiser)
     prompts, grid_low = list(cfg.sample_prompts) or None, None
     if cfg.low_res:  # an upscaler's grid: the first images shrunk, then what it draws from them
         firsts = first_items(dataset, 8)
@@ -269,7 +266,8 @@ def diffusion_recipe(
 
     def sample(ema: nn.Module) -> Image.Image:
         ema_net, ema_text = split(ema, text)
-        images = generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed, grid_low)
+        schedule = recipe_schedule(cfg, ema)
+        images = generate(cfg, ema_net, ema_text, ae, prompts, cfg.sample_seed, grid_low, schedule)
         if grid_low is not None:  # an upscaler's grid: the small images, then its own
             images = torch.cat([enlarge_nearest(grid_low, images.shape[-1]), images])
             return image_grid(images, cols=4)
@@ -277,14 +275,21 @@ def diffusion_recipe(
 
     def export(ema: nn.Module, folder: Path) -> None:
         ema_net, ema_text = split(ema, text)
-        export_model(cfg, ema_net, ema_text, ae, folder, data_name, ae_record=ae_record)
+        schedule = recipe_schedule(cfg, ema)
+        export_model(
+            cfg, ema_net, ema_text, ae, folder, data_name, ae_record=ae_record, schedule=schedule
+        )
 
     config = {**_public(cfg), "data": data_name}
     if ae_record is not None:  # latent runs: export finds the autoencoder again
         config["autoencoder"] = ae_record
     if init_record is not None:  # a fine-tuning run: what it started from
         config["init"] = init_record
-    collate, loss = collate_fn(cfg, fmt), loss_fn(cfg, encode, denoiser, draw_sigmas)
+    collate = collate_fn(cfg, fmt)
+    if isinstance(model, LearnedSchedule):  # the bound, through the schedule it learns
+        loss = bound_loss_fn(cfg, encode, bound_denoiser(net, model.log_snr), model.log_snr)
+    else:
+        loss = loss_fn(cfg, encode, denoiser, training_sigmas(cfg, denoiser))
     return Recipe("diffusion", model, dataset, collate, loss, sample, export, config)
 
 
@@ -339,70 +344,6 @@ def enlarge_nearest(low: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=(size, size), mode="nearest")
 
 
-def sampling_pipeline(cfg, net, text, ae) -> Pipeline:
-    """The live networks as the pipeline their exported folder would load: the same
-    model_index.json, so the grid is drawn with the card's defaults (guidance scale and
-    interval) through the one generation path."""
-    components = {"unet": net, "text_encoder": text.encoder}
-    if ae is not None:
-        components["autoencoder"] = ae
-    return Pipeline(components, model_index(cfg, ""))
-
-
-@torch.no_grad()
-def generate(
-    cfg, net, text, ae, prompts: list[str], seed: int, low: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(N, C, H, W) images in [-1, 1]; image i from prompts[i] and seed `seed + i`, with the
-    card's sampler defaults. low (N, C, h, w): an upscaler's small images, one per prompt."""
-    pipe = sampling_pipeline(cfg, net, text, ae)
-    items = [pipe.params(prompt, seed=seed + i) for i, prompt in enumerate(prompts)]
-    if low is None:
-        return pipe.generate_items(items)
-    seeds = [p.seed for p in items]  # the upscaler stage of a cascade, drawn from `low`
-    return CascadePipeline(None, pipe).draw_from(items[0], seeds, pipe.encode_text(prompts), low)
-
-
-def model_index(cfg, data_name: str) -> dict:
-    """model_index.json of the recipe's model: parameterisation, schedule, sampler defaults."""
-    schedule = None if cfg.parameterisation == "edm" else DiscreteSchedule.preset(cfg.schedule)
-    sampler = {"name": cfg.sampler, "steps": cfg.sample_steps, "guidance_scale": cfg.guidance_scale}
-    if cfg.guidance_interval is not None:
-        sampler["guidance_interval"] = list(cfg.guidance_interval)
-    return {
-        "parameterisation": cfg.parameterisation,
-        **({"sigma_data": cfg.sigma_data} if cfg.parameterisation == "edm" else {}),
-        "schedule": schedule.to_dict() if schedule else None,
-        "sampler": sampler,
-        "image_size": cfg.image_size,
-        **({"low_res": cfg.low_res} if cfg.low_res else {}),
-        "data": {"source": data_name, "caption_dropout": cfg.caption_dropout},
-    }
-
-
-def export_model(
-    cfg,
-    net,
-    text,
-    ae,
-    folder: Path,
-    data_name: str,
-    dtype: torch.dtype = torch.float32,
-    training: dict | None = None,
-    ae_record: dict | None = None,
-) -> None:
-    """A model folder (ARCHITECTURE.md): model_index.json, unet/, text_encoder/, autoencoder/.
-
-    training: the data card's training facts (steps, images seen, time), when known.
-    ae_record: {"path", "digest"} of the autoencoder folder; its own card joins this one.
-    """
-    components = {"unet": net, "text_encoder": text.encoder}
-    if ae is not None:
-        components["autoencoder"] = ae
-    index = {**model_index(cfg, data_name), **run_facts(training, ae_record)}
-    save_model_folder(folder, components, index, dtype)
-
-
 def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -> Path:
     """A diffusion run's checkpoint -> a model folder (`t2i export`). kw: run_dir, dtype, data,
     ema, base (an upscaler's base model folder, copied in), guidance (the default scale)."""
@@ -431,13 +372,16 @@ def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -
         model = TextAndUNet(net, TextTransformer(cfg.text_model))
     else:
         text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
+    if cfg.schedule == LEARNED:
+        model = LearnedSchedule(model, LearnedLogSNR())
     model.load_state_dict(model_weights(tensors, kw["ema"]))
+    schedule = recipe_schedule(cfg, model)
     net, text = split(model.to(memory_format=torch.contiguous_format).eval(), text)
     ae = None
     if ae_record is not None:  # a latent run: the model folder carries its autoencoder
         ae, _ = load_frozen_autoencoder(ae_record["path"], ae_record["digest"])
     card = training_card(kw["run_dir"], meta)
-    export_model(cfg, net, text, ae, out, data, DTYPES[kw["dtype"]], card, ae_record)
+    export_model(cfg, net, text, ae, out, data, DTYPES[kw["dtype"]], card, ae_record, schedule)
     if base is not None:
         add_base(out, Path(base))
     return out

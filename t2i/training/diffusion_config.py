@@ -34,6 +34,11 @@ class DiffusionRecipeConfig:
     # logit_normal: the fraction of each batch drawn so; the rest uniform, so a run can weigh the
     # layout's noise levels up without starving the details' (low noise) of draws
     timestep_mix: float = 1.0
+    # "learned": the UNet also outputs its reverse variance (2C channels), trained by L_hybrid =
+    # the loss above + vlb_weight * T * L_vlb (Nichol & Dhariwal 2021; 0.001 theirs); DDPM
+    # sampling then uses it. "fixed": the sampler's
+    variance: str = "fixed"
+    vlb_weight: float = 0.001
     image_size: int = 64  # pixels of the data (the UNet sees image_size / f in latent space)
     # >0: read the data at data_size px and shrink it (area) to image_size: a cascade's base then
     # learns the very small images its upscaler is trained on (t2i/cascade.py), not a re-render
