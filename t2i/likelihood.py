@@ -325,3 +325,26 @@ def continuous_terms(
     z_0 = x0 + (gamma_0 / 2).exp() * noise  # z_0 / alpha_0 in sigma-space
     decoder = discretized_gaussian_nll(x0, z_0, gamma_0.expand_as(x0)).flatten(1).sum(1)
     return {"diffusion": diffusion, "prior": prior, "decoder": decoder}
+
+
+@torch.no_grad()
+def continuous_bits(
+    denoiser,
+    x0: torch.Tensor,
+    schedule,
+    draws: int,
+    generator: torch.Generator | None = None,
+    cond: dict | None = None,
+) -> torch.Tensor:
+    """The continuous-time bound per image (B,) in bits per dimension for a schedule(t) ->
+    (gamma, gamma') (a LearnedLogSNR), the mean of `draws` draws of t ~ U(0, 1) and noise per
+    image: unbiased, its spread the images' and the draws' together."""
+    ends = tuple(v.detach().float() for v in schedule(torch.tensor([0.0, 1.0]))[0])
+    total = torch.zeros(len(x0), dtype=torch.float64)
+    for _ in range(draws):
+        t = torch.rand(len(x0), generator=generator)
+        gamma, slope = schedule(t)
+        noise = torch.randn(x0.shape, generator=generator)
+        terms = continuous_terms(denoiser, x0, gamma, slope, ends, noise, cond)
+        total += sum(terms.values()).double()
+    return total / draws / (x0[0].numel() * math.log(2))

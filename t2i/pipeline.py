@@ -35,7 +35,8 @@ from t2i.editing import (
 )
 from t2i.guidance import CFGDenoiser, Unconditional
 from t2i.images import load_image, load_mask
-from t2i.likelihood import bounds
+from t2i.likelihood import bounds, continuous_bits
+from t2i.models.log_snr import LearnedLogSNR
 from t2i.models.text_encoder import TextTransformer
 from t2i.params import GenerationParams, check_int, check_sides
 from t2i.protocol import Generator, Supports
@@ -43,6 +44,7 @@ from t2i.samplers import SAMPLERS, get_sampler, sigmas_for
 from t2i.schedules import DiscreteSchedule
 
 DEFAULT_SAMPLING = {"name": "ddim", "steps": 20, "guidance_scale": 3.0}
+CONTINUOUS_DRAWS = 100  # t draws per image of a learnt schedule's continuous-time bound
 
 
 class Pipeline(Generator):
@@ -121,7 +123,8 @@ class Pipeline(Generator):
     def likelihood(self, images, prompts, timesteps=None, generator=None):
         """The variational bound (t2i/likelihood.py), summed over every training step
         (timesteps None) or estimated from `timesteps` drawn per image: with the model's learnt
-        variance, or with each fixed one ("small" beta~_t, "large" beta_t)."""
+        variance, or with each fixed one ("small" beta~_t, "large" beta_t); a learnt schedule
+        adds its continuous-time bound ("continuous", from `timesteps` or 100 draws of t)."""
         if self.autoencoder is not None:
             raise ValueError(
                 f"{self.name}: a latent model's bound is over its autoencoder's latents, not "
@@ -133,7 +136,15 @@ class Pipeline(Generator):
         cond = self.encode_text(prompts)
         variances = ("learned",) if self.denoiser.learns_variance else ("small", "large")
         found = bounds(self.denoiser, images, betas, timesteps, generator, variances, cond=cond)
-        return {variance: bound.per_image for variance, bound in zip(variances, found)}
+        out = {variance: bound.per_image for variance, bound in zip(variances, found)}
+        schedule = DiscreteSchedule.from_dict(self.index["schedule"])
+        if schedule.beta_schedule == "learned":  # also its own continuous-time bound
+            log_snr = LearnedLogSNR.from_dict(schedule.log_snr)
+            draws = timesteps or CONTINUOUS_DRAWS
+            out["continuous"] = continuous_bits(
+                self.denoiser, images, log_snr, draws, generator, cond
+            )
+        return out
 
     def adapter_networks(self) -> dict[str, torch.nn.Module]:
         """The UNet, and the text encoder when it is one trained here (word-level)."""

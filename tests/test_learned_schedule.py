@@ -176,6 +176,10 @@ def test_a_learned_schedule_run_exports_a_folder_that_samples_on_it(tmp_path):
     assert learnt.gamma_min.item() != -13.3  # it moved: the schedule was trained
     image = pipe("a red circle", steps=3, sampler="ddpm", seed=0)[0]
     assert image.size == (16, 16)
+    images = (torch.rand(2, 3, 16, 16) * 255).round() / 127.5 - 1
+    found = pipe.likelihood(images, ["a", "b"], 2, torch.Generator().manual_seed(0))
+    assert set(found) == {"small", "large", "continuous"}
+    assert all(bool(((v > 0) & (v < 30)).all()) for v in found.values())
 
 
 @pytest.mark.parametrize(

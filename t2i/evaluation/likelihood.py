@@ -22,7 +22,8 @@ WHAT = {
         "the variational bound L_T + sum_t L_{t-1} + L_0 (Ho et al. 2020; closed-form Gaussian "
         "KLs, an 8-bit discretised Gaussian decoder) in bits per dimension: an upper bound on "
         "-log2 p(x | caption) per pixel value; one figure per reverse variance: 'small' "
-        "beta~_t, 'large' beta_t, 'learned' the model's own"
+        "beta~_t, 'large' beta_t, 'learned' the model's own; with a learnt schedule also "
+        "'continuous', its continuous-time bound (Kingma et al. 2021), from draws of t"
     ),
     "autoregressive": (
         "'bound': the exact -log2 p(codes | caption) of the image's VQ codes plus -log2 p(x | "

@@ -89,7 +89,7 @@ def _fashion() -> AutoregressiveRecipeConfig:
         data_length=60_000,
         text_model=TextTransformerConfig(dim=128, layers=2, heads=4),
     )
-    cfg.loop = replace(cfg.loop, steps=3000, batch_size=64, ckpt_every=250, sample_every=1000)
+    cfg.loop = replace(cfg.loop, steps=1500, batch_size=64, ckpt_every=250, sample_every=500)
     cfg.optim = OptimConfig(lr=5e-4, warmup_steps=200, weight_decay=0.01)
     return cfg
 
