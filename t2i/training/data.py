@@ -60,6 +60,14 @@ class TrainedText:
         return emb.context, emb.mask
 
 
+def text_condition(captions: list[str], dropout: float, encode, rng) -> dict:
+    """{"context", "context_mask"} of a batch's captions, each dropped to "" with probability
+    `dropout` (classifier-free guidance's unconditional case): the step's first draw."""
+    drop = rng.rand() < dropout
+    context, mask = encode(["" if d else c for d, c in zip(drop.tolist(), captions)])
+    return {"context": context, "context_mask": mask}
+
+
 class TextCache:
     """The frozen pretrained text encoder + an in-memory cache keyed by caption text.
 

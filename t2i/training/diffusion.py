@@ -42,6 +42,7 @@ from t2i.training.data import (
     load_frozen_autoencoder,
     open_dataset,
     report_unknown_words,
+    text_condition,
 )
 from t2i.training.diffusion_config import (  # noqa: F401
     CONFIG_PRESETS,
@@ -317,12 +318,9 @@ def loss_fn(cfg, encode, denoiser, draw_sigmas):
 
     def loss(batch: dict, rng: StepRNG) -> torch.Tensor:
         x0 = batch["x0"]
-        drop = rng.rand() < cfg.caption_dropout
-        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"])]
-        context, mask = encode(captions)
+        cond = text_condition(batch["captions"], cfg.caption_dropout, encode, rng)
         sigma = rng.draw(draw_sigmas)
         noise = rng.randn(*x0.shape[1:])
-        cond = {"context": context, "context_mask": mask}
         if cfg.low_res:
             low = batch["low"]
             aug = rng.randn(*low.shape[1:])

@@ -27,6 +27,7 @@ from t2i.denoisers import LogSNRVDenoiser
 from t2i.likelihood import continuous_terms
 from t2i.models.log_snr import LearnedLogSNR
 from t2i.schedules import DiscreteSchedule
+from t2i.training.data import text_condition
 
 LEARNED = "learned"
 
@@ -111,12 +112,9 @@ def bound_loss_fn(cfg, encode, denoiser: nn.Module, log_snr: LearnedLogSNR):
 
     def loss(batch: dict, rng) -> torch.Tensor:
         x0 = batch["x0"]
-        drop = rng.rand() < cfg.caption_dropout
-        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"])]
-        context, mask = encode(captions)
+        cond = text_condition(batch["captions"], cfg.caption_dropout, encode, rng)
         t = rng.draw(even_times)
         noise = rng.randn(*x0.shape[1:])
-        cond = {"context": context, "context_mask": mask}
         return bound_loss(denoiser, log_snr, x0, t, noise, cond).mean()
 
     return loss
