@@ -144,15 +144,15 @@ class CFGDenoiser(DenoiserWrapper):
         return bool(inside.all())
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
-        return self.with_variance(x, sigma, _learnt=False, **cond)[0]
+        return self._guided(x, sigma, cond, _prediction(self.inner, learnt=False))[0]
 
-    def with_variance(self, x: torch.Tensor, sigma: torch.Tensor | float, _learnt=True, **cond):
+    def with_variance(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond):
         """(guided x0, the conditional prediction's v): the variance is not extrapolated (GLIDE
-        keeps the conditional half's); forward gives x0 alone, for any inner denoiser."""
+        keeps the conditional half's)."""
+        return self._guided(x, sigma, cond, _prediction(self.inner, learnt=True))
+
+    def _guided(self, x: torch.Tensor, sigma, cond: dict, call):
         sigma = sigma_batch(sigma, x)
-        call = (
-            self.inner.with_variance if _learnt else (lambda *a, **k: (self.inner(*a, **k), None))
-        )
         if not self.guides_at(sigma):
             return call(x, sigma, **cond)
         batched = batch_cond_uncond(cond, self.uncond, x.shape[0])
@@ -229,15 +229,15 @@ class GradientGuidance(DenoiserWrapper):
         self.through_denoiser = through_denoiser
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
-        return self.with_variance(x, sigma, _learnt=False, **cond)[0]
+        return self._steered(x, sigma, cond, _prediction(self.inner, learnt=False))[0]
 
-    def with_variance(self, x: torch.Tensor, sigma: torch.Tensor | float, _learnt=True, **cond):
+    def with_variance(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond):
         """(steered x0, the inner model's v): the guide moves the mean, not the variance."""
+        return self._steered(x, sigma, cond, _prediction(self.inner, learnt=True))
+
+    def _steered(self, x: torch.Tensor, sigma, cond: dict, call):
         sigma = sigma_batch(sigma, x)
         guide = {k: cond.pop(k) for k in self.guide_keys if k in cond}
-        call = (
-            self.inner.with_variance if _learnt else (lambda *a, **k: (self.inner(*a, **k), None))
-        )
         if self.scale == 0:
             return call(x, sigma, **cond)
         with torch.enable_grad():
