@@ -194,3 +194,17 @@ def test_a_learned_schedule_run_exports_a_folder_that_samples_on_it(tmp_path):
 def test_bad_combinations_are_refused_before_any_work(changes, match):
     with pytest.raises(ValueError, match=match):
         diffusion.check(_tiny(**changes))
+
+
+def test_a_learned_variance_run_exports_a_folder_whose_ddpm_uses_it(tmp_path, monkeypatch):
+    _trainer(variance="learned")(tmp_path, "run", steps=2, ckpt_every=2)
+    pipe = t2i.load(tmp_path / "run" / "model")
+    assert pipe.index["variance"] == "learned" and pipe.denoiser.learns_variance
+    calls = []
+    real = pipe.denoiser.with_variance
+    monkeypatch.setattr(
+        pipe.denoiser, "with_variance", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    pipe("a red circle", steps=3, sampler="ddpm", seed=0)
+    assert len(calls) == 3  # every step read the variance, through CFG
+    assert set(pipe.likelihood(torch.zeros(1, 3, 16, 16), ["a"], 2)) == {"learned"}
