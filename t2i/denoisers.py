@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from t2i import likelihood
-from t2i.schedules import DiscreteSchedule, sigma_to_t
+from t2i.schedules import DiscreteSchedule, betas_from_abar, sigma_to_t
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -71,12 +71,17 @@ class Denoiser(nn.Module):
             raise ValueError(f"training sigma must be > 0, got {sigma.tolist()}")
         if noise.shape != x0.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
-        c_skip, c_out, c_in = (append_dims(c, x0.ndim) for c in self.scalings(sigma))
+        c_in = append_dims(self.scalings(sigma)[2], x0.ndim)
         x = x0 + append_dims(sigma, x0.ndim) * noise
+        return self.output_loss(self.net(c_in * x, self.c_noise(sigma), **cond), x0, x, sigma)
+
+    def output_loss(
+        self, out: torch.Tensor, x0: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample weighted MSE (B,) of the network's output at x against its own target."""
+        c_skip, c_out, _ = (append_dims(c, x0.ndim) for c in self.scalings(sigma))
         target = (x0 - c_skip * x) / c_out
-        out = self.net(c_in * x, self.c_noise(sigma), **cond)
-        mse = (out - target).pow(2).flatten(1).mean(1)
-        return mse * self.loss_weight(sigma)
+        return (out - target).pow(2).flatten(1).mean(1) * self.loss_weight(sigma)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """min(SNR, gamma) in x0 terms (Hang et al. 2023), at least snr_floor; i.e. times c_out^2
@@ -220,8 +225,7 @@ class LearnedVariance(nn.Module):
             raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
         self.base, self.vlb_weight = base, vlb_weight
         if betas is None:
-            abar = 1 / (1 + base.sigmas.double() ** 2)
-            betas = 1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
+            betas = betas_from_abar(1 / (1 + base.sigmas.double() ** 2))
         self.terms = likelihood.VPTerms.of(betas)
 
     @property
@@ -273,8 +277,7 @@ class LearnedVariance(nn.Module):
         sigma = sigma_batch(sigma, x0)
         x = x0 + append_dims(sigma, x0.ndim) * noise
         f, v_raw, (c_skip, c_out) = self._outputs(x, sigma, **cond)
-        target = (x0 - c_skip * x) / c_out
-        simple = (f - target).pow(2).flatten(1).mean(1) * self.base.loss_weight(sigma)
+        simple = self.base.output_loss(f, x0, x, sigma)
         estimate = (c_skip * x + c_out * f).float()
         t = self.timesteps_of(sigma)
         vlb = likelihood.vlb_bits(

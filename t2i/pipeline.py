@@ -132,12 +132,13 @@ class Pipeline(Generator):
             )
         if self.index.get("schedule") is None:
             raise ValueError(f"{self.name}: the bound needs a discrete (VP) schedule, not edm")
-        betas = DiscreteSchedule.from_dict(self.index["schedule"]).betas()
+        schedule = DiscreteSchedule.from_dict(self.index["schedule"])
         cond = self.encode_text(prompts)
         variances = ("learned",) if self.denoiser.learns_variance else ("small", "large")
-        found = bounds(self.denoiser, images, betas, timesteps, generator, variances, cond=cond)
+        found = bounds(
+            self.denoiser, images, schedule.betas(), timesteps, generator, variances, cond=cond
+        )
         out = {variance: bound.per_image for variance, bound in zip(variances, found)}
-        schedule = DiscreteSchedule.from_dict(self.index["schedule"])
         if schedule.beta_schedule == "learned":  # also its own continuous-time bound
             log_snr = LearnedLogSNR.from_dict(schedule.log_snr)
             draws = timesteps or CONTINUOUS_DRAWS

@@ -53,7 +53,11 @@ def betas_learned(n: int, log_snr: dict | None) -> torch.Tensor:
     if log_snr is None:
         raise ValueError("beta_schedule 'learned' needs its log_snr parameters")
     sigmas = LearnedLogSNR.from_dict(log_snr).sigmas(n)
-    abar = 1 / (1 + sigmas**2)
+    return betas_from_abar(1 / (1 + sigmas**2))
+
+
+def betas_from_abar(abar: torch.Tensor) -> torch.Tensor:
+    """beta_t = 1 - abar_t / abar_{t-1} (abar_{-1} = 1): the inverse of `alphas_cumprod`."""
     return 1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
 
 
@@ -62,9 +66,7 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     sqrt_abar = torch.cumprod(1 - betas.double(), 0).sqrt()
     first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
     sqrt_abar = (sqrt_abar - last) * first / (first - last)
-    abar = sqrt_abar**2
-    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
-    return 1 - alphas
+    return betas_from_abar(sqrt_abar**2)
 
 
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:

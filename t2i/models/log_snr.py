@@ -13,6 +13,7 @@ start the sum is small and gamma a straight line from gamma_min to gamma_max. El
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -43,8 +44,8 @@ class LearnedLogSNR(nn.Module):
     def shape(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s~(t), ds~/dt): the normalised shape, 0 at t = 0 and 1 at t = 1."""
         ends = torch.stack([t.new_zeros(()), t.new_ones(())])
-        s_t, ds_t = self._s(t.float())
-        s_ends, _ = self._s(ends.float())
+        s_t, ds_t = self._s(t.to(self.a.dtype))
+        s_ends, _ = self._s(ends.to(self.a.dtype))
         span = s_ends[1] - s_ends[0]
         return (s_t - s_ends[0]) / span, ds_t / span
 
@@ -54,7 +55,7 @@ class LearnedLogSNR(nn.Module):
         return slope * t + (w * z).sum(1), slope + (w * b * z * (1 - z)).sum(1)
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gamma(t), gamma'(t)), each (B,) in fp32."""
+        """(gamma(t), gamma'(t)), each (B,) in the parameters' dtype (fp32 in training)."""
         s, ds = self.shape(t)
         span = self.gamma_max - self.gamma_min
         return self.gamma_min + span * s, span * ds
@@ -68,15 +69,8 @@ class LearnedLogSNR(nn.Module):
 
     def gamma64(self, t: torch.Tensor) -> torch.Tensor:
         """gamma(t) in float64 from the (fp32) parameters, for tables and the bound."""
-        params = {k: getattr(self, k).detach().double() for k in KEYS}
-        slope, w, b = softplus(params["a"]), softplus(params["w"]), softplus(params["b"])
-
-        def s(x):
-            return slope * x + (w * torch.sigmoid(x[:, None] * b + params["c"])).sum(1)
-
-        ends = s(torch.tensor([0.0, 1.0], dtype=torch.float64))
-        shape = (s(t.double()) - ends[0]) / (ends[1] - ends[0])
-        return params["gamma_min"] + (params["gamma_max"] - params["gamma_min"]) * shape
+        with torch.no_grad():
+            return copy.deepcopy(self).double()(t.double())[0]
 
     def to_dict(self) -> dict:
         """The parameters as JSON numbers (model_index.json's schedule keeps them)."""

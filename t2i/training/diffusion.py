@@ -29,7 +29,6 @@ from t2i.checkpoint import (
     INDEX_NAME,
 )
 from t2i.images import image_grid, shrink
-from t2i.models.log_snr import LearnedLogSNR
 from t2i.models.text_encoder import TextTransformer, build_vocab
 from t2i.models.unet import UNet
 from t2i.samplers import get_sampler
@@ -60,11 +59,10 @@ from t2i.training.diffusion_model import (
     split,
 )
 from t2i.training.diffusion_vdm import (
-    LEARNED,
     LearnedSchedule,
-    bound_denoiser,
     bound_loss_fn,
     check_learned,
+    with_schedule,
 )
 from t2i.training.export import (
     add_base,
@@ -227,8 +225,7 @@ def build_parts(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> dict:
                 cfg.text_model.vocab = build_vocab(first_captions(dataset, cfg.vocab_captions))
             encoder = TextTransformer(cfg.text_model)
         model = TextAndUNet(net, encoder)
-    if cfg.schedule == LEARNED:
-        model = LearnedSchedule(model, LearnedLogSNR())
+    model = with_schedule(cfg, model)
     init_record = init_unet(net, init) if init else None
     reader = text.encoder if text is not None else model.text
     report_unknown_words(reader, first_captions(dataset, cfg.vocab_captions))
@@ -288,7 +285,7 @@ def diffusion_recipe(
         config["init"] = init_record
     collate = collate_fn(cfg, fmt)
     if isinstance(model, LearnedSchedule):  # the bound, through the schedule it learns
-        loss = bound_loss_fn(cfg, encode, bound_denoiser(net, model.log_snr), model.log_snr)
+        loss = bound_loss_fn(cfg, encode, denoiser, model.log_snr)
     else:
         loss = loss_fn(cfg, encode, denoiser, training_sigmas(cfg, denoiser))
     return Recipe("diffusion", model, dataset, collate, loss, sample, export, config)
@@ -370,8 +367,7 @@ def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -
         model = TextAndUNet(net, TextTransformer(cfg.text_model))
     else:
         text = TextCache.load(cfg.text_encoder, cfg.max_tokens)
-    if cfg.schedule == LEARNED:
-        model = LearnedSchedule(model, LearnedLogSNR())
+    model = with_schedule(cfg, model)
     model.load_state_dict(model_weights(tensors, kw["ema"]))
     schedule = recipe_schedule(cfg, model)
     net, text = split(model.to(memory_format=torch.contiguous_format).eval(), text)

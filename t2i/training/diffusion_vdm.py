@@ -10,10 +10,11 @@ learn from it; the shape between them learns to reduce the variance of the per-i
 (their Sec. 5.2): its gradient is each image's bound gradient times 2 (L_i - mean L), the
 gradient of the batch's variance, in one backward pass.
 
-The network is `v_logsnr` (v-prediction reading log SNR, t2i/denoisers.py), so it runs on the
-schedule it ended with: the export writes that schedule's 1,000 discrete steps into
-model_index.json as beta_schedule "learned", and every sampler and the discrete bound read it
-like a fixed one.
+The network is `v_logsnr` (v-prediction reading log SNR, t2i/denoisers.py): its input does not
+depend on the schedule, so the recipe's own denoiser trains through the bound as the schedule
+moves, and the model runs on the schedule it ended with: the export writes that schedule into
+model_index.json as beta_schedule "learned" (1,000 discrete steps), and every sampler and the
+discrete bound read it like a fixed one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import math
 import torch
 from torch import nn
 
-from t2i.denoisers import LogSNRVDenoiser
 from t2i.likelihood import continuous_terms
 from t2i.models.log_snr import LearnedLogSNR
 from t2i.schedules import DiscreteSchedule
@@ -39,6 +39,11 @@ class LearnedSchedule(nn.Module):
     def __init__(self, inner: nn.Module, log_snr: LearnedLogSNR):
         super().__init__()
         self.inner, self.log_snr = inner, log_snr
+
+
+def with_schedule(cfg, model: nn.Module) -> nn.Module:
+    """The recipe's model with a fresh learnable schedule beside it, when it learns one."""
+    return LearnedSchedule(model, LearnedLogSNR()) if cfg.schedule == LEARNED else model
 
 
 def check_learned(cfg) -> None:
@@ -118,9 +123,3 @@ def bound_loss_fn(cfg, encode, denoiser: nn.Module, log_snr: LearnedLogSNR):
         return bound_loss(denoiser, log_snr, x0, t, noise, cond).mean()
 
     return loss
-
-
-def bound_denoiser(net: nn.Module, log_snr: LearnedLogSNR) -> LogSNRVDenoiser:
-    """The denoiser the bound trains: its network input does not depend on the schedule, so
-    the discrete table it holds (the schedule's start) is only a range for samplers."""
-    return LogSNRVDenoiser(net, log_snr.sigmas().float())
