@@ -26,10 +26,13 @@ from t2i.models.autoencoder import AutoencoderConfig, AutoencoderKL, Autoencoder
 from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.models.clip import CLIP, CLIPConfig
 from t2i.models.config_bounds import check_fields
+from t2i.models.draw import DrawConfig, DrawNet
 from t2i.models.noisy_guide import NoisyGuide, NoisyGuideConfig
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,
     PretrainedTextEncoderConfig,
+    TextLSTM,
+    TextLSTMConfig,
     TextTransformer,
     TextTransformerConfig,
 )
@@ -47,6 +50,8 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "clip": (CLIP, CLIPConfig),
     "token_transformer": (TokenTransformer, TokenTransformerConfig),
     "noisy_guide": (NoisyGuide, NoisyGuideConfig),
+    "text_lstm": (TextLSTM, TextLSTMConfig),
+    "draw": (DrawNet, DrawConfig),
 }
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model_index.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -182,6 +182,7 @@ GENERATE_EXAMPLES = """examples:
   t2i generate "a teal circle <lora:teal:0.8>" --lora-dir loras/ --out t.png    # a LoRA
   t2i generate "a teal circle" --lora runs/teal/model/teal.safetensors:0.8      # the same
   t2i generate "a sandal" --model fashion --guidance 0 --guide classifier:runs/g/model:4
+  t2i generate "a red circle" --model runs/draw/model --strip steps.gif   # step by step
 """
 
 
@@ -255,6 +256,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--bf16", action="store_true", help="bf16 networks: faster on CPUs with AVX512-BF16/AMX"
+    )
+    p.add_argument(
+        "--strip",
+        metavar="FILE.png|FILE.gif",
+        default=None,
+        help="also write the first image after every step: a strip (.png) or an animation "
+        "(.gif); AlignDRAW's canvas, a diffusion model's denoised estimate",
     )
     p.set_defaults(func=_generate)
 

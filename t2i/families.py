@@ -4,7 +4,7 @@
 
 A folder names its family in model_index.json ("family"); without one it is a diffusion model,
 and a diffusion folder with a base model ("base", "low_res") is a cascade. A new family (GAN,
-AlignDRAW, unCLIP) adds its loader to FAMILIES; nothing else in the CLI, server or evaluation
+unCLIP) adds its loader to FAMILIES; nothing else in the CLI, server or evaluation
 changes, because they speak the protocol of t2i/protocol.py.
 """
 
@@ -16,9 +16,11 @@ from pathlib import Path
 from t2i import DEFAULT_MODEL
 from t2i.cascade import CascadePipeline
 from t2i.checkpoint import INDEX_NAME, confined, load_model_folder, resolve_model
+from t2i.draw_pipeline import DrawPipeline
 from t2i.models.autoencoder import AutoencoderKL, AutoencoderVQ
 from t2i.models.autoencoder_patch import AutoencoderPatch
-from t2i.models.text_encoder import PretrainedTextEncoder, TextTransformer
+from t2i.models.draw import DrawNet
+from t2i.models.text_encoder import PretrainedTextEncoder, TextLSTM, TextTransformer
 from t2i.models.token_transformer import TokenTransformer
 from t2i.models.unet import UNet
 from t2i.pipeline import Pipeline
@@ -47,7 +49,12 @@ def load_autoregressive(folder: Path, components: dict, index: dict, name: str, 
     return TokenPipeline(components, index, name=name, bf16=bf16)
 
 
+def load_draw(folder: Path, components: dict, index: dict, name: str, bf16: bool):
+    return DrawPipeline(components, index, name=name, bf16=bf16)
+
+
 TEXT_ENCODERS = (TextTransformer, PretrainedTextEncoder)
+WORD_ENCODERS = (TextLSTM, TextTransformer)  # trained with the network over its own words
 AUTOENCODERS = (AutoencoderKL, AutoencoderVQ, AutoencoderPatch)
 # what each family reads from its folder (name -> classes); a pixel diffusion model has no
 # autoencoder, so there it is checked only when present (OPTIONAL)
@@ -58,12 +65,14 @@ FAMILY_COMPONENTS: dict[str, dict[str, tuple[type, ...]]] = {
         "autoencoder": (AutoencoderVQ,),
         "text_encoder": TEXT_ENCODERS,
     },
+    "draw": {"draw": (DrawNet,), "text_encoder": WORD_ENCODERS},
 }
 OPTIONAL = {("diffusion", "autoencoder")}
 
 FAMILIES: dict[str, Callable[..., Generator]] = {
     "diffusion": load_diffusion,
     "autoregressive": load_autoregressive,
+    "draw": load_draw,
 }
 
 

@@ -8,11 +8,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from t2i import DEFAULT_MODEL
 from t2i.families import load
-from t2i.images import to_pil
+from t2i.images import image_grid, to_pil
 from t2i.params import MAX_IMAGES, GenerationParams, check_seeds, read_png_request, save_png
 
 
@@ -146,8 +147,43 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
         )
     seeds = check_seeds(p, args.n, None)  # the last one too, before any file is named
     paths = output_paths(args.out, seeds)  # fail on an unwritable --out before sampling
+    strip = strip_path(args.strip) if getattr(args, "strip", None) else None
+    frames: list[torch.Tensor] = []
     with tqdm(total=pipe.total_steps(p), disable=args.quiet, desc="sampling", unit="step") as bar:
-        images = pipe.generate(p, args.n, callback=lambda info: bar.update(1))
+
+        def step(info: dict) -> None:
+            bar.update(1)
+            if strip is not None and (frame := pipe.preview(info, 0)) is not None:
+                frames.append(frame.float().clamp(-1, 1))
+
+        images = pipe.generate(p, args.n, callback=step)
     for image, seed, path in zip(to_pil(images), seeds, paths):
         save_png(image, path, GenerationParams(**{**asdict(p), "seed": seed}), pipe.model_hash)
+    if strip is not None:
+        write_strip(frames, strip, model)
+        paths.append(strip)
     return paths
+
+
+def strip_path(out: str) -> Path:
+    """--strip's file, checked before sampling: a .png (a strip) or a .gif (an animation)."""
+    path = Path(out)
+    if path.suffix.lower() not in (".png", ".gif"):
+        raise ValueError(f"--strip must name a .png or .gif file, got {out!r}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"--strip: cannot write {out!r} (a folder, or no writable folder)")
+    return path
+
+
+def write_strip(frames: list[torch.Tensor], path: Path, model: str) -> None:
+    """The first image after each step, left to right (.png) or one frame each (.gif)."""
+    if not frames:
+        raise ValueError(f"--strip: model {model!r} gives no picture of its steps")
+    stacked = torch.stack(frames)
+    if path.suffix.lower() == ".png":
+        image_grid(stacked, cols=len(frames)).save(path)
+        return
+    tiles = [t.convert("RGB") for t in to_pil(stacked)]
+    tiles += [tiles[-1]] * 4  # the finished image stays a moment before the loop restarts
+    tiles[0].save(path, save_all=True, append_images=tiles[1:], duration=150, loop=0)

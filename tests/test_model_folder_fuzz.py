@@ -12,7 +12,11 @@ from collections import Counter
 import pytest
 
 import t2i.families
-from tests.tiny_models import write_tiny_autoregressive_model, write_tiny_model
+from tests.tiny_models import (
+    write_tiny_autoregressive_model,
+    write_tiny_draw_model,
+    write_tiny_model,
+)
 
 SPECIAL = [
     0,
@@ -91,6 +95,7 @@ def tiny_folders(tmp_path_factory):
     return {
         "diffusion": write_tiny_model(root / "diffusion", latent=True),
         "autoregressive": write_tiny_autoregressive_model(root / "autoregressive"),
+        "draw": write_tiny_draw_model(root / "draw"),
     }
 
 
@@ -128,3 +133,20 @@ def test_mutated_model_folders_load_or_fail_with_one_line(tiny_folders, tmp_path
     print(sorted(outcomes.items()), f"slowest {slowest:.2f} s")
     assert slowest < 2.0
     assert sum(v for k, v in outcomes.items() if k[2] != "loaded") > 100
+
+
+def test_mutated_draw_folders_load_or_fail_with_one_line(tiny_folders, tmp_path):
+    rng = random.Random(33)
+    outcomes = Counter()
+    for i in range(80):
+        target = _case(rng, tiny_folders["draw"], tmp_path / str(i))
+        try:
+            t2i.families.load(tmp_path / str(i))("a red circle")
+            outcomes[target.suffix, "loaded"] += 1
+        except (ValueError, FileNotFoundError) as e:
+            msg = str(e)
+            assert "\n" not in msg and (target.name in msg or target.parent.name in msg), msg
+            outcomes[target.suffix, type(e).__name__] += 1
+        shutil.rmtree(tmp_path / str(i))
+    print(sorted(outcomes.items()))
+    assert sum(v for k, v in outcomes.items() if k[1] != "loaded") > 40

@@ -77,8 +77,9 @@ def train_tiny_vq(tmp_path: Path) -> Path:
         ("autoencoder", []),
         ("autoencoder", ["--preset", "tiny_vq"]),
         ("autoregressive", []),
+        ("draw", []),
     ],
-    ids=["diffusion", "diffusion-trained-text", "autoencoder", "vq", "autoregressive"],
+    ids=["diffusion", "diffusion-trained-text", "autoencoder", "vq", "autoregressive", "draw"],
 )
 def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
     if recipe == "autoregressive":  # codes of a VQ autoencoder, cached once for both runs
@@ -99,6 +100,7 @@ def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     subs = {"diffusion": ["unet"], "autoregressive": ["transformer", "text_encoder"]}
+    subs["draw"] = ["draw", "text_encoder"]
     subs = subs.get(recipe, ["autoencoder"])
     if extra == TRAINED_TEXT:
         assert any(k.startswith("ema.text.") for k in a)  # the encoder trains and resumes too
@@ -113,6 +115,14 @@ def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
         assert t2i_main(["export", str(killed), "--out", str(tmp_path / "exported")]) == 0
         pipe = t2i.load(tmp_path / "exported")
         assert pipe.index["training"]["steps"] == 6 and pipe.index["autoencoder"]["training"]
+        assert pipe("a red circle")[0].size == (16, 16)
+    if recipe == "draw":  # the text encoder trains with it, and `t2i export` gives a model
+        import t2i
+
+        assert any(k.startswith("ema.text.") for k in a)
+        assert t2i_main(["export", str(killed), "--out", str(tmp_path / "exported")]) == 0
+        pipe = t2i.load(tmp_path / "exported")
+        assert pipe.family == "draw" and pipe.index["training"]["steps"] == 6
         assert pipe("a red circle")[0].size == (16, 16)
 
 

@@ -89,6 +89,22 @@ def write_tiny_autoregressive_model(
     return folder
 
 
+def write_tiny_draw_model(folder: Path, *, image_size: int = 16, channels: int = 3) -> Path:
+    """A model folder with a tiny AlignDRAW network (4 steps) and a tiny BiLSTM caption
+    encoder; seeded weights."""
+    from t2i.models.draw import DrawConfig, DrawNet
+    from t2i.models.text_encoder import TextLSTM, TextLSTMConfig
+
+    torch.manual_seed(0)
+    config = DrawConfig.preset("tiny", image_size=image_size, image_channels=channels)
+    components = {
+        "draw": DrawNet(config),
+        "text_encoder": TextLSTM(TextLSTMConfig(vocab=VOCAB, word_dim=16, hidden=16)),
+    }
+    save_model_folder(folder, components, {"family": "draw", "image_size": image_size})
+    return folder
+
+
 def write_small_emoji_set(folder: Path, size: int, limit: int, heldout_fraction: float) -> Path:
     """Real emoji of every installed art style (`limit` per style, about a second to render);
     skips the test where scripts/install-emoji-sources.sh has installed none."""

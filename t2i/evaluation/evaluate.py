@@ -39,13 +39,16 @@ from t2i.images import image_grid
 
 
 def model_kind(folder: str | Path) -> str:
-    """'diffusion' (a UNet inside), 'autoregressive' (a token transformer) or 'autoencoder'."""
+    """'diffusion' (a UNet inside), 'autoregressive' (a token transformer), 'draw' (AlignDRAW)
+    or 'autoencoder'."""
     path = resolve_model(folder)
     components = json.loads((path / INDEX_NAME).read_text()).get("components", {})
     if "unet" in components:
         return "diffusion"
     if "transformer" in components:
         return "autoregressive"
+    if "draw" in components:
+        return "draw"
     if "autoencoder" in components:
         return "autoencoder"
     raise ValueError(
@@ -190,7 +193,7 @@ def _write(out: Path, report: dict, images: torch.Tensor, captions: list[str], g
 def format_report(report: dict) -> str:
     """Human-readable lines: each metric beside its real-image figure."""
     head = f"{report['model']} on {report['data']} ({report['suite']}), n = {report['n']}"
-    if report["kind"] in ("diffusion", "autoregressive"):
+    if report["kind"] != "autoencoder":
         r = report
         head += f", {r['sampler']} {r['steps']} steps, guidance {r['guidance']}"
         if r.get("guidance_interval"):

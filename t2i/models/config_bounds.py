@@ -49,6 +49,13 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "depth": (1, 64),
     "text_width": (0, 4096),
     "cell_outputs": (0, 4096),
+    "steps": (1, 256),  # AlignDRAW's glimpses
+    "read_n": (1, 64),
+    "write_n": (1, 64),
+    "z_dim": (1, 4096),
+    "hidden": (1, 4096),
+    "word_dim": (1, 4096),
+    "align_dim": (1, 4096),
 }
 # float fields (and each element of float lists): inclusive (low, high); every float is finite
 FLOAT_BOUNDS: dict[str, tuple[float, float]] = {

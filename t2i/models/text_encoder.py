@@ -310,3 +310,50 @@ class TextTransformer(nn.Module):
         ids, mask = self.tokenizer(prompts, self.config.max_length)
         device = self.embed.weight.device
         return self(ids.to(device), mask.to(device))
+
+
+@dataclass
+class TextLSTMConfig:
+    vocab: list[str] = field(default_factory=list)  # words, without the 4 special tokens
+    word_dim: int = 128  # word embedding width
+    hidden: int = 128  # per direction: states are 2 * hidden wide
+    max_length: int = 64  # tokens, [BOS] and [EOS] included
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ValueError(f"max_length={self.max_length} must be >= 2 ([BOS] and [EOS])")
+
+
+class TextLSTM(nn.Module):
+    """A bidirectional LSTM over word tokens (AlignDRAW's caption encoder): each word's state is
+    [forward; backward]; padding is packed away, so the backward pass starts at each caption's
+    own last word. pooled = masked mean."""
+
+    save_weights = True
+
+    def __init__(self, config: TextLSTMConfig):
+        super().__init__()
+        self.config = c = config
+        self.tokenizer = WordTokenizer(c.vocab)
+        self.dim = 2 * c.hidden
+        self.embed = nn.Embedding(len(self.tokenizer), c.word_dim)
+        self.lstm = nn.LSTM(c.word_dim, c.hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> TextEmbedding:
+        """ids (B, L) long, mask (B, L) bool (real tokens first) -> TextEmbedding, D = dim."""
+        lengths = mask.sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embed(ids), lengths, batch_first=True, enforce_sorted=False
+        )
+        states, _ = self.lstm(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
+        return TextEmbedding(h, mask, masked_mean(h, mask))
+
+    def unknown_words(self, text: str) -> list[str]:
+        return self.tokenizer.unknown(text)
+
+    def encode(self, prompts: list[str]) -> TextEmbedding:
+        if isinstance(prompts, str):
+            raise ValueError("encode takes a list of prompts, got a single string")
+        ids, mask = self.tokenizer(prompts, self.config.max_length)
+        return self(ids.to(self.embed.weight.device), mask.to(self.embed.weight.device))

@@ -1,4 +1,4 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, lora, textual_inversion, autoregressive, clip,
+"""`t2i train RECIPE` (autoencoder, diffusion, lora, textual_inversion, autoregressive, draw, clip,
 classifier, emoji_clip, guide): parse, build, run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
@@ -19,6 +19,7 @@ RECIPES = (
     "lora",
     "textual_inversion",
     "autoregressive",
+    "draw",
     "clip",
     "classifier",
     "emoji_clip",
@@ -36,6 +37,7 @@ def recipe_module(name: str):
         diffusion,
         diffusion_lora,
         diffusion_ti,
+        draw,
         emoji_clip,
         guide,
     )
@@ -45,8 +47,11 @@ def recipe_module(name: str):
     modules["guide"] = guide
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
-    return {**modules, "autoregressive": autoregressive, **extractors}[name]
+    families = {"autoregressive": autoregressive, "draw": draw}
+    return {**modules, **families, **extractors}[name]
 
+
+EXPORTED = ("diffusion", "autoregressive", "draw", "autoencoder")  # runs `t2i export` takes
 
 EXAMPLES = """examples:
   t2i train diffusion --preset shapes --out runs/shapes      # the shipped `shapes`, all stages
@@ -58,6 +63,7 @@ EXAMPLES = """examples:
   t2i train autoencoder --data shapes --out runs/vq --preset shapes_vq
   t2i train autoencoder --data shapes --out runs/patch --preset patch   # fixed: no training
   t2i train autoregressive --data shapes --out runs/ar --preset shapes --autoencoder runs/vq/model
+  t2i train draw --data fashion --out runs/draw --preset fashion          # AlignDRAW
   t2i train classifier --data fashion --out runs/clf --preset fashion_classifier
   t2i train emoji_clip --data data_cache/emoji64 --out runs/emoji_clip --preset emoji_clip
   t2i train guide --init fashion --data fashion --preset fashion_classifier --out runs/g
@@ -311,11 +317,8 @@ def export_run(
 
     found, tensors, meta = latest(run_dir, dtype)
     name = meta.get("recipe")
-    if name not in ("diffusion", "autoregressive", "autoencoder"):
-        raise ValueError(
-            f"{found}: recipe {name!r}; export handles 'diffusion', 'autoregressive' and "
-            "'autoencoder'"
-        )
+    if name not in EXPORTED:
+        raise ValueError(f"{found}: recipe {name!r}; export handles {', '.join(EXPORTED)}")
     if name != "diffusion" and (base is not None or guidance is not None):
         raise ValueError("--base and --guidance apply to diffusion runs only")
     kw = {"run_dir": Path(run_dir), "dtype": dtype, "data": data, "ema": ema}

@@ -21,7 +21,7 @@ import torch
 from t2i.checkpoint import DTYPES, INDEX_NAME, atomic_write_json
 from t2i.families import load
 from t2i.models.autoencoder_loss import AutoencoderLossConfig
-from t2i.models.text_encoder import TextTransformerConfig
+from t2i.models.text_encoder import TextLSTMConfig, TextTransformerConfig
 from t2i.models.unet import UNetConfig
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig
@@ -40,6 +40,7 @@ def nested_config(cls, data: dict, source: str, model_cls=UNetConfig):
         sub = {
             "model": model_cls,
             "text_model": TextTransformerConfig,
+            "text_lstm": TextLSTMConfig,
             "loop": LoopConfig,
             "optim": OptimConfig,
             "loss": AutoencoderLossConfig,
