@@ -3,8 +3,8 @@
 A folder whose model_index.json says "family": "draw" holds `draw/` (the network) and
 `text_encoder/` (the bidirectional LSTM trained with it, or a transformer). An image is T steps
 of the learnt prior: z_t drawn, the generative LSTM attends over the words and writes a patch
-onto the canvas; the image is the likelihood's mean, tanh(c_T). Image i of a call draws its
-z_1..z_T from `torch.Generator().manual_seed(seed + i)`. Each step's canvas reaches the
+onto the canvas; the image is the likelihood's mean, the canvas c_T (clamped). Image i of a call
+draws its z_1..z_T from `torch.Generator().manual_seed(seed + i)`. Each step's canvas reaches the
 callback, so `preview` (the server's live image, `t2i generate --strip`) shows the drawing grow.
 
 The likelihood: 8-bit pixels under a discretised Gaussian around the mean with one learnt std
@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 from t2i.likelihood import discretized_gaussian_nll
-from t2i.models.draw import DrawNet
+from t2i.models.draw import DrawNet, image_mean
 from t2i.params import GenerationParams
 from t2i.protocol import Generator, Supports
 
@@ -30,7 +30,7 @@ SAMPLER = "draw"  # the one "sampler": T steps of the learnt prior
 
 def elbo(net: DrawNet, images, context, mask, noise) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (reconstruction, KL), each (B,) in nats: -log p(x | z) of the 8-bit images under the
-    discretised Gaussian around tanh(c_T), and the KL of every step's posterior to the prior;
+    discretised Gaussian around the canvas c_T, and the KL of every step's posterior to the prior;
     their sum bounds -log p(x | caption). noise (B, T, z_dim): the posterior's draws."""
     mean, kl = net(images, context, mask, noise)
     logvar = (2 * net.log_std.float()).view(1, -1, 1, 1).expand_as(images)
@@ -135,7 +135,7 @@ class DrawPipeline(Generator):
     def preview(self, info: dict, index: int = 0) -> torch.Tensor | None:
         """The canvas so far of image `index`: the mean it would give if drawing stopped here."""
         canvas = info.get("canvas")
-        return None if canvas is None else canvas[index].float().tanh()
+        return None if canvas is None else image_mean(canvas[index].float())
 
     @torch.no_grad()
     def likelihood(self, images, prompts, timesteps=None, generator=None):

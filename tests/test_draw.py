@@ -99,10 +99,10 @@ def test_the_kl_is_the_sum_of_each_steps_and_the_mean_is_in_range():
     context, mask = torch.randn(3, 4, 32), torch.ones(3, 4, dtype=torch.bool)
     trace = []
     mean, kl = net(x, context, mask, torch.randn(3, 4, 4), trace=trace)
-    assert len(trace) == 4 and mean.abs().max() <= 1
+    assert len(trace) == 4
     assert torch.allclose(kl, torch.stack([s.kl for s in trace]).sum(0))
     assert (kl > 0).all()
-    assert torch.equal(mean, trace[-1].canvas.tanh())
+    assert torch.equal(mean, trace[-1].canvas)
 
 
 def test_sampling_reports_every_step_and_is_a_function_of_its_noise():
@@ -112,7 +112,7 @@ def test_sampling_reports_every_step_and_is_a_function_of_its_noise():
     steps = []
     images = net.sample(context, mask, noise, lambda t, out: steps.append((t, out.canvas)))
     assert [t for t, _ in steps] == [0, 1, 2, 3]
-    assert torch.equal(images, steps[-1][1].tanh())
+    assert torch.equal(images, steps[-1][1])
     assert torch.equal(images, net.sample(context, mask, noise))
     assert not torch.equal(images, net.sample(context, mask, torch.randn(2, 4, 4)))
 

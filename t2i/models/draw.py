@@ -11,10 +11,12 @@ At step t (h^gen_0 = h^infer_0 = 0, canvas c_0 = 0):
     c_t     = c_{t-1} + write(h^gen_t)
 
 with mu(h) = tanh(W_mu h) and sigma(h) = exp(tanh(W_sigma h)) for both Q and the learnt prior P,
-as the paper states them. The image's mean is tanh(c_T) (images live in [-1, 1]); the likelihood
-of 8-bit pixels around it is the family's (t2i/draw_pipeline.py: a discretised Gaussian with one
-learnt std per channel, `log_std` here). The network knows nothing of text encoders: it reads
-per-word states (B, L, D) and their mask, as the UNet's cross-attention does.
+as the paper states them. The image's mean is the canvas c_T itself (drawn clamped to [-1, 1]);
+the likelihood of 8-bit pixels around it is the family's (t2i/draw_pipeline.py: a discretised
+Gaussian with one learnt std per channel, `log_std` here). The network knows nothing of text
+encoders: it reads per-word states (B, L, D) and their mask, as the UNet's cross-attention does.
+Filters start as wide as their stride (`smooth_filters`), so the first glimpses see the whole
+image.
 
 Attention (Gregor et al. 2015): five numbers from a state give the grid's centre (g_x, g_y), its
 stride delta, the filters' variance sigma^2 and an intensity gamma; F_x (N, W) and F_y (N, H)
@@ -24,6 +26,7 @@ write(w) = F_y^T w F_x / gamma (H x W).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -151,6 +154,24 @@ class Alignment(nn.Module):
         return scores.float().masked_fill(~mask, float("-inf")).softmax(-1)
 
 
+def image_mean(canvas: torch.Tensor) -> torch.Tensor:
+    """The likelihood's mean is the canvas itself: the discretised Gaussian's end bins take a
+    mean past -1 or 1, so nothing needs squashing. Through tanh, a white background drove the
+    canvas to saturation where no gradient reaches the objects on it, and `shapes` stopped at
+    drawing backgrounds (docs/history.md, "AlignDRAW")."""
+    return canvas
+
+
+def smooth_filters(layer: nn.Linear, n: int, size: int) -> None:
+    """Start the filters as wide as their stride (sigma = stride / 2): a grid spread over the
+    image then reads and writes all of it. At sigma 1 a 12-point grid over 64 px sees one pixel
+    in five, and small objects between the points give no gradient to move it (the first
+    `shapes` run drew a grey background only)."""
+    stride = (size - 1) / max(n - 1, 1)
+    with torch.no_grad():
+        layer.bias[2] = 2 * math.log(max(stride / 2, 0.5))
+
+
 class StepOut(NamedTuple):
     canvas: torch.Tensor
     kl: torch.Tensor  # (B,) nats of this step (0 when sampling)
@@ -174,6 +195,8 @@ class DrawNet(nn.Module):
         self.write_params = nn.Linear(c.hidden, 5)
         self.write_patch = nn.Linear(c.hidden, c.image_channels * c.write_n**2)
         self.log_std = nn.Parameter(torch.full((c.image_channels,), -1.0))  # the likelihood's
+        smooth_filters(self.read_params, c.read_n, c.image_size)
+        smooth_filters(self.write_params, c.write_n, c.image_size)
 
     def empty(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         c = self.config
@@ -189,7 +212,7 @@ class DrawNet(nn.Module):
 
     def forward(self, x, context, mask, noise, trace: list | None = None):
         """x (B, C, H, W) in [-1, 1], context (B, L, D), mask (B, L), noise (B, T, z_dim)
-        standard normals -> (mean (B, C, H, W) = tanh(c_T), KL (B,) summed over the steps).
+        standard normals -> (mean (B, C, H, W) = c_T, KL (B,) summed over the steps).
         `trace`, when given, collects each step's StepOut."""
         c = self.config
         keys = self.align.words(context)
@@ -200,7 +223,7 @@ class DrawNet(nn.Module):
             alpha = self.align.weights(keys, mask, h_gen)
             sentence = (alpha[..., None].to(context.dtype) * context).sum(1)
             bank = filterbank(self.read_params(h_gen), c.read_n, c.image_size, c.image_size)
-            glimpse = torch.cat([read(x, bank), read(x - canvas.tanh(), bank)], 1).flatten(1)
+            glimpse = torch.cat([read(x, bank), read(x - image_mean(canvas), bank)], 1).flatten(1)
             h_inf, cell_inf = self.infer(torch.cat([glimpse, h_gen], 1), (h_inf, cell_inf))
             mu_q, sigma_q = self.posterior(h_inf)
             mu_p, sigma_p = self.prior(h_gen)
@@ -211,10 +234,10 @@ class DrawNet(nn.Module):
             canvas = canvas + self.written(h_gen)
             if trace is not None:
                 trace.append(StepOut(canvas, step_kl.sum(-1), alpha))
-        return canvas.tanh(), kl
+        return image_mean(canvas), kl
 
     def sample(self, context, mask, noise, callback=None) -> torch.Tensor:
-        """noise (B, T, z_dim) standard normals -> the mean image tanh(c_T) (B, C, H, W), each
+        """noise (B, T, z_dim) standard normals -> the mean image c_T (B, C, H, W), each
         z_t from the learnt prior; callback(StepOut) after each step."""
         keys = self.align.words(context)
         h_gen, cell_gen, canvas = self.empty(context.shape[0], context.float())
@@ -227,4 +250,4 @@ class DrawNet(nn.Module):
             canvas = canvas + self.written(h_gen)
             if callback is not None:
                 callback(t, StepOut(canvas, canvas.new_zeros(len(canvas)), alpha))
-        return canvas.tanh()
+        return image_mean(canvas)

@@ -59,7 +59,7 @@ class DrawRecipeConfig:
 def _fashion() -> DrawRecipeConfig:
     """Fashion-MNIST 32 px grey: 16 glimpses, 6x6 reads, 8x8 writes, LSTMs of 256."""
     cfg = DrawRecipeConfig(model=DrawConfig.preset("fashion"), data_length=60_000)
-    cfg.loop = replace(cfg.loop, steps=20_000, batch_size=64, ckpt_every=1000, sample_every=2000)
+    cfg.loop = replace(cfg.loop, steps=15_000, batch_size=64, ckpt_every=1000, sample_every=2000)
     cfg.optim = OptimConfig(lr=1e-3, warmup_steps=200, weight_decay=0.0, grad_clip=10.0)
     return cfg
 
@@ -67,7 +67,7 @@ def _fashion() -> DrawRecipeConfig:
 def _shapes() -> DrawRecipeConfig:
     """shapes 64 px colour: 16 glimpses, 8x8 reads, 12x12 writes, LSTMs of 256."""
     cfg = DrawRecipeConfig(model=DrawConfig.preset("shapes"), data_length=50_000)
-    cfg.loop = replace(cfg.loop, steps=8000, batch_size=64, ckpt_every=500, sample_every=1000)
+    cfg.loop = replace(cfg.loop, steps=7000, batch_size=64, ckpt_every=500, sample_every=1000)
     cfg.optim = OptimConfig(lr=1e-3, warmup_steps=200, weight_decay=0.0, grad_clip=10.0)
     return cfg
 
