@@ -22,7 +22,7 @@ import torch
 
 from t2i.likelihood import discretized_gaussian_nll
 from t2i.models.draw import DrawNet, image_mean
-from t2i.params import GenerationParams
+from t2i.params import GenerationParams, check_no_noise_levels
 from t2i.protocol import Generator, Supports
 
 SAMPLER = "draw"  # the one "sampler": T steps of the learnt prior
@@ -53,6 +53,11 @@ class DrawPipeline(Generator):
         super().__init__(components["text_encoder"], index, name, bf16)
         self.net: DrawNet = components["draw"]
         c = self.net.config
+        # the prior's draws scaled by a temperature (model_index.json "sampler"): 1 samples the
+        # learnt prior as trained, 0 takes its means
+        self.temperature = float(index.get("sampler", {}).get("temperature", 1.0))
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"sampler.temperature {self.temperature} must be in [0, 2]")
         if self.image_size != c.image_size:
             raise ValueError(
                 f"model {name!r}: image_size {self.image_size} but the network draws "
@@ -107,22 +112,15 @@ class DrawPipeline(Generator):
                 f"guidance {p.guidance} / negative prompt {p.negative!r}: AlignDRAW has no "
                 "classifier-free guidance (guidance must be 1, no negative prompt)"
             )
-        if p.init or p.mask:
-            raise ValueError("img2img and inpainting (init, mask) need a diffusion model")
-        if p.guidance_interval is not None:
-            raise ValueError("a guidance interval needs a diffusion model's noise levels")
-        if (p.width, p.height) != (self.image_size, self.image_size):
-            raise ValueError(
-                f"image size {p.width}x{p.height}: this AlignDRAW model draws "
-                f"{self.image_size}x{self.image_size} only"
-            )
+        check_no_noise_levels(p, "AlignDRAW", self.image_size)
 
     @torch.no_grad()
     def draw(
         self, p: GenerationParams, seeds: list[int], cond: dict, callback: Callable | None = None
     ) -> torch.Tensor:
         """(n, C, H, W) in [-1, 1]; callback({"i", "canvas", "alpha"}) after each step."""
-        noise = step_noise(self.net, [torch.Generator().manual_seed(s) for s in seeds])
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        noise = step_noise(self.net, gens) * self.temperature
 
         def report(t, out):
             if callback is not None:

@@ -212,6 +212,19 @@ def check_common(p: GenerationParams) -> None:
         raise ValueError("mask_blur softens an inpainting mask's edge: give a mask as well")
 
 
+def check_no_noise_levels(p: GenerationParams, family: str, size: int) -> None:
+    """What a family without a diffusion model's noise levels refuses (autoregressive,
+    AlignDRAW): img2img and inpainting, a guidance interval, any size but its own."""
+    if p.init or p.mask:
+        raise ValueError("img2img and inpainting (init, mask) need a diffusion model")
+    if p.guidance_interval is not None:
+        raise ValueError("a guidance interval needs a diffusion model's noise levels")
+    if (p.width, p.height) != (size, size):
+        raise ValueError(
+            f"image size {p.width}x{p.height}: this {family} model draws {size}x{size} only"
+        )
+
+
 def check_lora_name(name) -> str:
     if not isinstance(name, str) or not LORA_NAME.fullmatch(name):
         raise ValueError(

@@ -17,7 +17,7 @@ import torch
 
 from t2i.likelihood import discretized_gaussian_nll
 from t2i.models.token_transformer import check_sampling, sample_codes
-from t2i.params import GenerationParams
+from t2i.params import GenerationParams, check_no_noise_levels
 from t2i.protocol import Generator, Supports
 
 SAMPLER = "autoregressive"  # the one "sampler": codes in raster order, temperature and top-k
@@ -103,15 +103,7 @@ class TokenPipeline(Generator):
                 f"steps {p.steps}: an autoregressive model takes one step per code, "
                 f"{self.tokens} for this model (leave steps unset)"
             )
-        if p.init or p.mask:
-            raise ValueError("img2img and inpainting (init, mask) need a diffusion model")
-        if p.guidance_interval is not None:
-            raise ValueError("a guidance interval needs a diffusion model's noise levels")
-        if (p.width, p.height) != (self.image_size, self.image_size):
-            raise ValueError(
-                f"image size {p.width}x{p.height}: this autoregressive model draws "
-                f"{self.image_size}x{self.image_size} only"
-            )
+        check_no_noise_levels(p, "autoregressive", self.image_size)
 
     @torch.no_grad()
     def draw(

@@ -123,3 +123,40 @@ def test_generate_writes_the_canvas_after_each_step(folder, tmp_path):
     proc = subprocess.run([*cli, "--strip", "s.jpg"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "--strip must name a .png or .gif" in proc.stderr
     assert not (tmp_path / "t2i.png").exists()
+
+
+def train_tiny(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    cli = [sys.executable, "-m", "t2i", "train", "draw", "--data", "shapes", "--preset", "tiny"]
+    cli += ["--no-progress", "--loop.steps", "2", "--out", str(tmp_path / "run"), *extra]
+    return subprocess.run(cli, capture_output=True, text=True)
+
+
+def test_the_caption_encoder_may_be_the_word_level_transformer(tmp_path):
+    extra = ["--text_encoder", "transformer", "--loop.sample_every", "0"]
+    proc = train_tiny(tmp_path, *extra, "--text_model.dim", "32")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pipe = t2i.load(tmp_path / "run" / "model")
+    assert type(pipe.text_encoder).__name__ == "TextTransformer"
+    assert pipe(PROMPT)[0].size == (16, 16)
+
+
+def test_a_bad_caption_encoder_or_width_is_refused_before_training(tmp_path):
+    proc = train_tiny(tmp_path, "--text_encoder", "bert")
+    assert proc.returncode == 2 and "choose from ['lstm', 'transformer']" in proc.stderr
+    proc = train_tiny(tmp_path, "--model.context_dim", "48")
+    assert proc.returncode == 2 and "model.context_dim 48 != text width 32" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_temperature_zero_draws_the_priors_means_for_every_seed(tmp_path):
+    folder = write_tiny_draw_model(tmp_path / "m")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "sampler": {"temperature": 0}}))
+    pipe = t2i.load(folder)
+    images = pipe.generate(pipe.params(PROMPT), 3)
+    assert torch.allclose(images[0], images[1], atol=1e-6)
+    assert torch.allclose(images[0], images[2], atol=1e-6)
+    bad = {**index, "sampler": {"temperature": 5}}
+    (folder / "model_index.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"model_index.json: sampler.temperature 5.0 must be"):
+        t2i.load(folder)

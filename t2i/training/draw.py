@@ -52,6 +52,7 @@ class DrawRecipeConfig:
     vocab_captions: int = 5000
     sample_prompts: tuple[str, ...] = ()  # empty: the first 8 captions of the data
     sample_seed: int = 0
+    temperature: float = 1.0  # the exported model's default: its prior's draws scaled by it
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(bf16=native_bf16()))
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -164,7 +165,12 @@ def draw_recipe(cfg: DrawRecipeConfig, model: TextAndDraw, dataset, data_name: s
 
 
 def model_index(cfg: DrawRecipeConfig, data_name: str) -> dict:
-    return {"family": "draw", "image_size": cfg.model.image_size, "data": {"source": data_name}}
+    return {
+        "family": "draw",
+        "image_size": cfg.model.image_size,
+        "sampler": {"temperature": cfg.temperature},
+        "data": {"source": data_name},
+    }
 
 
 def sampling_pipeline(cfg: DrawRecipeConfig, model: TextAndDraw, data_name: str) -> DrawPipeline:
