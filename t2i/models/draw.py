@@ -210,6 +210,15 @@ class DrawNet(nn.Module):
         patch = self.write_patch(h).float().view(-1, c.image_channels, c.write_n, c.write_n)
         return write(patch, bank)
 
+    def drawn(self, keys, context, mask, z, h_gen, cell_gen, canvas):
+        """One step of the generative side, shared by training and sampling: attend over the
+        words from h^gen_{t-1}, advance LSTM_gen on [z_t, s_t], write onto the canvas.
+        -> (h^gen_t, its cell, c_t, alpha_t)."""
+        alpha = self.align.weights(keys, mask, h_gen)
+        sentence = (alpha[..., None].to(context.dtype) * context).sum(1)
+        h_gen, cell_gen = self.gen(torch.cat([z, sentence], 1), (h_gen, cell_gen))
+        return h_gen, cell_gen, canvas + self.written(h_gen), alpha
+
     def forward(self, x, context, mask, noise, trace: list | None = None):
         """x (B, C, H, W) in [-1, 1], context (B, L, D), mask (B, L), noise (B, T, z_dim)
         standard normals -> (mean (B, C, H, W) = c_T, KL (B,) summed over the steps).
@@ -220,8 +229,6 @@ class DrawNet(nn.Module):
         h_inf, cell_inf = h_gen, cell_gen
         kl = x.new_zeros(x.shape[0])
         for t in range(c.steps):
-            alpha = self.align.weights(keys, mask, h_gen)
-            sentence = (alpha[..., None].to(context.dtype) * context).sum(1)
             bank = filterbank(self.read_params(h_gen), c.read_n, c.image_size, c.image_size)
             glimpse = torch.cat([read(x, bank), read(x - image_mean(canvas), bank)], 1).flatten(1)
             h_inf, cell_inf = self.infer(torch.cat([glimpse, h_gen], 1), (h_inf, cell_inf))
@@ -230,8 +237,9 @@ class DrawNet(nn.Module):
             z = mu_q + sigma_q * noise[:, t]
             step_kl = gaussian_kl(mu_q.float(), sigma_q.float(), mu_p.float(), sigma_p.float())
             kl = kl + step_kl.sum(-1)
-            h_gen, cell_gen = self.gen(torch.cat([z, sentence], 1), (h_gen, cell_gen))
-            canvas = canvas + self.written(h_gen)
+            h_gen, cell_gen, canvas, alpha = self.drawn(
+                keys, context, mask, z, h_gen, cell_gen, canvas
+            )
             if trace is not None:
                 trace.append(StepOut(canvas, step_kl.sum(-1), alpha))
         return image_mean(canvas), kl
@@ -242,12 +250,11 @@ class DrawNet(nn.Module):
         keys = self.align.words(context)
         h_gen, cell_gen, canvas = self.empty(context.shape[0], context.float())
         for t in range(self.config.steps):
-            alpha = self.align.weights(keys, mask, h_gen)
-            sentence = (alpha[..., None].to(context.dtype) * context).sum(1)
             mu_p, sigma_p = self.prior(h_gen)
             z = mu_p + sigma_p * noise[:, t]
-            h_gen, cell_gen = self.gen(torch.cat([z, sentence], 1), (h_gen, cell_gen))
-            canvas = canvas + self.written(h_gen)
+            h_gen, cell_gen, canvas, alpha = self.drawn(
+                keys, context, mask, z, h_gen, cell_gen, canvas
+            )
             if callback is not None:
                 callback(t, StepOut(canvas, canvas.new_zeros(len(canvas)), alpha))
         return image_mean(canvas)

@@ -106,11 +106,8 @@ class TextAndDraw(nn.Module):
 
 
 def text_encoder(cfg: DrawRecipeConfig) -> nn.Module:
-    if cfg.text_encoder not in TEXT_ENCODERS:
-        raise ValueError(f"text_encoder {cfg.text_encoder!r}: choose from {list(TEXT_ENCODERS)}")
-    if cfg.text_encoder == "lstm":
-        return TextLSTM(cfg.text_lstm)
-    return TextTransformer(cfg.text_model)
+    config = _text_config(cfg)
+    return TextLSTM(config) if cfg.text_encoder == "lstm" else TextTransformer(config)
 
 
 def build(cfg: DrawRecipeConfig, args: argparse.Namespace) -> Recipe:
@@ -120,7 +117,7 @@ def build(cfg: DrawRecipeConfig, args: argparse.Namespace) -> Recipe:
     if found != channels:
         raise ValueError(f"--data {args.data} gives {found}-channel images; model.image_channels "
                          f"is {channels}")  # fmt: skip
-    if cfg.text_encoder in TEXT_ENCODERS and not _text_config(cfg).vocab:
+    if not _text_config(cfg).vocab:  # a resumed run has it in its config already
         _text_config(cfg).vocab = build_vocab(first_captions(dataset, cfg.vocab_captions))
     seed_everything(cfg.loop.seed)
     text = text_encoder(cfg)
@@ -128,10 +125,13 @@ def build(cfg: DrawRecipeConfig, args: argparse.Namespace) -> Recipe:
         raise ValueError(f"model.context_dim {cfg.model.context_dim} != text width {text.dim}")
     report_unknown_words(text, first_captions(dataset, 200))
     model = TextAndDraw(DrawNet(cfg.model), text)
+    sampling_pipeline(cfg, model, str(args.data))  # its checks (temperature) before any step
     return draw_recipe(cfg, model, dataset, str(args.data))
 
 
-def _text_config(cfg: DrawRecipeConfig):
+def _text_config(cfg: DrawRecipeConfig) -> TextLSTMConfig | TextTransformerConfig:
+    if cfg.text_encoder not in TEXT_ENCODERS:
+        raise ValueError(f"text_encoder {cfg.text_encoder!r}: choose from {list(TEXT_ENCODERS)}")
     return cfg.text_lstm if cfg.text_encoder == "lstm" else cfg.text_model
 
 
