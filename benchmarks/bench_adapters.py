@@ -54,12 +54,16 @@ def train(kind: str, concept: str, folder: Path, out: Path, steps: int) -> tuple
     return run / "model" / f"{concept}.safetensors", time.perf_counter() - start
 
 
-def draw(pipe, prompts: list[str], suffix: str = "", batch: int = 25) -> list:
-    """One image per prompt, image i from seed i; `suffix` appended (LoRA tags)."""
+def draw(pipe, prompts: list[str], suffix: str = "", batch: int = 25, **request) -> list:
+    """One image per prompt, image i from seed i; `suffix` appended (LoRA tags); `request`: the
+    request's other settings (steps, sampler, ...)."""
     images = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
-        items = [pipe.params(f"{p} {suffix}".strip(), seed=start + i) for i, p in enumerate(chunk)]
+        items = [
+            pipe.params(f"{p} {suffix}".strip(), seed=start + i, **request)
+            for i, p in enumerate(chunk)
+        ]
         images.append(pipe.generate_items(items))
     return list(torch.cat(images))
 

@@ -330,6 +330,40 @@ def make_denoiser(
     return PARAMETERISATIONS[parameterisation](net, schedule, **weighting)
 
 
+def consistency_scalings(
+    t: torch.Tensor, sigma_data: float = 0.5, scale: float = 10.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out) of a consistency model at timestep t (LCM's boundary condition, Luo et al.
+    2023, eq. 5 with t scaled by `scale`): c_skip(0) = 1 and c_out(0) = 0, so f(x, 0) = x; from
+    one timestep up c_skip is below 3e-3 and f is the network's own x0 estimate."""
+    st = scale * t.double()
+    c_skip = sigma_data**2 / (st**2 + sigma_data**2)
+    c_out = st / (st**2 + sigma_data**2).sqrt()
+    return c_skip.float(), c_out.float()
+
+
+class ConsistencyFunction(nn.Module):
+    """f(x, sigma) = c_skip x + c_out D(x, sigma) over a discrete VP denoiser D: the map of a
+    point of the probability-flow ODE to its end that consistency distillation trains."""
+
+    def __init__(self, denoiser: DiscreteVPDenoiser, sigma_data: float = 0.5, scale: float = 10.0):
+        super().__init__()
+        if not isinstance(denoiser, DiscreteVPDenoiser):
+            raise ValueError(
+                "consistency distillation needs a discrete (VP) model, not "
+                f"{type(denoiser).__name__}"
+            )
+        self.inner, self.sigma_data, self.scale = denoiser, sigma_data, scale
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        sigma = sigma_batch(sigma, x)
+        t = self.inner.c_noise(sigma)
+        c_skip, c_out = (
+            append_dims(c, x.ndim) for c in consistency_scalings(t, self.sigma_data, self.scale)
+        )
+        return c_skip * x + c_out * self.inner(x, sigma, **cond)
+
+
 class GaussianMixtureDenoiser(nn.Module):
     """The exact denoiser E[x0 | x] for data x0 ~ sum_k w_k N(mu_k, s_k^2 I); for tests and demos.
 

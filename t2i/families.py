@@ -15,7 +15,14 @@ from pathlib import Path
 
 from t2i import DEFAULT_MODEL
 from t2i.cascade import CascadePipeline
-from t2i.checkpoint import INDEX_NAME, confined, load_model_folder, resolve_model
+from t2i.checkpoint import (
+    INDEX_NAME,
+    bundled_models,
+    confined,
+    load_model_folder,
+    read_json_object,
+    resolve_model,
+)
 from t2i.draw_pipeline import DrawPipeline
 from t2i.models.autoencoder import AutoencoderKL, AutoencoderVQ
 from t2i.models.autoencoder_patch import AutoencoderPatch
@@ -23,6 +30,7 @@ from t2i.models.draw import DrawNet
 from t2i.models.text_encoder import PretrainedTextEncoder, TextLSTM, TextTransformer
 from t2i.models.token_transformer import TokenTransformer
 from t2i.models.unet import UNet
+from t2i.params import check_lora_name, check_lora_scale
 from t2i.pipeline import Pipeline
 from t2i.protocol import Generator
 from t2i.token_pipeline import TokenPipeline
@@ -69,6 +77,11 @@ FAMILY_COMPONENTS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 OPTIONAL = {("diffusion", "autoencoder")}
 
+LORA_DIR = "loras"  # a model folder's own LoRAs, found by name
+MAX_PINNED = 8
+# what a folder that adapts a model replaces in that model's index
+OVERRIDDEN = ("sampler", "consistency", "evaluation", "training", "adapts", "loras")
+
 FAMILIES: dict[str, Callable[..., Generator]] = {
     "diffusion": load_diffusion,
     "autoregressive": load_autoregressive,
@@ -82,7 +95,58 @@ def load(model: str | Path = DEFAULT_MODEL, bf16: bool = False) -> Generator:
     bf16: run the networks under bf16 autocast (BENCHMARKS.md "Generation time": faster on CPUs
     with AVX512-BF16 or AMX, images within ~1 level of 255 of fp32; slow where bf16 is emulated)."""
     folder = resolve_model(model)
+    index = read_json_object(folder / INDEX_NAME)
+    if "adapts" in index:
+        return load_adapted(folder, index, str(model), bf16)
+    pipe = load_folder(folder, str(model), bf16)
+    if (folder / LORA_DIR).is_dir():
+        pipe.lora_dir = folder / LORA_DIR
+    return pipe
+
+
+def load_adapted(folder: Path, index: dict, name: str, bf16: bool) -> Generator:
+    """A folder that adapts another model (model_index.json "adapts": a bundled name or a model
+    folder; "loras": name -> scale): the model, with those LoRAs (from this folder's loras/, else
+    the model's) fused into it and applied in every request, and this folder's sampler
+    defaults. An LCM-LoRA's run writes one: `t2i generate --model shapes-lcm`."""
+    loras = index.get("loras", {})
+    base_folder = adapted_model(folder, index)
+    if not isinstance(loras, dict) or not loras or len(loras) > MAX_PINNED:
+        raise ValueError(f"{folder / INDEX_NAME}: loras must map 1 to {MAX_PINNED} names to scales")
+    pipe = load_folder(base_folder, name, bf16, override=index)
+    own_dir = folder / LORA_DIR
+    pipe.lora_dir = own_dir if own_dir.is_dir() else base_folder / LORA_DIR
+    for lora_name, scale in loras.items():
+        file = f"{check_lora_name(lora_name)}.safetensors"
+        path = own_dir / file if (own_dir / file).is_file() else base_folder / LORA_DIR / file
+        pipe.load_lora(path, lora_name)
+        pipe.pinned_loras[lora_name] = check_lora_scale(lora_name, scale)
+    # fused: a step costs what the model's own does (unfused, an LCM-LoRA on every layer made a
+    # `shapes` step 1.5x slower); a request that names one at another scale is refused until
+    # `pipe.loras.unfuse()`
+    pipe.loras.fuse(pipe.pinned_loras)
+    return pipe
+
+
+def adapted_model(folder: Path, index: dict) -> Path:
+    """The folder of the model that an adapting folder's "adapts" names: a bundled name, or a
+    folder (a relative path is read from the adapting folder); never itself another adapter."""
+    base = index["adapts"]
+    if not isinstance(base, str) or not base or (folder / base).resolve() == folder.resolve():
+        raise ValueError(f"{folder / INDEX_NAME}: adapts must name another model, got {base!r}")
+    base_folder = resolve_model(base if base in bundled_models() else folder / base)
+    if "adapts" in read_json_object(base_folder / INDEX_NAME):
+        raise ValueError(f"{folder / INDEX_NAME}: {base!r} adapts a model itself; name that one")
+    return base_folder
+
+
+def load_folder(folder: Path, name: str, bf16: bool, override: dict | None = None) -> Generator:
+    """The family's generator over a model folder; `override`: index keys an adapting folder
+    replaces (its sampler defaults, card)."""
     components, index = load_model_folder(folder)
+    model = name
+    if override:
+        index = {**index, **{k: v for k, v in override.items() if k in OVERRIDDEN}}
     family = index.get("family", "diffusion")
     if not isinstance(family, str) or family not in FAMILIES:
         raise ValueError(
@@ -91,7 +155,7 @@ def load(model: str | Path = DEFAULT_MODEL, bf16: bool = False) -> Generator:
         )
     check_components(family, components, folder / INDEX_NAME)
     try:
-        return FAMILIES[family](folder, components, index, str(model), bf16)
+        return FAMILIES[family](folder, components, index, model, bf16)
     except (ValueError, KeyError, TypeError) as e:  # an index field the family cannot use
         if isinstance(e, ValueError) and str(folder) in str(e):
             raise

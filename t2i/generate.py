@@ -73,7 +73,8 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
 
 def add_loras(pipe, kw: dict, args: argparse.Namespace) -> None:
     """--lora-dir for <lora:name:scale> in the prompt; each --embedding word added; each --lora
-    FILE[:SCALE] loaded and applied (over a `--from` image's own entry of that name)."""
+    FILE[:SCALE] (or NAME[:SCALE] from the LoRA folder) loaded and applied (over a `--from`
+    image's own entry of that name)."""
     if getattr(args, "lora_dir", None):
         if not Path(args.lora_dir).is_dir():
             raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
@@ -85,7 +86,9 @@ def add_loras(pipe, kw: dict, args: argparse.Namespace) -> None:
             pipe.load_embedding(path)
     for spec in getattr(args, "lora", None) or []:
         path, scale = lora_flag(spec)
-        name = pipe.load_lora(path)
+        # a bare name is one of the model's own LoRAs (its loras/ folder, or --lora-dir)
+        is_name = not path.endswith(".safetensors") and "/" not in path and not Path(path).exists()
+        name = path if is_name else pipe.load_lora(path)
         kw["loras"] = [e for e in kw.get("loras") or () if e[0] != name] + [(name, scale)]
 
 

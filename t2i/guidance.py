@@ -2,6 +2,7 @@
 
 CFGDenoiser(D, uncond, scale, rescale)      classifier-free guidance, negative prompts
 Unconditional(D, uncond)                     the model with the empty (or negative) prompt alone
+EmbeddedGuidance(D, scale)                   a distilled model that reads the scale w as an input
 GradientGuidance(D, log_prob, scale)         x0 += scale * sigma^2 * grad_x log p(y | x, sigma)
 ClassifierGuidance(D, classifier, scale)     the above with log p from a noisy classifier
 """
@@ -190,6 +191,19 @@ class Unconditional(DenoiserWrapper):
     def _unconditional(self, x: torch.Tensor, cond: dict) -> dict:
         text = {k: _expand(v, x.shape[0], f"uncond[{k!r}]") for k, v in self.uncond.items()}
         return {**cond, **text}
+
+
+class EmbeddedGuidance(DenoiserWrapper):
+    """A model that takes the guidance scale as an input (an LCM student with a w-embedding):
+    one network evaluation per step gives what the teacher's two did under CFG at that scale."""
+
+    def __init__(self, inner: nn.Module, scale: float):
+        super().__init__(inner)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        guidance = torch.full((x.shape[0],), self.scale, device=x.device)
+        return self.inner(x, sigma, guidance=guidance, **cond)
 
 
 def check_interval(interval) -> tuple[float, float] | None:

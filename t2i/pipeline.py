@@ -33,7 +33,7 @@ from t2i.editing import (
     sampler_steps,
     strength_sigmas,
 )
-from t2i.guidance import CFGDenoiser, Unconditional
+from t2i.guidance import CFGDenoiser, EmbeddedGuidance, Unconditional
 from t2i.images import load_image, load_mask
 from t2i.likelihood import bounds, continuous_bits
 from t2i.models.log_snr import LearnedLogSNR
@@ -41,10 +41,11 @@ from t2i.models.text_encoder import TextTransformer
 from t2i.params import GenerationParams, check_int, check_sides
 from t2i.protocol import Generator, Supports
 from t2i.samplers import SAMPLERS, get_sampler, sigmas_for
-from t2i.schedules import DiscreteSchedule
+from t2i.schedules import DiscreteSchedule, discrete_sigmas, lcm_timesteps
 
 DEFAULT_SAMPLING = {"name": "ddim", "steps": 20, "guidance_scale": 3.0}
 CONTINUOUS_DRAWS = 100  # t draws per image of a learnt schedule's continuous-time bound
+LCM_GRID_STEPS = 50  # the distillation grid of t2i train lcm (LCM's N = 50 of T = 1000)
 
 
 class Pipeline(Generator):
@@ -177,11 +178,28 @@ class Pipeline(Generator):
         self.latent_size(p.height, p.width)  # the autoencoder's own check of the sides
         check_strength(p.strength)
         check_int("resample", p.resample, 1, 20)
+        if p.sampler == "lcm":
+            self.sigmas(p.steps, p.sampler)  # steps on the distillation grid
+        if self.embeds_guidance and (p.negative or p.guidance_interval is not None):
+            raise ValueError(
+                f"model {self.name!r} reads the guidance scale as an input (a distilled model, "
+                "one pass per step): it takes no negative prompt and no guidance interval"
+            )
 
     # ------------------------------------------------------------ pieces
 
+    @property
+    def embeds_guidance(self) -> bool:
+        return bool(self.unet.config.guidance_embedding)
+
     def sigmas(self, steps: int, sampler: str | None = None) -> torch.Tensor:
-        """The (steps + 1,) noise levels of a run; the index may name a schedule per model."""
+        """The (steps + 1,) noise levels of a run; the index may name a schedule per model.
+        Sampler "lcm" on a discrete model steps on the timesteps a consistency model is
+        distilled on (schedules.lcm_timesteps; the index's "consistency" names the grid)."""
+        table = getattr(self.denoiser, "sigmas", None)
+        if sampler == "lcm" and table is not None:
+            grid = self.index.get("consistency", {}).get("grid_steps", LCM_GRID_STEPS)
+            return discrete_sigmas(table, steps, at=lcm_timesteps(steps, len(table), grid))
         return sigmas_for(self.denoiser, steps, self.index.get("sigma_schedule", "auto"))
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
@@ -221,7 +239,9 @@ class Pipeline(Generator):
         """The denoiser with classifier-free guidance towards p.prompt, away from p.negative
         (scale 0: the unconditional model alone), then each guide's gradient (t2i/guides)."""
         model = self.denoiser
-        if p.guidance == 0.0:
+        if self.embeds_guidance:
+            model = EmbeddedGuidance(model, p.guidance)
+        elif p.guidance == 0.0:
             model = Unconditional(model, self.encode_text([p.negative]))
         elif p.guidance != 1.0:
             uncond = self.encode_text([p.negative])

@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -103,6 +104,8 @@ class Generator(ABC):
         # sees unboundedly many distinct prompts)
         self._text_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._loras: LoraSet | None = None
+        self.lora_dir: Path | None = None  # the model folder's loras/: where names are found
+        self.pinned_loras: dict[str, float] = {}  # applied in every request (an adapting folder)
         self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
         self._word_files: dict[str, str] = {}  # learnt word -> file_hash of its embedding file
         self._model_hash: str | None = None
@@ -176,7 +179,7 @@ class Generator(ABC):
         if "lora" not in self.supports.adapters:
             raise ValueError(f"model {self.name!r} ({self.family}) takes no LoRA")
         if self._loras is None:
-            self._loras = LoraSet(self.adapter_networks(), self.name)
+            self._loras = LoraSet(self.adapter_networks(), self.name, self.lora_dir)
         return self._loras
 
     def load_lora(self, path, name: str | None = None) -> str:
@@ -323,7 +326,13 @@ class Generator(ABC):
 
         prompt, tagged = split_lora_tags(prompt)  # A1111's <lora:name:scale>
         requested = [*(kw.get("loras") or ()), *tagged]
+        named = {entry[0] for entry in requested}
+        requested = [(n, s) for n, s in self.pinned_loras.items() if n not in named] + requested
         loras = self.loras.resolve(requested) if requested else ()
+        made_for = self.loras.sampling(loras) if loras else {}  # an LCM-LoRA's sampler settings
+        defaults = (
+            {**self.defaults, "guidance_interval": None, **made_for} if made_for else self.defaults
+        )
         init, mask = pick("init", ""), pick("mask", "")
         size = kw.get("size") or (read_image_size(init) if init else None)
         width, height = size or (self.image_size, self.image_size)
@@ -331,9 +340,9 @@ class Generator(ABC):
             prompt=prompt,
             negative=pick("negative", ""),
             model=self.name,
-            sampler=t2i_sampler(pick("sampler", self.defaults["name"])),  # or A1111's name
-            steps=pick("steps", self.defaults["steps"]),
-            guidance=pick("guidance", self.defaults["guidance_scale"]),
+            sampler=t2i_sampler(pick("sampler", defaults["name"])),  # or A1111's name
+            steps=pick("steps", defaults["steps"]),
+            guidance=pick("guidance", defaults["guidance_scale"]),
             seed=pick("seed", 0),
             width=width,
             height=height,
@@ -343,7 +352,7 @@ class Generator(ABC):
             resample=pick("resample", 1),
             mask_blur=pick("mask_blur", 0),
             guidance_interval=resolve_interval(
-                kw.get("guidance_interval"), self.defaults.get("guidance_interval")
+                kw.get("guidance_interval"), defaults.get("guidance_interval")
             ),
             loras=loras,
         )

@@ -200,6 +200,27 @@ def timesteps(
     return t.flip(0)
 
 
+def lcm_grid(num_train_timesteps: int = 1000, grid_steps: int = 50) -> list[int]:
+    """The timesteps a latent consistency model is distilled on, descending: every k-th of T
+    (k = T // grid_steps), ending k - 1 steps above 0 (Luo et al. 2023: skipping-step k)."""
+    _check_steps(grid_steps)
+    k = num_train_timesteps // grid_steps
+    if k < 1:
+        raise ValueError(f"grid_steps must be <= num_train_timesteps={num_train_timesteps}")
+    return [(i + 1) * k - 1 for i in reversed(range(grid_steps))]
+
+
+def lcm_timesteps(steps: int, num_train_timesteps: int = 1000, grid_steps: int = 50) -> list[int]:
+    """`steps` descending timesteps for multistep consistency sampling: evenly spaced picks of
+    the distillation grid from its noisiest end, so every step lands where the student was
+    trained (4 of 1000 on a grid of 50: 999, 759, 499, 259)."""
+    grid = lcm_grid(num_train_timesteps, grid_steps)
+    _check_steps(steps)
+    if steps > grid_steps:
+        raise ValueError(f"steps must be <= the distillation grid's {grid_steps}, got {steps}")
+    return [grid[int(i * grid_steps / steps)] for i in range(steps)]
+
+
 def t_to_sigma(t: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """Discrete-model sigma at (fractional) timestep t, interpolating log sigma."""
     log_sigmas = sigmas.double().log()

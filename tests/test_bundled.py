@@ -76,10 +76,14 @@ def test_readme_first_command_writes_a_png_that_carries_its_parameters(tmp_path)
     assert len(np.unique(np.asarray(image))) > 10  # a picture, not a flat fill
 
 
-def test_the_bundled_models_stay_small():
-    """The issue asks for "under ~60 MB" in all; held to 60 MiB (62.9 MB)."""
-    total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
-    assert total < 60 * 2**20, f"bundled models take {total / 2**20:.1f} MiB; the budget is 60 MiB"
+def test_the_package_stays_small():
+    """The whole package, its bundled models and their LoRAs included, under about 80 MB (the
+    developers' guide; the first three models had a 60 MiB budget of their own and take 57.6)."""
+    package = BUNDLED_DIR.parent
+    total = sum(
+        p.stat().st_size for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
+    assert total < 80e6, f"the package takes {total / 1e6:.1f} MB; the budget is 80 MB"
 
 
 def test_the_emoji_model_ships_latent_with_its_autoencoder_and_card():
@@ -108,3 +112,22 @@ def test_bf16_decoding_of_the_emoji_model_stays_within_a_few_levels_of_fp32():
     assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape == (2, 3, 64, 64)
     levels = (bf16 - fp32).abs().max().item() * 127.5
     assert 0 < levels <= 3, f"bf16 decode moved pixels by {levels:.2f} levels"
+
+
+def test_each_shipped_model_has_an_lcm_lora_and_a_folder_that_applies_it():
+    from t2i.adapters import lora
+    from t2i.schedules import lcm_timesteps
+
+    for name in ("shapes", "fashion", "emoji"):
+        card = json.loads((BUNDLED_DIR / f"{name}-lcm" / "model_index.json").read_text())
+        assert card["adapts"] == name and card["loras"] == {"lcm": 1.0}
+        assert card["sampler"]["name"] == "lcm" and card["sampler"]["steps"] == 4
+        grid = card["consistency"]["grid_steps"]
+        for steps, timesteps in card["consistency"]["timesteps"].items():
+            assert timesteps == lcm_timesteps(int(steps), 1000, grid)
+        assert "t2i train lcm --teacher " + name in card["training"]["command"]
+        assert card["evaluation"]["steps"] == 4  # its figures, measured at its default
+        path = BUNDLED_DIR / name / "loras" / "lcm.safetensors"
+        meta, tensors = lora.read(path)
+        assert meta.base == name and meta.sampling["name"] == "lcm"
+        assert _dtypes(path) == {"F16"}

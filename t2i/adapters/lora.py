@@ -75,6 +75,8 @@ class LoraMeta:
     targets: list[str]
     networks: list[str]  # "unet", and "text_encoder" when it adapts the trained encoder
     trigger: list[str] = field(default_factory=list)  # words its captions used for the concept
+    # the sampler settings it was made for (an LCM-LoRA: {"name": "lcm", "steps", "guidance_scale"})
+    sampling: dict = field(default_factory=dict)
     kind: str = KIND
     format: int = FORMAT
 
@@ -331,9 +333,24 @@ def parse_meta(header: dict, path: Path) -> LoraMeta:
     try:
         meta = LoraMeta(**data)
         LoraConfig(rank=meta.rank, alpha=meta.alpha, targets=tuple(meta.targets))
+        check_sampling(meta.sampling)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: bad LoRA metadata: {err}") from None
     return meta
+
+
+SAMPLING_KEYS = {"name", "steps", "guidance_scale"}
+
+
+def check_sampling(sampling) -> None:
+    """The sampler settings a LoRA names: a dict of SAMPLING_KEYS with plain values."""
+    if not isinstance(sampling, dict) or not set(sampling) <= SAMPLING_KEYS:
+        raise ValueError(
+            f"sampling must be a dict of {sorted(SAMPLING_KEYS)}, got {str(sampling)[:80]}"
+        )
+    for key, value in sampling.items():
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"sampling.{key} must be a string or number, got {str(value)[:40]}")
 
 
 def check_tensors(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

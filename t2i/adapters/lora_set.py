@@ -43,11 +43,11 @@ class Loaded:
 class LoraSet:
     """LoRAs attached to a model's networks ({"unet": ..., "text_encoder": ...})."""
 
-    def __init__(self, networks: dict[str, nn.Module], model_name: str):
+    def __init__(self, networks: dict[str, nn.Module], model_name: str, folder: Path | None = None):
         self.networks, self.model_name = networks, model_name
         self.loaded: dict[str, Loaded] = {}
-        env = os.environ.get(LORA_DIR_ENV)
-        self.folder: Path | None = Path(env) if env else None
+        env = os.environ.get(LORA_DIR_ENV)  # over the model's own loras/ folder
+        self.folder: Path | None = Path(env) if env else folder
         # a server loads its folder once, before it serves: a request never attaches a module
         # while the worker samples, and names only what was loaded
         self.frozen = False
@@ -124,6 +124,14 @@ class LoraSet:
                 )
             out.append((name, scale, digest))
         return tuple(out)
+
+    def sampling(self, loras: tuple) -> dict:
+        """The sampler settings the first LoRA of a request that names some was made for (an
+        LCM-LoRA: sampler lcm, few steps, guidance 1), among those applied at a scale > 0."""
+        for name, scale, _ in loras:
+            if scale and self.loaded[name].meta.sampling:
+                return dict(self.loaded[name].meta.sampling)
+        return {}
 
     def apply(self, loras: tuple) -> None:
         """Each attached LoRA at the request's scale (0 when it names it not)."""

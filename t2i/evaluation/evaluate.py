@@ -34,7 +34,7 @@ from t2i.evaluation.suites import (
     folder_reals,
     suite_for,
 )
-from t2i.families import load
+from t2i.families import adapted_model, load
 from t2i.images import image_grid
 
 
@@ -42,7 +42,10 @@ def model_kind(folder: str | Path) -> str:
     """'diffusion' (a UNet inside), 'autoregressive' (a token transformer), 'draw' (AlignDRAW)
     or 'autoencoder'."""
     path = resolve_model(folder)
-    components = json.loads((path / INDEX_NAME).read_text()).get("components", {})
+    index = json.loads((path / INDEX_NAME).read_text())
+    if "adapts" in index:  # a folder of LoRAs over another model: that model's kind
+        return model_kind(adapted_model(path, index))
+    components = index.get("components", {})
     if "unet" in components:
         return "diffusion"
     if "transformer" in components:

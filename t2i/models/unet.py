@@ -50,6 +50,8 @@ class UNetConfig:
     #                          before cross-attention, each zero-initialised (identity at first)
     stem_kernel: int = 3  # kernel of the input and output convolutions; 1 for inputs whose
     #                       positions are patches (a linear patch embedding, as DiT's)
+    guidance_embedding: bool = False  # the guidance scale w as an input, added to the time
+    #                                   embedding (an LCM student: one pass per step at any w)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -157,6 +159,15 @@ class UNet(nn.Module):
         heads = {i: c.channels[i] // c.head_dim for i in c.attention_levels}
         self.time_mlp = nn.Sequential(nn.Linear(ch0, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.pooled_proj = nn.Linear(c.pooled_dim, temb) if c.pooled_dim else None
+        # Zero-initialised like every part added to a trained network: a distilled student
+        # starts as exactly its teacher and learns what w means (Luo et al. 2023, LCM's w-cond).
+        # One linear map of w's sinusoidal features (the time embedding's nonlinearity follows),
+        # so every new weight starts at zero and `--init` from the teacher is exact.
+        self.guidance_proj = None
+        if c.guidance_embedding:
+            self.guidance_proj = nn.Linear(ch0, temb)
+            nn.init.zeros_(self.guidance_proj.weight)
+            nn.init.zeros_(self.guidance_proj.bias)
         p2 = c.patch_size**2
         k, pad = c.stem_kernel, c.stem_kernel // 2
         self.conv_in = nn.Conv2d((c.in_channels + c.cond_channels) * p2, ch0, k, padding=pad)
@@ -234,9 +245,10 @@ class UNet(nn.Module):
         context_mask: torch.Tensor | None = None,
         pooled: torch.Tensor | None = None,
         x_cond: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, C, H, W), t (B,), context (B, L, D), context_mask (B, L) bool, pooled (B, Dp),
-        x_cond (B, Cc, H, W) -> (B, C_out, H, W)."""
+        x_cond (B, Cc, H, W), guidance (B,) the scale w (guidance_embedding) -> (B, C_out, H, W)."""
         c = self.config
         if (x_cond is None) != (c.cond_channels == 0):
             raise ValueError(
@@ -254,6 +266,7 @@ class UNet(nn.Module):
                     f"this UNet adds a pooled text embedding: pass pooled (B, {c.pooled_dim})"
                 )
             emb = emb + self.pooled_proj(pooled)
+        emb = self._add_guidance(emb, guidance, x.shape[0])
         embs = iter(self.emb_proj(F.silu(emb)).split(self.emb_sizes, dim=1))
         if c.context_dim and context is None:
             raise ValueError("this UNet has cross-attention: pass context (B, L, context_dim)")
@@ -281,6 +294,18 @@ class UNet(nn.Module):
             h = self._block(block, h, embs, context, mask, keep)
         out = self.conv_out(F.silu(self.norm_out(h)))
         return F.pixel_shuffle(out, c.patch_size) if c.patch_size > 1 else out
+
+    def _add_guidance(self, emb: torch.Tensor, guidance, batch: int) -> torch.Tensor:
+        if self.guidance_proj is None:
+            if guidance is not None:
+                raise ValueError("this UNet has no guidance embedding: guidance must be None")
+            return emb
+        if guidance is None:
+            raise ValueError("this UNet embeds the guidance scale: pass guidance (B,)")
+        w = torch.as_tensor(guidance, dtype=torch.float32, device=emb.device).expand(batch)
+        # w in [1, 10] spans timestep_embedding's usual range [100, 1000]
+        features = timestep_embedding(w * 100, self.config.channels[0]).to(emb.dtype)
+        return emb + self.guidance_proj(features)
 
     @staticmethod
     def _block(block: nn.ModuleList, h, embs, context, mask, keep) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, lora, textual_inversion, autoregressive, draw, clip,
-classifier, emoji_clip, guide): parse, build, run, report.
+"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, textual_inversion, autoregressive, draw,
+clip, classifier, emoji_clip, guide): parse, build, run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
 `--loop.steps 2000`); an unknown key is an error that lists the valid keys, before any work.
@@ -17,6 +17,7 @@ RECIPES = (
     "autoencoder",
     "diffusion",
     "lora",
+    "lcm",
     "textual_inversion",
     "autoregressive",
     "draw",
@@ -35,6 +36,7 @@ def recipe_module(name: str):
         classifier,
         clip,
         diffusion,
+        diffusion_lcm,
         diffusion_lora,
         diffusion_ti,
         draw,
@@ -45,6 +47,7 @@ def recipe_module(name: str):
     modules = {"autoencoder": autoencoder, "diffusion": diffusion, "clip": clip}
     modules["lora"] = diffusion_lora
     modules["guide"] = guide
+    modules["lcm"] = diffusion_lcm
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
     families = {"autoregressive": autoregressive, "draw": draw}
@@ -160,6 +163,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if name in ("lora", "textual_inversion", "guide"):
             p.add_argument(
                 "--init", metavar="NAME|DIR", help=f"the model the {name} is for (required)"
+            )
+        if name == "lcm":
+            p.add_argument(
+                "--teacher",
+                "--init",
+                dest="init",
+                metavar="NAME|DIR",
+                help="the diffusion model to distil (required): the run adopts its settings",
             )
         if name == "autoencoder":
             p.add_argument("--init", help="autoencoder folder to start from (fine-tuning)")

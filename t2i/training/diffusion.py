@@ -278,7 +278,7 @@ def diffusion_recipe(
             cfg, ema_net, ema_text, ae, folder, data_name, ae_record=ae_record, schedule=schedule
         )
 
-    config = {**_public(cfg), "data": data_name}
+    config = {**public_config(cfg), "data": data_name}
     if ae_record is not None:  # latent runs: export finds the autoencoder again
         config["autoencoder"] = ae_record
     if init_record is not None:  # a fine-tuning run: what it started from
@@ -381,5 +381,5 @@ def export_checkpoint(found: Path, tensors: dict, meta: dict, out: Path, **kw) -
     return out
 
 
-def _public(cfg: DiffusionRecipeConfig) -> dict:
+def public_config(cfg: DiffusionRecipeConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in ("loop", "optim")}

@@ -130,15 +130,18 @@ def export_model(
     training: dict | None = None,
     ae_record: dict | None = None,
     schedule: DiscreteSchedule | None = None,
+    extra: dict | None = None,
 ) -> None:
     """A model folder (ARCHITECTURE.md): model_index.json, unet/, text_encoder/, autoencoder/.
 
     training: the data card's training facts (steps, images seen, time), when known.
     ae_record: {"path", "digest"} of the autoencoder folder; its own card joins this one.
     schedule: a learnt schedule (else the recipe's preset).
+    extra: keys that replace the index's (a distilled student's sampler and "consistency").
     """
     components = {"unet": net, "text_encoder": text.encoder}
     if ae is not None:
         components["autoencoder"] = ae
     index = {**model_index(cfg, data_name, schedule), **run_facts(training, ae_record)}
+    index.update(extra or {})
     save_model_folder(folder, components, index, dtype)

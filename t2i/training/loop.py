@@ -66,6 +66,7 @@ class StepRNG:
         self.generator = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
         self.total, self.lo, self.hi = total, lo, hi
         self.step = step  # optimizer step (0-based), for losses that change over training
+        self.micro = micro  # micro-batch of the step (0-based), for once-per-step work
 
     def randn(self, *shape: int) -> torch.Tensor:
         """(hi - lo, *shape) standard normal."""
