@@ -70,6 +70,7 @@ EXAMPLES = """examples:
   t2i train classifier --data fashion --out runs/clf --preset fashion_classifier
   t2i train emoji_clip --data data_cache/emoji64 --out runs/emoji_clip --preset emoji_clip
   t2i train guide --init fashion --data fashion --preset fashion_classifier --out runs/g
+  t2i train lcm --teacher shapes --data shapes --out runs/lcm --loop.steps 1500   # LCM-LoRA
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
 
