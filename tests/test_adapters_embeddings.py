@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_training_cli import final_state, kill_while_writing, run_cli
+from test_training_cli import straight_and_killed
 from tiny_models import write_tiny_model
 
 import t2i
@@ -87,11 +87,7 @@ def test_inversion_through_the_pretrained_encoder_resumes_bit_for_bit(minilm_mod
     args = ["textual_inversion", "--init", str(minilm_model_dir), "--data", "shapes"]
     args += ["--preset", "tiny", "--no-progress", "--token", "violet", "--init_word", "purple"]
     args += ["--loop.steps", "6", "--loop.ckpt_every", "3"]
-    run_cli(*args, "--out", str(tmp_path / "straight"))
-    killed = tmp_path / "killed"
-    kill_while_writing([*args, "--out", str(killed)], 6, killed)
-    run_cli(*args, "--out", str(killed), "--resume")
-    a, b = final_state(tmp_path / "straight"), final_state(killed)
+    a, b, killed = straight_and_killed(args, tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert len([k for k in a if k.startswith("model.text.")]) == 1  # the word, not MiniLM
     pipe = t2i.load(minilm_model_dir)
@@ -108,11 +104,7 @@ def test_inversion_through_the_pretrained_encoder_resumes_bit_for_bit(minilm_mod
 def test_adapter_training_resumes_bit_for_bit(model_dir, tmp_path, recipe, extra):
     args = [recipe, "--init", str(model_dir), "--data", "shapes", "--preset", "tiny"]
     args += ["--no-progress", *extra, "--loop.steps", "6", "--loop.ckpt_every", "3"]
-    run_cli(*args, "--out", str(tmp_path / "straight"))
-    killed = tmp_path / "killed"
-    kill_while_writing([*args, "--out", str(killed)], 6, killed)
-    run_cli(*args, "--out", str(killed), "--resume")
-    a, b = final_state(tmp_path / "straight"), final_state(killed)
+    a, b, killed = straight_and_killed(args, tmp_path)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     name = "style" if recipe == "lora" else "violet"

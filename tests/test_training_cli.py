@@ -62,6 +62,16 @@ def kill_while_writing(args: list[str], step: int, run: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+def straight_and_killed(args: list[str], tmp_path: Path, step: int = 6):
+    """The final checkpoints of a run trained straight and of the same run killed -9 while
+    writing the checkpoint of `step`, then resumed: (straight, resumed, the resumed run's dir)."""
+    run_cli(*args, "--out", str(tmp_path / "straight"))
+    killed = tmp_path / "killed"
+    kill_while_writing([*args, "--out", str(killed)], step, killed)
+    run_cli(*args, "--out", str(killed), "--resume")
+    return final_state(tmp_path / "straight"), final_state(killed), killed
+
+
 def train_tiny_vq(tmp_path: Path) -> Path:
     run = tmp_path / "vq"
     run_cli("autoencoder", "--data", "shapes", *TINY, "--preset", "tiny_vq", "--out", str(run))

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from test_training_cli import final_state, kill_while_writing, run_cli
+from test_training_cli import straight_and_killed
 from tiny_models import write_tiny_model
 
 from t2i.denoisers import (
@@ -118,11 +118,7 @@ def test_the_distillation_loss_falls_on_a_tiny_model(teacher, preset):
 def test_lcm_training_resumes_bit_for_bit(teacher, tmp_path, preset):
     args = ["lcm", "--teacher", str(teacher), "--data", "shapes", "--preset", preset]
     args += ["--no-progress", "--loop.steps", "6", "--loop.ckpt_every", "3"]
-    run_cli(*args, "--out", str(tmp_path / "straight"))
-    killed = tmp_path / "killed"
-    kill_while_writing([*args, "--out", str(killed)], 6, killed)
-    run_cli(*args, "--out", str(killed), "--resume")
-    a, b = final_state(tmp_path / "straight"), final_state(killed)
+    a, b, killed = straight_and_killed(args, tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     index = json.loads((killed / "model" / "model_index.json").read_text())
     assert index["sampler"]["name"] == "lcm"

@@ -386,13 +386,13 @@ def student_index(cfg: LcmRecipeConfig, teacher: str) -> dict:
 def student_pipeline(cfg: LcmRecipeConfig, holder: Student, parts: dict):
     """The live student as the exported folder loads it (the grids use it)."""
     net, text = split(holder.student, parts["text"])
-    student_cfg = replace(cfg, sampler="lcm", guidance_interval=None)
     components = {"unet": net, "text_encoder": text.encoder}
     if parts["ae"] is not None:
         components["autoencoder"] = parts["ae"]
     if cfg.lcm.adapter == "lora":
         lora.set_scales(net, {cfg.name: 1.0})
-    return Pipeline(components, {**model_index(student_cfg, ""), **student_index(cfg, "")})
+    # the student's "sampler" replaces the teacher's whole (its guidance interval included)
+    return Pipeline(components, {**model_index(cfg, ""), **student_index(cfg, "")})
 
 
 def lora_meta(cfg: LcmRecipeConfig, base: str, base_hash: str) -> lora.LoraMeta:
@@ -429,10 +429,9 @@ def teacher_reference(teacher: str) -> str:
 
 def export_full(cfg: LcmRecipeConfig, holder: Student, parts: dict, folder: Path, teacher) -> None:
     net, text = split(holder.student, parts["text"])
-    student_cfg = replace(cfg, sampler="lcm", guidance_interval=None)
-    extra = student_index(cfg, Path(teacher).name)
+    extra = student_index(cfg, Path(teacher).name)  # replaces the teacher's "sampler" whole
     export_model(
-        student_cfg,
+        cfg,
         net,
         text,
         parts["ae"],
