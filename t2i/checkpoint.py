@@ -27,6 +27,7 @@ from t2i.models.autoencoder_patch import AutoencoderPatch, PatchConfig
 from t2i.models.clip import CLIP, CLIPConfig
 from t2i.models.config_bounds import check_fields
 from t2i.models.draw import DrawConfig, DrawNet
+from t2i.models.gan import GanConfig, GanNet
 from t2i.models.noisy_guide import NoisyGuide, NoisyGuideConfig
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,
@@ -52,6 +53,7 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "noisy_guide": (NoisyGuide, NoisyGuideConfig),
     "text_lstm": (TextLSTM, TextLSTMConfig),
     "draw": (DrawNet, DrawConfig),
+    "gan": (GanNet, GanConfig),
 }
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model_index.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -22,7 +22,7 @@ if os.environ.get("T2I_KEEP_OMP") != "1" and sys.argv[1:2] != ["train"]:
 from t2i.argtypes import parse_interval  # noqa: E402
 
 # The commands that run a network here and take --threads.
-THREADED = ("generate", "interpolate", "eval", "serve")
+THREADED = ("generate", "interpolate", "restyle", "eval", "serve")
 MAX_THREADS = 1024
 
 
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generate(sub)
     _add_interpolate(sub)
+    _add_restyle(sub)
     _add_train(sub)
     _add_export(sub)
     _add_data(sub)
@@ -309,6 +310,27 @@ def _interpolate(args: argparse.Namespace) -> int:
     from t2i.interpolate import interpolate_to_file
 
     print(interpolate_to_file(args))
+    return 0
+
+
+def _add_restyle(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restyle",
+        help="a GAN's style transfer: an image's style redrawn under other prompts",
+        epilog='example:\n  t2i restyle shirt.png "a pullover" "a dress" --model runs/gan/model',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("image", help="the image whose style (what its caption leaves open) to keep")
+    p.add_argument("prompts", nargs="+", help="what to redraw it as")
+    p.add_argument("--model", required=True, help="a GAN model folder (t2i train gan)")
+    p.add_argument("--out", default="restyled.png", help="the strip PNG: the image, then each")
+    p.set_defaults(func=_restyle)
+
+
+def _restyle(args: argparse.Namespace) -> int:
+    from t2i.restyle import restyle_to_file
+
+    print(restyle_to_file(args))
     return 0
 
 

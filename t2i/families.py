@@ -24,9 +24,11 @@ from t2i.checkpoint import (
     resolve_model,
 )
 from t2i.draw_pipeline import DrawPipeline
+from t2i.gan_pipeline import GanPipeline
 from t2i.models.autoencoder import AutoencoderKL, AutoencoderVQ
 from t2i.models.autoencoder_patch import AutoencoderPatch
 from t2i.models.draw import DrawNet
+from t2i.models.gan import GanNet
 from t2i.models.text_encoder import PretrainedTextEncoder, TextLSTM, TextTransformer
 from t2i.models.token_transformer import TokenTransformer
 from t2i.models.unet import UNet
@@ -61,6 +63,10 @@ def load_draw(folder: Path, components: dict, index: dict, name: str, bf16: bool
     return DrawPipeline(components, index, name=name, bf16=bf16)
 
 
+def load_gan(folder: Path, components: dict, index: dict, name: str, bf16: bool):
+    return GanPipeline(components, index, name=name, bf16=bf16)
+
+
 TEXT_ENCODERS = (TextTransformer, PretrainedTextEncoder)
 WORD_ENCODERS = (TextLSTM, TextTransformer)  # trained with the network over its own words
 AUTOENCODERS = (AutoencoderKL, AutoencoderVQ, AutoencoderPatch)
@@ -74,6 +80,7 @@ FAMILY_COMPONENTS: dict[str, dict[str, tuple[type, ...]]] = {
         "text_encoder": TEXT_ENCODERS,
     },
     "draw": {"draw": (DrawNet,), "text_encoder": WORD_ENCODERS},
+    "gan": {"gan": (GanNet,), "text_encoder": TEXT_ENCODERS},
 }
 OPTIONAL = {("diffusion", "autoencoder")}
 
@@ -86,6 +93,7 @@ FAMILIES: dict[str, Callable[..., Generator]] = {
     "diffusion": load_diffusion,
     "autoregressive": load_autoregressive,
     "draw": load_draw,
+    "gan": load_gan,
 }
 
 

@@ -72,13 +72,17 @@ def open_image(path: str | Path | Image.Image, what: str) -> Image.Image:
 
 
 def load_image(
-    path: str | Path | Image.Image, size: tuple[int, int] | None = None, channels: int = 3
+    path: str | Path | Image.Image,
+    size: tuple[int, int] | None = None,
+    channels: int = 3,
+    what: str = "init image",
 ) -> torch.Tensor:
-    """An image file -> (1, C, H, W) in [-1, 1]; `size` (W, H) must match when given."""
-    img = open_image(path, "init image")
+    """An image file -> (1, C, H, W) in [-1, 1]; `size` (W, H) must match when given; `what`
+    names the image in errors."""
+    img = open_image(path, what)
     if size is not None and img.size != tuple(size):
         raise ValueError(
-            f"init image is {img.size[0]}x{img.size[1]}, the request is {size[0]}x{size[1]}; "
+            f"{what} is {img.size[0]}x{img.size[1]}, the request is {size[0]}x{size[1]}; "
             "resize the image or pass its size"
         )
     img = img.convert("L" if channels == 1 else "RGB")

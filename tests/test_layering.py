@@ -33,9 +33,11 @@ GENERATION = {
     "cascade",
     "token_pipeline",
     "draw_pipeline",
+    "gan_pipeline",
     "families",
     "interpolate",
     "generate",
+    "restyle",
 }
 ENTRY_POINTS = {"t2i.cli", "t2i.__main__", "t2i.training.__main__"}
 # the training modules every recipe shares; every other module of t2i/training is a recipe
@@ -178,7 +180,13 @@ def test_no_recipe_imports_another_and_the_loop_imports_none(graph):
 
 
 def test_families_are_siblings_that_do_not_know_the_registry(graph):
-    families = ("t2i.pipeline", "t2i.cascade", "t2i.token_pipeline", "t2i.draw_pipeline")
+    families = (
+        "t2i.pipeline",
+        "t2i.cascade",
+        "t2i.token_pipeline",
+        "t2i.draw_pipeline",
+        "t2i.gan_pipeline",
+    )
     diffusion = ("t2i.pipeline", "t2i.cascade")
     wrong = [
         f"{module}:{line} imports {target}"

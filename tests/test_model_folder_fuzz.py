@@ -15,6 +15,7 @@ import t2i.families
 from tests.tiny_models import (
     write_tiny_autoregressive_model,
     write_tiny_draw_model,
+    write_tiny_gan_model,
     write_tiny_model,
 )
 
@@ -96,6 +97,7 @@ def tiny_folders(tmp_path_factory):
         "diffusion": write_tiny_model(root / "diffusion", latent=True),
         "autoregressive": write_tiny_autoregressive_model(root / "autoregressive"),
         "draw": write_tiny_draw_model(root / "draw"),
+        "gan": write_tiny_gan_model(root / "gan", word_attention=True, stages=2),
     }
 
 
@@ -135,11 +137,14 @@ def test_mutated_model_folders_load_or_fail_with_one_line(tiny_folders, tmp_path
     assert sum(v for k, v in outcomes.items() if k[2] != "loaded") > 100
 
 
-def test_mutated_draw_folders_load_or_fail_with_one_line(tiny_folders, tmp_path):
-    rng = random.Random(33)
+@pytest.mark.parametrize("family,seed", [("draw", 33), ("gan", 41)])
+def test_mutated_draw_and_gan_folders_load_or_fail_with_one_line(
+    tiny_folders, tmp_path, family, seed
+):
+    rng = random.Random(seed)
     outcomes = Counter()
     for i in range(80):
-        target = _case(rng, tiny_folders["draw"], tmp_path / str(i))
+        target = _case(rng, tiny_folders[family], tmp_path / str(i))
         try:
             t2i.families.load(tmp_path / str(i))("a red circle")
             outcomes[target.suffix, "loaded"] += 1

@@ -88,8 +88,17 @@ def train_tiny_vq(tmp_path: Path) -> Path:
         ("autoencoder", ["--preset", "tiny_vq"]),
         ("autoregressive", []),
         ("draw", []),
+        ("gan", []),
     ],
-    ids=["diffusion", "diffusion-trained-text", "autoencoder", "vq", "autoregressive", "draw"],
+    ids=[
+        "diffusion",
+        "diffusion-trained-text",
+        "autoencoder",
+        "vq",
+        "autoregressive",
+        "draw",
+        "gan",
+    ],
 )
 def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
     if recipe == "autoregressive":  # codes of a VQ autoencoder, cached once for both runs
@@ -111,6 +120,7 @@ def test_kill9_then_resume_is_bit_exact(tmp_path, recipe, extra):
         assert torch.equal(a[key], b[key]), key
     subs = {"diffusion": ["unet"], "autoregressive": ["transformer", "text_encoder"]}
     subs["draw"] = ["draw", "text_encoder"]
+    subs["gan"] = ["gan"]  # its text encoder is the frozen MiniLM: no weights of its own
     subs = subs.get(recipe, ["autoencoder"])
     if extra == TRAINED_TEXT:
         assert any(k.startswith("ema.text.") for k in a)  # the encoder trains and resumes too

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import IterableDataset
 
@@ -183,3 +184,27 @@ def test_bad_batch_split_is_rejected_before_work(tmp_path):
     with pytest.raises(ValueError, match="batch_size 8"):
         train(toy_recipe(), loop, optim, tmp_path, progress=False)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_lr_scale_parts_and_probe(tmp_path):
+    """A recipe's lr_scale multiplies the schedule's lr per parameter (Adam's first step moves
+    each weight by about lr x scale), its parts are averaged into each log line, and its probe
+    is logged at each sample grid; resume keeps the scaled groups."""
+    recipe = toy_recipe()
+    start = {n: p.detach().clone() for n, p in recipe.model.named_parameters()}
+    recipe.lr_scale = lambda name: 4.0 if name.startswith("2.") else 1.0
+    recipe.parts = lambda: {"half": 0.5}
+    recipe.sample = lambda model: Image.new("RGB", (4, 4))
+    recipe.probe = lambda model: {"norm": model[0].weight.norm().item()}
+    loop = LoopConfig(steps=1, batch_size=8, seed=3, log_every=1, sample_every=1)
+    optim = OptimConfig(lr=1e-3, warmup_steps=0, weight_decay=0.0, ema_decay=0.0)
+    train(recipe, loop, optim, tmp_path, progress=False)
+    moved = {
+        n: (p.detach() - start[n]).abs().median().item() for n, p in recipe.model.named_parameters()
+    }
+    assert moved["0.weight"] == pytest.approx(1e-3, rel=0.05)
+    assert moved["2.weight"] == pytest.approx(4e-3, rel=0.05)
+    records = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records[0]["half"] == 0.5
+    probe = [r for r in records if r.get("event") == "probe"]
+    assert probe[0]["norm"] == pytest.approx(recipe.model[0].weight.norm().item())

@@ -105,6 +105,19 @@ def write_tiny_draw_model(folder: Path, *, image_size: int = 16, channels: int =
     return folder
 
 
+def write_tiny_gan_model(folder: Path, **config) -> Path:
+    """A model folder with a tiny GAN generator + style encoder (16 px; `config` overrides the
+    tiny preset) and a tiny text transformer; seeded weights."""
+    from t2i.models.gan import GanConfig, GanNet
+
+    torch.manual_seed(0)
+    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=VOCAB))
+    net = GanNet(GanConfig.preset("tiny", context_dim=text.dim, **config))
+    index = {"family": "gan", "image_size": net.config.image_size}
+    save_model_folder(folder, {"gan": net, "text_encoder": text}, index)
+    return folder
+
+
 def write_small_emoji_set(folder: Path, size: int, limit: int, heldout_fraction: float) -> Path:
     """Real emoji of every installed art style (`limit` per style, about a second to render);
     skips the test where scripts/install-emoji-sources.sh has installed none."""

@@ -39,8 +39,8 @@ from t2i.images import image_grid
 
 
 def model_kind(folder: str | Path) -> str:
-    """'diffusion' (a UNet inside), 'autoregressive' (a token transformer), 'draw' (AlignDRAW)
-    or 'autoencoder'."""
+    """'diffusion' (a UNet inside), 'autoregressive' (a token transformer), 'draw' (AlignDRAW),
+    'gan' or 'autoencoder'."""
     path = resolve_model(folder)
     index = json.loads((path / INDEX_NAME).read_text())
     if "adapts" in index:  # a folder of LoRAs over another model: that model's kind
@@ -52,6 +52,8 @@ def model_kind(folder: str | Path) -> str:
         return "autoregressive"
     if "draw" in components:
         return "draw"
+    if "gan" in components:
+        return "gan"
     if "autoencoder" in components:
         return "autoencoder"
     raise ValueError(

@@ -56,6 +56,10 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "hidden": (1, 4096),
     "word_dim": (1, 4096),
     "align_dim": (1, 4096),
+    "cond_dim": (1, 4096),
+    "d_channels": (1, 4096),
+    "attention_res": (1, 4096),
+    "stages": (1, 3),
 }
 # float fields (and each element of float lists): inclusive (low, high); every float is finite
 FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
@@ -72,6 +76,7 @@ FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
 # lists: inclusive (low, high) on their length
 LENGTH_BOUNDS: dict[str, tuple[int, int]] = {
     "channels": (1, 8),  # levels: 2^7 downsampling
+    "d_channels": (1, 8),
     "attention_levels": (0, 8),
     "vocab": (0, 1_000_000),
     "latent_scale": (1, 16384),

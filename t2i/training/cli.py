@@ -1,5 +1,5 @@
 """`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, textual_inversion, autoregressive, draw,
-clip, classifier, emoji_clip, guide): parse, build, run, report.
+gan, clip, classifier, emoji_clip, guide): parse, build, run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
 `--loop.steps 2000`); an unknown key is an error that lists the valid keys, before any work.
@@ -21,6 +21,7 @@ RECIPES = (
     "textual_inversion",
     "autoregressive",
     "draw",
+    "gan",
     "clip",
     "classifier",
     "emoji_clip",
@@ -41,6 +42,7 @@ def recipe_module(name: str):
         diffusion_ti,
         draw,
         emoji_clip,
+        gan,
         guide,
     )
 
@@ -50,11 +52,11 @@ def recipe_module(name: str):
     modules["lcm"] = diffusion_lcm
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
-    families = {"autoregressive": autoregressive, "draw": draw}
+    families = {"autoregressive": autoregressive, "draw": draw, "gan": gan}
     return {**modules, **families, **extractors}[name]
 
 
-EXPORTED = ("diffusion", "autoregressive", "draw", "autoencoder")  # runs `t2i export` takes
+EXPORTED = ("diffusion", "autoregressive", "draw", "gan", "autoencoder")  # runs `t2i export` takes
 
 EXAMPLES = """examples:
   t2i train diffusion --preset shapes --out runs/shapes      # the shipped `shapes`, all stages
@@ -67,6 +69,7 @@ EXAMPLES = """examples:
   t2i train autoencoder --data shapes --out runs/patch --preset patch   # fixed: no training
   t2i train autoregressive --data shapes --out runs/ar --preset shapes --autoencoder runs/vq/model
   t2i train draw --data fashion --out runs/draw --preset fashion          # AlignDRAW
+  t2i train gan --data fashion --out runs/gan --preset fashion            # GAN-CLS + GAN-INT
   t2i train classifier --data fashion --out runs/clf --preset fashion_classifier
   t2i train emoji_clip --data data_cache/emoji64 --out runs/emoji_clip --preset emoji_clip
   t2i train guide --init fashion --data fashion --preset fashion_classifier --out runs/g

@@ -40,6 +40,7 @@ class RunLogger:
         self.run_dir, self.loop, self.world, self.start = run_dir, loop, world, start
         self.progress = progress and world.is_main
         self.losses: list[float] = []
+        self.parts: dict[str, list[float]] = {}
         self.t_last = time.perf_counter()
         self.step_last = start
         self.t0 = self.t_last
@@ -58,10 +59,14 @@ class RunLogger:
             self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         return self
 
-    def step(self, step: int, loss: float, gnorm: float, lr: float) -> None:
+    def step(self, step: int, loss: float, gnorm: float, lr: float, parts=None) -> None:
+        """parts: the loss's named terms of this step (a recipe's Recipe.parts), averaged like
+        the loss over the steps of a log line."""
         if not self.world.is_main:
             return
         self.losses.append(loss)
+        for key, value in (parts or {}).items():
+            self.parts.setdefault(key, []).append(float(value))
         self.bar.update(1)
         if step % self.loop.log_every and step != self.loop.steps:
             return
@@ -74,8 +79,10 @@ class RunLogger:
             "grad_norm": gnorm,
             "images_per_s": ips,
             "elapsed_s": now - self.t0,
+            **{k: sum(v) / len(v) for k, v in self.parts.items()},
         }
         self.losses, self.t_last, self.step_last = [], now, step
+        self.parts = {}
         self.bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{ips:.1f}")
         self._write(rec)
         if self.tb is not None:

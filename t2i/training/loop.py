@@ -55,6 +55,15 @@ class Recipe:
     export: Callable[[nn.Module, Path], None] | None = None  # EMA model, folder
     config: dict = field(default_factory=dict)  # saved in config.json and every checkpoint
     decays: Callable[[str, nn.Parameter], bool] | None = None  # takes weight decay? None: all
+    # the learning rate of a parameter as a multiple of the schedule's (a GAN's discriminator
+    # learns faster than its generator: two time-scales); None: 1 for all
+    lr_scale: Callable[[str], float] | None = None
+    # the parts of the last step's loss, averaged into each log line beside "loss" (a GAN's
+    # discriminator and generator terms); None: the loss alone
+    parts: Callable[[], dict[str, float]] | None = None
+    # measurements of the EMA model at each sample grid, logged as a "probe" event (a GAN's
+    # diversity per prompt: mode collapse shows there first)
+    probe: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 class StepRNG:
@@ -287,7 +296,7 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
             if ema is not None:
                 ema_update(ema, model, min(optim.ema_decay, (1 + step) / (10 + step)))
             step += 1
-            log.step(step, loss, gnorm, lr)
+            log.step(step, loss, gnorm, lr, recipe.parts() if recipe.parts else None)
             stopping = _agree(stop.signum, world)
             last = step == loop.steps
             if stopping or last or (loop.ckpt_every and step % loop.ckpt_every == 0):
@@ -300,6 +309,9 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
                 and (step % loop.sample_every == 0 or last)
             ):
                 _save_grid(recipe, ema if ema is not None else model, run_dir, step)
+                if recipe.probe is not None:
+                    probed = _evaluating(ema if ema is not None else model, recipe.probe)
+                    log.event("probe", step, **probed)
             if stopping:
                 log.event("interrupted", step, signal=int(stopping))
                 return {"status": "interrupted", "step": step, "checkpoint": str(saved)}
@@ -314,8 +326,11 @@ def _train(recipe, loop, optim, run_dir, resume, progress, world) -> dict:
 
 
 def _optimizer(model: nn.Module, recipe: Recipe, optim: OptimConfig) -> torch.optim.AdamW:
+    groups = _param_groups(model, recipe.decays, optim.weight_decay)
+    if recipe.lr_scale is not None:
+        groups = _scaled_groups(model, groups, recipe.lr_scale)
     return torch.optim.AdamW(
-        _param_groups(model, recipe.decays, optim.weight_decay),
+        groups,
         lr=optim.lr,
         betas=tuple(optim.betas),
         eps=optim.eps,
@@ -337,11 +352,23 @@ def _param_groups(model: nn.Module, decays, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def _scaled_groups(model: nn.Module, groups: list[dict], lr_scale) -> list[dict]:
+    """Each group split by the learning-rate multiple of its parameters ("lr_scale")."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for group in groups:
+        by_scale: dict[float, list] = {}
+        for p in group["params"]:
+            by_scale.setdefault(float(lr_scale(names[id(p)])), []).append(p)
+        out += [{**group, "params": ps, "lr_scale": k} for k, ps in sorted(by_scale.items())]
+    return out
+
+
 def _step(wrapped, model, opt, batches, loop, optim, world, step):
     """One optimizer step over loop.grad_accum micro-batches; returns (loss, grad norm, lr)."""
     lr = lr_at(optim, step, loop.steps)
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     micro = loop.batch_size // loop.grad_accum
     local = micro // world.size
     loss_sum = torch.zeros(())
@@ -443,14 +470,20 @@ def _trim_log(path: Path, step: int) -> None:
     path.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
 
 
-def _save_grid(recipe: Recipe, model: nn.Module, run_dir: Path, step: int) -> None:
+def _evaluating(model: nn.Module, fn: Callable[[nn.Module], Any]) -> Any:
+    """fn(model) in eval mode without gradients, the training stream's RNG left as it was."""
     was_training = model.training
     rng = torch.get_rng_state()  # sampling must not disturb the training stream
     model.eval()
     with torch.no_grad():
-        grid = recipe.sample(model)
+        out = fn(model)
     model.train(was_training)
     torch.set_rng_state(rng)
+    return out
+
+
+def _save_grid(recipe: Recipe, model: nn.Module, run_dir: Path, step: int) -> None:
+    grid = _evaluating(model, recipe.sample)
     (run_dir / "samples").mkdir(exist_ok=True)
     grid.save(run_dir / "samples" / f"step-{step:06d}.png")
 
