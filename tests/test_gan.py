@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from t2i.models.gan import GanConfig, GanDiscriminator, GanNet, SNConv2d, sentence_embedding
-from t2i.training.gan import (
-    GanRecipeConfig,
-    check,
+from t2i.training.gan import GanRecipeConfig, check
+from t2i.training.gan_losses import (
     d_terms,
     frozen,
     g_term,

@@ -158,3 +158,18 @@ def test_a_text_encoder_of_the_wrong_width_is_refused_before_training(tmp_path):
     assert proc.returncode == 2
     assert "model.context_dim 64 != the width of text_encoder 'minilm': 384" in proc.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_the_perceptual_loss_reads_a_trained_encoder_and_refuses_others(tmp_path):
+    base = [sys.executable, "-m", "t2i", "train", "gan", "--preset", "tiny", "--data", "shapes",
+            "--no-progress", "--loop.steps", "2", "--loop.sample_every", "0"]  # fmt: skip
+    env = {**__import__("os").environ, **ENV_THREADS}
+    run = tmp_path / "run"
+    proc = subprocess.run([*base, "--out", str(run), "--perceptual", "emoji"], capture_output=True,
+                          text=True, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["perceptual"] > 0 for r in records if "loss" in r)
+    proc = subprocess.run([*base, "--out", str(tmp_path / "bad"), "--perceptual", "fashion"],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.returncode == 2 and "perceptual" in proc.stderr

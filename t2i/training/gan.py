@@ -37,8 +37,15 @@ from t2i.images import image_grid
 from t2i.models.gan import GanConfig, GanDiscriminator, GanNet, sentence_embedding
 from t2i.models.text_encoder import PretrainedTextEncoder, TextTransformer
 from t2i.training.config import LoopConfig, OptimConfig, native_bf16
-from t2i.training.data import TextCache, component_dir, first_captions, open_dataset
+from t2i.training.data import (
+    TextCache,
+    component_dir,
+    first_captions,
+    load_frozen_autoencoder,
+    open_dataset,
+)
 from t2i.training.export import model_weights, nested_config, run_facts, training_card
+from t2i.training.gan_losses import interpolated_term, mismatched, pyramid, stage_losses
 from t2i.training.loop import Recipe, StepRNG, seed_everything
 from t2i.training.presets import pick
 
@@ -64,6 +71,11 @@ class GanRecipeConfig:
     penalty_every: int = 4
     word_weight: float = 1.0  # the word-level logit's terms (with model.word_discriminator)
     style_weight: float = 1.0
+    # ControlGAN's perceptual loss: ||phi(G(z, t)) - phi(x)||^2 between a fake and the real image
+    # of its caption, phi the encoder of a model folder's autoencoder (a network trained here:
+    # the bundled emoji's KL encoder, not the evaluation networks); "" turns it off
+    perceptual: str = ""
+    perceptual_weight: float = 1.0
     d_lr_scale: float = 4.0  # discriminator lr / generator lr
     sample_prompts: tuple[str, ...] = ()  # empty: the first 8 captions of the data
     sample_seed: int = 0
@@ -82,7 +94,7 @@ def gan_optim(lr: float) -> OptimConfig:
 def _fashion() -> GanRecipeConfig:
     """Fashion-MNIST 32 px grey against the frozen MiniLM (as the shipped `fashion`)."""
     cfg = GanRecipeConfig(model=GanConfig.preset("fashion"), data_length=60_000)
-    cfg.loop = replace(cfg.loop, steps=6000, batch_size=64, ckpt_every=500, sample_every=1000)
+    cfg.loop = replace(cfg.loop, steps=2400, batch_size=64, ckpt_every=200, sample_every=400)
     return cfg
 
 
@@ -92,14 +104,14 @@ def _shapes() -> GanRecipeConfig:
     cfg = GanRecipeConfig(
         model=GanConfig.preset("shapes"), data_length=50_000, text_encoder="shapes"
     )
-    cfg.loop = replace(cfg.loop, steps=4000, batch_size=64, ckpt_every=250, sample_every=500)
+    cfg.loop = replace(cfg.loop, steps=1600, batch_size=32, ckpt_every=200, sample_every=400)
     return cfg
 
 
 def _emoji() -> GanRecipeConfig:
     """The emoji 64 px set (`t2i data emoji`) against the frozen MiniLM (as the shipped `emoji`)."""
     cfg = GanRecipeConfig(model=GanConfig.preset("emoji"), data_length=100_000)
-    cfg.loop = replace(cfg.loop, steps=4000, batch_size=64, ckpt_every=250, sample_every=500)
+    cfg.loop = replace(cfg.loop, steps=1600, batch_size=32, ckpt_every=200, sample_every=400)
     return cfg
 
 
@@ -175,7 +187,8 @@ def check(cfg: GanRecipeConfig) -> None:
         raise ValueError(f"int_beta {cfg.int_beta} must be in [0, 1]")
     if cfg.penalty_every < 1:
         raise ValueError(f"penalty_every {cfg.penalty_every} must be >= 1")
-    for key in ("gan_int", "penalty_weight", "word_weight", "style_weight", "d_lr_scale"):
+    weights = ("gan_int", "penalty_weight", "word_weight", "style_weight", "perceptual_weight")
+    for key in (*weights, "d_lr_scale"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"{key} {getattr(cfg, key)} must be >= 0")
 
@@ -194,104 +207,40 @@ def build(cfg: GanRecipeConfig, args: argparse.Namespace) -> Recipe:
             f"model.context_dim {cfg.model.context_dim} != the width of text_encoder "
             f"{cfg.text_encoder!r}: {text.dim}"
         )
+    features = perceptual_features(cfg)
     seed_everything(cfg.loop.seed)
     # channels-last weights and images: oneDNN's convolutions ran a step 1.6-1.8x faster than in
     # NCHW on this CPU (files are written contiguous, so folders are unchanged)
     model = GanTrainer(cfg.model).to(memory_format=torch.channels_last)
-    return gan_recipe(cfg, model, text, dataset, str(args.data))
+    return gan_recipe(cfg, model, text, dataset, str(args.data), features)
 
 
-def mismatched(captions: list[str]) -> tuple[list[int], torch.Tensor]:
-    """For each caption, the next one of the batch (cyclically) with other text, and whether
-    there was one (a batch of one caption has no wrong pairs)."""
-    n = len(captions)
-    wrong, valid = [], []
-    for i, c in enumerate(captions):
-        j = next(((i + k) % n for k in range(1, n) if captions[(i + k) % n] != c), None)
-        wrong.append(i if j is None else j)
-        valid.append(j is not None)
-    return wrong, torch.tensor(valid, dtype=torch.float32)
+def perceptual_features(cfg: GanRecipeConfig) -> nn.Module | None:
+    """The frozen encoder of the perceptual loss, checked against the images, or None."""
+    if not cfg.perceptual:
+        return None
+    folder = resolve_model(cfg.perceptual)
+    if not (folder / "autoencoder").is_dir():
+        raise ValueError(f"perceptual {cfg.perceptual!r}: {folder} holds no autoencoder/")
+    ae, _ = load_frozen_autoencoder(folder)
+    encoder = getattr(ae, "encoder", None)
+    if encoder is None:
+        raise ValueError(f"perceptual {cfg.perceptual!r}: its autoencoder has no trained encoder")
+    c = cfg.model
+    try:
+        with torch.no_grad():
+            encoder(torch.zeros(1, c.image_channels, c.image_size, c.image_size))
+    except RuntimeError as err:
+        raise ValueError(
+            f"perceptual {cfg.perceptual!r}: its encoder cannot read {c.image_channels}-channel "
+            f"{c.image_size} px images: {str(err).splitlines()[0][:200]}"
+        ) from None
+    return encoder.eval()
 
 
-def frozen(module: nn.Module, *args):
-    """module(*args) with its parameters detached: gradients reach the inputs only."""
-    params = {n: p.detach() for n, p in module.named_parameters()}
-    return torch.func.functional_call(module, params, args)
-
-
-def pyramid(images: torch.Tensor, resolutions: list[int]) -> list[torch.Tensor]:
-    """The real images at each stage's size (area-averaged)."""
-    size = images.shape[-1]
-    return [images if r == size else F.avg_pool2d(images, size // r) for r in resolutions]
-
-
-def d_terms(cfg, real_logit, wrong_logit, fake_logit, valid) -> torch.Tensor:
-    """(B,) the discriminator's loss per example: real-right, real-wrong, fake-right."""
-    act = (lambda x: F.relu(1 + x)) if cfg.loss == "hinge" else F.softplus
-    real = F.relu(1 - real_logit) if cfg.loss == "hinge" else F.softplus(-real_logit)
-    w = cfg.mismatch_weight
-    out = real + (1 - w) * act(fake_logit)
-    if w > 0:
-        out = out + w * act(wrong_logit) * valid
-    return out
-
-
-def g_term(cfg, fake_logit) -> torch.Tensor:
-    """(B,) the generator's loss per example (hinge: -D; bce: the non-saturating -log D)."""
-    return -fake_logit if cfg.loss == "hinge" else F.softplus(-fake_logit)
-
-
-def penalty(cfg, real_logit, real, sentence) -> torch.Tensor:
-    """The gradient penalty on real, matching pairs: MA-GP k ||grad_(x, s)||^p or R1."""
-    if cfg.penalty == "none":
-        return real_logit.new_zeros(())
-    inputs = (real, sentence) if cfg.penalty == "magp" else (real,)
-    grads = torch.autograd.grad(real_logit.float().sum(), inputs, create_graph=True)
-    sq = sum(g.float().flatten(1).pow(2).sum(1) for g in grads)
-    if cfg.penalty == "r1":
-        return cfg.penalty_weight / 2 * sq.mean()
-    return cfg.penalty_weight * (sq + 1e-12).pow(cfg.penalty_power / 2).mean()
-
-
-def stage_losses(cfg, d, real, fake, text, wrong_text, valid, parts: dict, k: int, step: int):
-    """One stage: the discriminator's terms on (real, right), (real, wrong), (fake, right), the
-    penalty on its steps, and the generator's term on (fake, right) through the frozen
-    discriminator."""
-    ctx, mask, s = text
-    n = len(real)
-    wctx, wmask, ws = wrong_text
-    x = torch.cat([real, real, fake.detach()])
-    logits, words = d(x, torch.cat([ctx, wctx, ctx]), torch.cat([mask, wmask, mask]),
-                      torch.cat([s, ws, s]))  # fmt: skip
-    r, w, f = logits.float().split(n)
-    loss_d = d_terms(cfg, r, w, f, valid).mean()
-    gp = r.new_zeros(())
-    if cfg.penalty != "none" and step % cfg.penalty_every == 0:
-        gp = penalised_pass(cfg, d, real, ctx, mask, s) * cfg.penalty_every
-    g_logit, g_words = frozen(d, fake, ctx, mask, s)
-    loss_g = g_term(cfg, g_logit.float()).mean()
-    if words is not None:
-        wr, ww, wf = words.float().split(n)
-        loss_d = loss_d + cfg.word_weight * d_terms(cfg, wr, ww, wf, valid).mean()
-        loss_g = loss_g + cfg.word_weight * g_term(cfg, g_words.float()).mean()
-    parts[f"d{k}_real"] = r.mean().item()
-    parts[f"d{k}_fake"] = f.mean().item()
-    parts[f"d{k}_loss"] = loss_d.item()
-    parts[f"g{k}_loss"] = loss_g.item()
-    parts[f"penalty{k}"] = gp.item()
-    return loss_d + gp + loss_g
-
-
-def penalised_pass(cfg, d, real, ctx, mask, s) -> torch.Tensor:
-    """The penalty from a pass of its own over the real, matching pairs (inside the batched
-    pass, oneDNN's bf16 double backward died of SIGFPE on 96 64-px images)."""
-    real = real.detach().requires_grad_(True)
-    s = s.detach().requires_grad_(cfg.penalty == "magp")
-    logit, _ = d(real, ctx, mask, s)
-    return penalty(cfg, logit, real, s)
-
-
-def gan_recipe(cfg, model: GanTrainer, text: FrozenText, dataset, data_name: str) -> Recipe:
+def gan_recipe(
+    cfg, model: GanTrainer, text: FrozenText, dataset, data_name: str, features=None
+) -> Recipe:
     prompts = list(cfg.sample_prompts) or first_captions(dataset, 8)
     c = cfg.model
     parts: dict[str, float] = {}
@@ -322,6 +271,12 @@ def gan_recipe(cfg, model: GanTrainer, text: FrozenText, dataset, data_name: str
                                                             wrong, valid, parts)  # fmt: skip
         style = F.mse_loss(model.net.style(fakes[-1].detach()).float(), z)
         parts["style"] = style.item()
+        if features is not None:
+            with torch.no_grad():
+                target = features(batch["images"]).float()
+            perceptual = F.mse_loss(features(fakes[-1]).float(), target)
+            parts["perceptual"] = perceptual.item()
+            total = total + cfg.perceptual_weight * perceptual
         return total + cfg.style_weight * style
 
     def sample(ema: nn.Module) -> Image.Image:
@@ -343,25 +298,6 @@ def gan_recipe(cfg, model: GanTrainer, text: FrozenText, dataset, data_name: str
     config = {**public_config(cfg), "data": data_name}
     return Recipe("gan", model, dataset, collate, loss, sample, export, config,
                   lr_scale=lr_scale, parts=lambda: dict(parts), probe=probe)  # fmt: skip
-
-
-def interpolated_term(cfg, model, z, ctx, mask, s, wrong, valid, parts) -> torch.Tensor:
-    """GAN-INT: the generator fools every discriminator on sentence embeddings between two
-    captions (beta t1 + (1 - beta) t2); the word states stay the first caption's."""
-    mix = interpolate_sentences(s, wrong, valid, cfg.int_beta)
-    fakes = model.net.generator(z, ctx, mask, sentence=mix)
-    out = z.new_zeros(())
-    for d, fake in zip(model.discriminators, fakes):
-        logit, _ = frozen(d, fake, ctx, mask, mix)
-        out = out + g_term(cfg, logit.float()).mean()
-    parts["g_int"] = out.item()
-    return out
-
-
-def interpolate_sentences(s: torch.Tensor, wrong: list[int], valid: torch.Tensor, beta: float):
-    """beta s_i + (1 - beta) s_wrong(i); s_i itself where the batch had no other caption."""
-    mix = beta * s + (1 - beta) * s[wrong]
-    return torch.where(valid[:, None] > 0, mix, s)
 
 
 def diversity_per_prompt(pipe, prompts: list[str], seeds: int) -> float:
