@@ -115,7 +115,7 @@ def test_config_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "chanels": [8]}))
     with pytest.raises(ValueError, match="unknown config keys \\['chanels'\\]"):
         load_component(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "type": "gan"}))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "type": "stylegan"}))
     with pytest.raises(ValueError, match="choose from"):
         load_component(tmp_path)
     with pytest.raises(ValueError, match="not a component type"):

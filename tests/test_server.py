@@ -380,6 +380,22 @@ def test_an_aligndraw_model_is_served_and_refuses_guidance(tmp_path):
         running.close()
 
 
+def test_a_gan_is_served_in_one_step_and_refuses_more(tmp_path):
+    from tiny_models import write_tiny_gan_model
+
+    running = Running({"gan": load(write_tiny_gan_model(tmp_path / "g"))}, max_queue=4)
+    try:
+        (model,) = json.loads(running.request("GET", "/api/models")[2])["models"]
+        assert (model["family"], model["sampler"], model["steps"]) == ("gan", "gan", 1)
+        assert model["guidance"] == 1.0 and model["supports"]["steps"] is False
+        status, _, body = running.post("/api/generate", {"prompt": PROMPT, "n": 2, "seed": 3})
+        assert status == 200 and [decode(im)[0].seed for im in body["images"]] == [3, 4]
+        status, _, body = running.post("/api/generate", {"prompt": PROMPT, "steps": 20})
+        assert status == 400 and "a GAN draws in 1 step" in body["error"]
+    finally:
+        running.close()
+
+
 def test_a_job_names_the_words_its_model_cannot_read(server):
     status, _, answer = server.post("/api/generate", {"prompt": "a violet circle", "n": 1})
     assert status == 200 and answer["unknown_words"] == ["violet"]
