@@ -22,7 +22,12 @@ import torch
 
 from t2i.likelihood import discretized_gaussian_nll
 from t2i.models.draw import DrawNet, image_mean
-from t2i.params import GenerationParams, check_no_noise_levels
+from t2i.params import (
+    GenerationParams,
+    check_network_fits,
+    check_no_noise_levels,
+    noise_temperature,
+)
 from t2i.protocol import Generator, Supports
 
 SAMPLER = "draw"  # the one "sampler": T steps of the learnt prior
@@ -55,19 +60,8 @@ class DrawPipeline(Generator):
         c = self.net.config
         # the prior's draws scaled by a temperature (model_index.json "sampler"): 1 samples the
         # learnt prior as trained, 0 takes its means
-        self.temperature = float(index.get("sampler", {}).get("temperature", 1.0))
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"sampler.temperature {self.temperature} must be in [0, 2]")
-        if self.image_size != c.image_size:
-            raise ValueError(
-                f"model {name!r}: image_size {self.image_size} but the network draws "
-                f"{c.image_size}x{c.image_size}"
-            )
-        if self.text_encoder.dim != c.context_dim:
-            raise ValueError(
-                f"model {name!r}: the text encoder's states are {self.text_encoder.dim} wide; "
-                f"the network reads {c.context_dim}"
-            )
+        self.temperature = noise_temperature(index)
+        check_network_fits(name, self.image_size, self.text_encoder.dim, c, "network")
 
     @property
     def supports(self) -> Supports:

@@ -19,7 +19,12 @@ from collections.abc import Callable
 import torch
 
 from t2i.models.gan import GanNet
-from t2i.params import GenerationParams, check_no_noise_levels
+from t2i.params import (
+    GenerationParams,
+    check_network_fits,
+    check_no_noise_levels,
+    noise_temperature,
+)
 from t2i.protocol import Generator, Supports
 
 SAMPLER = "gan"  # the one "sampler": a single pass of the generator
@@ -41,19 +46,8 @@ class GanPipeline(Generator):
         super().__init__(components["text_encoder"], index, name, bf16)
         self.net: GanNet = components["gan"]
         c = self.net.config
-        self.temperature = float(index.get("sampler", {}).get("temperature", 1.0))
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"sampler.temperature {self.temperature} must be in [0, 2]")
-        if self.image_size != c.image_size:
-            raise ValueError(
-                f"model {name!r}: image_size {self.image_size} but the generator draws "
-                f"{c.image_size}x{c.image_size}"
-            )
-        if self.text_encoder.dim != c.context_dim:
-            raise ValueError(
-                f"model {name!r}: the text encoder's states are {self.text_encoder.dim} wide; "
-                f"the generator reads {c.context_dim}"
-            )
+        self.temperature = noise_temperature(index)
+        check_network_fits(name, self.image_size, self.text_encoder.dim, c, "generator")
 
     @property
     def supports(self) -> Supports:

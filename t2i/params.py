@@ -212,6 +212,30 @@ def check_common(p: GenerationParams) -> None:
         raise ValueError("mask_blur softens an inpainting mask's edge: give a mask as well")
 
 
+def noise_temperature(index: dict) -> float:
+    """model_index.json "sampler": {"temperature"}: the scale of a family's noise draws
+    (AlignDRAW's prior, a GAN's z); 1 draws them as trained, 0 takes their means."""
+    value = float(index.get("sampler", {}).get("temperature", 1.0))
+    if not 0.0 <= value <= 2.0:
+        raise ValueError(f"sampler.temperature {value} must be in [0, 2]")
+    return value
+
+
+def check_network_fits(name: str, image_size: int, text_dim: int, config, what: str) -> None:
+    """A one-size family's folder: its image_size and text width are its network's
+    (`config.image_size`, `config.context_dim`)."""
+    if image_size != config.image_size:
+        raise ValueError(
+            f"model {name!r}: image_size {image_size} but the {what} draws "
+            f"{config.image_size}x{config.image_size}"
+        )
+    if text_dim != config.context_dim:
+        raise ValueError(
+            f"model {name!r}: the text encoder's states are {text_dim} wide; the {what} reads "
+            f"{config.context_dim}"
+        )
+
+
 def check_no_noise_levels(p: GenerationParams, family: str, size: int) -> None:
     """What a family without a diffusion model's noise levels refuses (autoregressive,
     AlignDRAW): img2img and inpainting, a guidance interval, any size but its own."""
