@@ -18,14 +18,7 @@ import torch
 
 import t2i
 from t2i.data import load_dataset
-
-
-def pairwise_rms(images: torch.Tensor) -> float:
-    """Mean RMS distance over the ordered pairs of distinct images (N, C, H, W)."""
-    flat = images.flatten(1).float()
-    n = len(flat)
-    dist = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
-    return dist.sum().item() / (n * (n - 1))
+from t2i.evaluation.metrics import pairwise_rms
 
 
 def captions_and_reals(data: str, k: int, s: int, size: int) -> tuple[list[str], dict]:

@@ -227,3 +227,13 @@ def test_compositional_accuracy_of_perfect_and_mismatched_generators():
     shuffled = compositional_accuracy([judge(im, p) for im, p in zip(images[1:], prompts)])
     assert perfect["overall"] >= 0.95
     assert shuffled["overall"] < 0.3 and shuffled["binding"] < perfect["binding"]
+
+
+def test_pairwise_rms_is_the_mean_rms_distance_of_distinct_pairs():
+    from t2i.evaluation.metrics import pairwise_rms
+
+    a, b = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5)
+    assert pairwise_rms(torch.cat([a, b])) == pytest.approx(0.5)
+    assert pairwise_rms(torch.cat([a, a, a])) == 0.0  # one image drawn three times: collapse
+    with pytest.raises(ValueError, match="at least 2 images"):
+        pairwise_rms(a)

@@ -213,6 +213,17 @@ def ssim(
     return float((luminance * contrast_structure).mean())
 
 
+def pairwise_rms(images: torch.Tensor) -> float:
+    """Diversity of images of one prompt: the mean RMS distance over the ordered pairs of
+    distinct images (N >= 2, C, H, W), in the images' units (near 0: mode collapse)."""
+    flat = images.flatten(1).float()
+    n = len(flat)
+    if n < 2:
+        raise ValueError(f"pairwise_rms needs at least 2 images, got {n}")
+    dist = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+    return dist.sum().item() / (n * (n - 1))
+
+
 def compositional_accuracy(verdicts: list) -> dict[str, float]:
     """GenEval-style image-level accuracy of `shapes` images from the exact judge's Verdicts
     (t2i.data.judge.judge): `overall` = share of images with every stated fact right; per

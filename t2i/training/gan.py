@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 
 from t2i.checkpoint import DTYPES, load_component, resolve_model, save_model_folder
+from t2i.evaluation.metrics import pairwise_rms
 from t2i.gan_pipeline import GanPipeline
 from t2i.images import image_grid
 from t2i.models.gan import GanConfig, GanDiscriminator, GanNet, sentence_embedding
@@ -303,12 +304,7 @@ def gan_recipe(
 def diversity_per_prompt(pipe, prompts: list[str], seeds: int) -> float:
     """Mean over prompts of the RMS pixel distance between images of one prompt (pairs of
     `seeds` draws, in [-1, 1] units): near 0 is mode collapse."""
-    values = []
-    for prompt in prompts:
-        images = pipe.generate(pipe.params(prompt, seed=0), n=seeds)
-        flat = images.flatten(1)
-        dist = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
-        values.append(dist.sum().item() / (seeds * (seeds - 1)))
+    values = [pairwise_rms(pipe.generate(pipe.params(p, seed=0), n=seeds)) for p in prompts]
     return sum(values) / len(values)
 
 
