@@ -124,7 +124,8 @@ def run_batch(pipe, args, prompts, x_init, mask, seeds, resample: int | None) ->
     cond = pipe.encode_text(prompts)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     noise = torch.stack([torch.randn(x_init.shape[1:], generator=g) for g in gens])
-    model, sigmas = pipe.guided(p), pipe.sigmas(p.steps)
+    sigmas = pipe.sigmas(p.steps)
+    model = pipe.guided(p, sigmas)
     if resample is not None:
         model = InpaintDenoiser(model, pipe.encode_image(x_init), mask, noise)
     sampler = get_sampler(p.sampler)

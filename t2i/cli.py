@@ -256,6 +256,28 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "unconditional model; repeatable",
     )
     p.add_argument(
+        "--control",
+        action="append",
+        metavar="NAME:IMAGE[:SCALE[:START:END]]",
+        help="a spatial control (ControlNet or T2I-Adapter) by name, its condition image (a grey "
+        "map of the image's size: white edges, strokes or shapes on black), a scale (1) and the "
+        "fraction of the steps it acts on (0:1); the model folder's controls/ or --control-model; "
+        "repeatable, several at once",
+    )
+    p.add_argument(
+        "--control-model",
+        action="append",
+        metavar="DIR",
+        help="load a control folder (t2i train controlnet / t2i_adapter); repeatable",
+    )
+    p.add_argument(
+        "--guess-mode",
+        action="store_true",
+        default=None,
+        help="the controls reach the prompt's half of guidance only: the condition drawn "
+        "with an empty or short prompt (ControlNet's guess mode)",
+    )
+    p.add_argument(
         "--bf16", action="store_true", help="bf16 networks: faster on CPUs with AVX512-BF16/AMX"
     )
     p.add_argument(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from t2i import DEFAULT_MODEL
+from t2i.adapters.control import CONTROLS_DIR
 from t2i.cascade import CascadePipeline
 from t2i.checkpoint import (
     INDEX_NAME,
@@ -109,6 +110,8 @@ def load(model: str | Path = DEFAULT_MODEL, bf16: bool = False) -> Generator:
     pipe = load_folder(folder, str(model), bf16)
     if (folder / LORA_DIR).is_dir():
         pipe.lora_dir = folder / LORA_DIR
+    if (folder / CONTROLS_DIR).is_dir():
+        pipe.control_dir = folder / CONTROLS_DIR
     return pipe
 
 

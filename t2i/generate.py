@@ -132,6 +132,38 @@ def guide_flag(spec: str) -> tuple[str, str, float | None]:
     return kind, rest, None
 
 
+def add_controls(pipe, kw: dict, args: argparse.Namespace) -> None:
+    """Each --control-model folder loaded, each --control applied (one of the same name that
+    an image's parameters name is replaced); --guess-mode."""
+    for folder in getattr(args, "control_model", None) or []:
+        pipe.load_control(folder)
+    for spec in getattr(args, "control", None) or []:
+        entry = control_flag(spec)
+        kw["controls"] = [e for e in kw.get("controls") or () if e[0] != entry[0]] + [entry]
+    if getattr(args, "guess_mode", None):
+        kw["guess_mode"] = True
+
+
+def control_flag(spec: str) -> tuple:
+    """NAME:IMAGE[:SCALE[:START:END]] -> (NAME, IMAGE[, SCALE[, START, END]]); the numbers
+    are read from the end, so an image path may hold ':'."""
+    name, sep, rest = spec.partition(":")
+    if not name or not sep or not rest:
+        raise ValueError(
+            f"--control {spec!r}: expected NAME:IMAGE[:SCALE[:START:END]] "
+            "(e.g. edges:edges.png:0.8 or layout:map.png:1:0:0.5)"
+        )
+    parts = rest.split(":")
+    for count in (3, 1):  # scale, start, end; or scale alone
+        if len(parts) > count:
+            try:
+                numbers = [float(v) for v in parts[-count:]]
+            except ValueError:
+                continue
+            return (name, ":".join(parts[:-count]), *numbers)
+    return name, rest
+
+
 def generate_to_files(args: argparse.Namespace) -> list[Path]:
     """Check everything, load the model, sample with a progress bar, write the PNGs."""
     if not 1 <= args.n <= MAX_IMAGES:
@@ -140,6 +172,7 @@ def generate_to_files(args: argparse.Namespace) -> list[Path]:
     pipe = load(model, bf16=args.bf16)
     add_loras(pipe, kw, args)
     add_guides(pipe, kw, args)
+    add_controls(pipe, kw, args)
     p = pipe.params(kw.pop("prompt"), **kw)
     if unknown := pipe.unknown_words(p):
         listed = ", ".join(repr(w) for w in unknown)

@@ -29,6 +29,8 @@ MAX_LORAS = 8  # LoRAs applied at once
 MAX_EMBEDDINGS = 32  # learnt words one image's parameters name
 MAX_MASK_BLUR = 64  # pixels
 MAX_LORA_SCALE = 10.0
+MAX_CONTROLS = 4  # spatial controls applied at once
+MAX_CONTROL_SCALE = 4.0  # a control's residuals times this (1: as trained)
 MAX_GUIDE_SCALE = 1000.0  # a guide's gradient is sigma^2 * grad log p: scales of 1-100 are usual
 LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name without .safetensors
 MAX_PARAMS_CHARS = 100_000  # a PNG's parameter text: prompts, paths and numbers fit in far less
@@ -59,11 +61,17 @@ class GenerationParams:
     embeddings: tuple[tuple[str, str], ...] = ()
     # guides (t2i/guides): ((name, scale, sha256 of the weights, first 12 hex digits), ...)
     guides: tuple[tuple[str, float, str], ...] = ()
+    # spatial controls (t2i/adapters/control.py): ((name, condition image, scale, start, end,
+    # sha256 of the control's weights, 12 hex digits), ...); start and end are fractions of the
+    # steps; guess_mode: the controls reach the prompt's half of guidance only
+    controls: tuple[tuple[str, str, float, float, float, str], ...] = ()
+    guess_mode: bool = False
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("loras", "embeddings", "mask_blur", "guides"):  # images without them keep the
-            if not data[key]:  # parameters they always had
+        for key in ("loras", "embeddings", "mask_blur", "guides", "controls", "guess_mode"):
+            # images without them keep the parameters they always had
+            if not data[key]:
                 del data[key]
         return json.dumps(data)
 
@@ -84,7 +92,7 @@ class GenerationParams:
             raise ValueError(f"{source}: expected a JSON object with keys from {sorted(allowed)}")
         for name, value in data.items():
             _check_type(name, value, source)
-        for key in ("loras", "embeddings", "guides"):
+        for key in ("loras", "embeddings", "guides", "controls"):
             if key in data:
                 data[key] = tuple(tuple(entry) for entry in data[key])
         return cls(**data)
@@ -110,6 +118,11 @@ def _check_type(name: str, value, source: str) -> None:
             and len(value) <= MAX_LORAS
             and all(_lora_entry(v) for v in value)
         )
+    elif name == "controls":
+        ok = isinstance(value, list) and len(value) <= MAX_CONTROLS
+        ok = ok and all(_control_entry(v) for v in value)
+    elif name == "guess_mode":
+        ok = isinstance(value, bool)
     elif name == "embeddings":
         ok = (
             isinstance(value, list)
@@ -129,8 +142,19 @@ def _check_type(name: str, value, source: str) -> None:
             "loras": f"at most {MAX_LORAS} [name, scale, hash] lists",
             "guides": f"at most {MAX_LORAS} [name, scale, hash] lists",
             "embeddings": f"at most {MAX_EMBEDDINGS} [word, hash] lists",
+            "controls": f"at most {MAX_CONTROLS} [name, image, scale, start, end, hash] lists",
+            "guess_mode": "true or false",
         }.get(name, _kind(name))
         raise ValueError(f"{source}: {name} must be {want}, got {brief(value)}")
+
+
+def _control_entry(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 6
+        and all(isinstance(value[i], str) for i in (0, 1, 5))
+        and all(_finite(value[i]) for i in (2, 3, 4))
+    )
 
 
 def _lora_entry(value) -> bool:
@@ -205,6 +229,7 @@ def check_common(p: GenerationParams) -> None:
     check_interval(p.guidance_interval)
     check_loras(p.loras)
     check_guides(p.guides)
+    check_controls(p.controls)
     if p.mask and not p.init:
         raise ValueError("a mask needs the image it applies to: give init (--init) as well")
     check_int("mask_blur", p.mask_blur, 0, MAX_MASK_BLUR)
@@ -295,6 +320,27 @@ def check_guides(guides) -> None:
         if name in seen:
             raise ValueError(f"guide {name!r} is given twice; give it once with one scale")
         seen.add(name)
+
+
+def check_controls(controls) -> None:
+    """(name, image, scale, start, end, hash) entries: names, scales and step ranges."""
+    if len(controls) > MAX_CONTROLS:
+        raise ValueError(f"{len(controls)} controls; at most {MAX_CONTROLS} apply at once")
+    for name, _, scale, start, end, _ in controls:
+        if not isinstance(name, str) or not LORA_NAME.fullmatch(name):
+            raise ValueError(
+                f"control name {brief(name)} must be 1-64 letters, digits, '_', '.' or '-'"
+            )
+        if not _finite(scale) or not 0 <= scale <= MAX_CONTROL_SCALE:
+            raise ValueError(
+                f"control {name!r} scale must be a number in [0, {MAX_CONTROL_SCALE:g}], "
+                f"got {brief(scale)}"
+            )
+        if not (_finite(start) and _finite(end) and 0 <= start < end <= 1):
+            raise ValueError(
+                f"control {name!r} start and end are fractions of the steps with "
+                f"0 <= start < end <= 1, got start {brief(start)}, end {brief(end)}"
+            )
 
 
 def resolve_interval(value, default) -> list[float] | None:

@@ -96,7 +96,7 @@ class Pipeline(Generator):
             inpainting=True,
             inversion=True,
             interpolation=True,
-            adapters=("lora",),
+            adapters=("lora", "control"),
             guides=True,
         )
 
@@ -235,16 +235,22 @@ class Pipeline(Generator):
         with torch.no_grad():
             return self.decode(denoised[index : index + 1].float())[0]
 
-    def guided(self, p: GenerationParams):
-        """The denoiser with classifier-free guidance towards p.prompt, away from p.negative
-        (scale 0: the unconditional model alone), then each guide's gradient (t2i/guides)."""
+    def guided(self, p: GenerationParams, sigmas: torch.Tensor):
+        """The denoiser with the request's spatial controls over the run's `sigmas`, then
+        classifier-free guidance towards p.prompt, away from p.negative (scale 0: the
+        unconditional model alone), then each guide's gradient (t2i/guides)."""
         model = self.denoiser
+        if p.controls:
+            size = (p.width, p.height)
+            model = self.controls.wrap(model, p.controls, size, sigmas, p.guess_mode)
         if self.embeds_guidance:
             model = EmbeddedGuidance(model, p.guidance)
         elif p.guidance == 0.0:
             model = Unconditional(model, self.encode_text([p.negative]))
         elif p.guidance != 1.0:
             uncond = self.encode_text([p.negative])
+            if p.guess_mode:  # the controls reach the prompt's half only
+                uncond["control_rows"] = torch.zeros(1)
             model = CFGDenoiser(model, uncond, p.guidance, interval=p.guidance_interval)
         return self.guides.wrap(model, p.guides)
 
@@ -259,7 +265,8 @@ class Pipeline(Generator):
 
     def plan(self, p: GenerationParams, noise: torch.Tensor) -> SamplingPlan:
         """Where the sampler starts, what it samples and with which denoiser (t2i/editing.py)."""
-        model, sigmas = self.guided(p), self.sigmas(p.steps, p.sampler)
+        sigmas = self.sigmas(p.steps, p.sampler)
+        model = self.guided(p, sigmas)
         if not p.init:
             return plain_plan(model, sigmas, noise)
         size = (p.width, p.height)
@@ -285,6 +292,8 @@ class Pipeline(Generator):
         `noise[i]` (interpolation passes its own); `cond` the text states of the batch, with
         `x_cond` for an upscaler stage."""
         seeded, gens = self.noise(p, len(seeds), seeds)
+        if p.guess_mode and p.guidance not in (0.0, 1.0) and not self.embeds_guidance:
+            cond = {**cond, "control_rows": torch.ones(len(seeds))}
         plan = self.plan(p, seeded if noise is None else noise)
         with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
             x0 = plan.run(get_sampler(p.sampler), cond, callback, gens)

@@ -34,6 +34,7 @@ from PIL import Image
 
 from t2i.a1111 import t2i_sampler
 from t2i.adapters import embeddings
+from t2i.adapters.control import ControlSet, request_controls
 from t2i.adapters.lora import file_hash, network_hash
 from t2i.adapters.lora_set import LoraSet, load_each
 from t2i.guides.guide_set import GuideSet
@@ -64,6 +65,8 @@ REQUEST_KEYS = {
     "loras",
     "embeddings",
     "guides",
+    "controls",
+    "guess_mode",
 }
 
 
@@ -105,6 +108,8 @@ class Generator(ABC):
         self._text_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._loras: LoraSet | None = None
         self.lora_dir: Path | None = None  # the model folder's loras/: where names are found
+        self.control_dir: Path | None = None  # the model folder's controls/: found by name
+        self._controls: ControlSet | None = None
         self.pinned_loras: dict[str, float] = {}  # applied in every request (an adapting folder)
         self._text_loras: tuple = ()  # LoRAs on the text encoder the cached states were made with
         self._word_files: dict[str, str] = {}  # learnt word -> file_hash of its embedding file
@@ -185,6 +190,21 @@ class Generator(ABC):
     def load_lora(self, path, name: str | None = None) -> str:
         """Attach a LoRA file (by default named after it); a request applies it by name."""
         return self.loras.load(path, name)
+
+    @property
+    def controls(self) -> ControlSet:
+        """The spatial controls of this model (t2i/adapters/control.py): ControlNets and
+        T2I-Adapters, loaded by folder or found by name in the model folder's controls/."""
+        if "control" not in self.supports.adapters:
+            raise ValueError(f"model {self.name!r} ({self.family}) takes no spatial control")
+        if self._controls is None:
+            unet = self.adapter_networks()["unet"]
+            self._controls = ControlSet(unet, self.name, self.image_size, self.control_dir)
+        return self._controls
+
+    def load_control(self, path, name: str | None = None) -> str:
+        """Attach a control folder; a request applies it by name with its condition image."""
+        return self.controls.load(path, name)
 
     def load_embedding(self, path) -> str:
         """Add a textual-inversion word (t2i/adapters/embeddings.py) to the text encoder; the
@@ -357,6 +377,7 @@ class Generator(ABC):
             loras=loras,
         )
         p.embeddings = self.learnt_words(p, kw.get("embeddings") or ())
+        p.controls, p.guess_mode = request_controls(lambda: self.controls, kw, (width, height))
         guides = kw.get("guides") or ()
         p.guides = self.guides.resolve(guides, [g for g in guides if len(g) > 2])
         self.check_request(p)
@@ -416,6 +437,8 @@ class Generator(ABC):
         resample: int | None = None,
         guidance_interval: tuple[float, float] | str | None = None,
         guides: list[tuple[str, float]] | None = None,
+        controls: list[tuple] | None = None,
+        guess_mode: bool = False,
     ) -> list[Image.Image]:
         """Generate n PIL images; each carries its GenerationParams in `image.info["t2i"]`.
 
@@ -423,7 +446,9 @@ class Generator(ABC):
         repaint, same size), inpainting (strength default 1, resample = RePaint passes).
         guidance_interval: (lo, hi) guides only where lo < sigma <= hi, "all" every step, None
         the model's default. guides: (name, scale) of guides loaded with `load_guide`; with
-        guidance 0 they steer the unconditional model."""
+        guidance 0 they steer the unconditional model. controls: (name, image file[, scale[,
+        start, end]]) of controls (`load_control` or the folder's controls/); guess_mode: they
+        reach the prompt's half of guidance only (a condition with an empty prompt)."""
         p = self.params(
             prompt,
             negative=negative,
@@ -438,6 +463,8 @@ class Generator(ABC):
             resample=resample,
             guidance_interval=guidance_interval,
             guides=guides,
+            controls=controls,
+            guess_mode=guess_mode,
         )
         images = to_pil(self.generate(p, n, callback))
         for i, img in enumerate(images):

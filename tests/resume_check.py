@@ -22,3 +22,20 @@ def assert_resume_repeats(run, tmp_path, steps: int, every: int) -> None:
     assert straight.keys() == resumed.keys()
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
+
+
+def losses_on_one_batch(recipe, batch, steps: int = 40, lr: float = 3e-3) -> list[float]:
+    """The recipe's loss over `steps` Adam steps on one batch with the same draws every time:
+    the objective itself must fall, whatever the sampling noise."""
+    from t2i.training.loop import StepRNG
+
+    params = [p for p in recipe.model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = recipe.loss(batch, StepRNG(0, 0, 0, len(batch["x0"]), 0, len(batch["x0"])))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

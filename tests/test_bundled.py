@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from t2i.checkpoint import BUNDLED_DIR, bundled_models
@@ -131,3 +132,39 @@ def test_each_shipped_model_has_an_lcm_lora_and_a_folder_that_applies_it():
         meta, tensors = lora.read(path)
         assert meta.base == name and meta.sampling["name"] == "lcm"
         assert _dtypes(path) == {"F16"}
+
+
+def test_the_shipped_controls_load_onto_their_models_only():
+    import t2i
+
+    shipped = {m: t2i.load(m).controls.names() for m in ("shapes", "fashion", "emoji")}
+    assert "layout" in " ".join(shipped["shapes"]) and shipped["fashion"] and shipped["emoji"]
+    folder = BUNDLED_DIR / "fashion" / "controls" / shipped["fashion"][0]
+    with pytest.raises(ValueError, match="not on this model"):
+        t2i.load("emoji").load_control(folder, "other")
+
+
+def test_the_shipped_layout_control_puts_the_objects_where_the_layout_says():
+    """Eight held-out scenes drawn from their captions, without and with their own layout: the
+    objects' masks overlap the layout's far more with it (BENCHMARKS.md, "Spatial controls")."""
+    import torch
+
+    import t2i
+    from t2i.adapters.control import draw_conditioned
+    from t2i.data.conditions import layout, layout_iou
+    from t2i.data.shapes import ShapesConfig, ShapesDataset
+
+    pipe = t2i.load("shapes")
+    (name,) = [n for n in pipe.controls.names() if n.startswith("layout")]
+    data = ShapesDataset(ShapesConfig(seed=1234), length=8, split="test")
+    items = [data[i] for i in range(8)]
+    hints = torch.stack([layout(it["scene"], 64) for it in items])
+    prompts = [it["caption"] for it in items]
+    net = pipe.controls.get(name).net
+    plain = draw_conditioned(pipe, [], [], prompts)
+    controlled = draw_conditioned(pipe, [net], [hints], prompts)
+
+    def mean_iou(images):
+        return float(np.mean([layout_iou(im, it["scene"])[1] for im, it in zip(images, items)]))
+
+    assert mean_iou(controlled) > mean_iou(plain) + 0.2, (mean_iou(plain), mean_iou(controlled))

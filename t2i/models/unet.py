@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2i.models.control_residuals import Residuals
 from t2i.models.layers import (
     Downsample,
     ResBlock,
@@ -246,9 +247,19 @@ class UNet(nn.Module):
         pooled: torch.Tensor | None = None,
         x_cond: torch.Tensor | None = None,
         guidance: torch.Tensor | None = None,
+        control: Residuals | None = None,
     ) -> torch.Tensor:
         """x (B, C, H, W), t (B,), context (B, L, D), context_mask (B, L) bool, pooled (B, Dp),
-        x_cond (B, Cc, H, W), guidance (B,) the scale w (guidance_embedding) -> (B, C_out, H, W)."""
+        x_cond (B, Cc, H, W), guidance (B,) the scale w (guidance_embedding), control: what
+        ControlNets and T2I-Adapters add to its features (t2i/models/control.py) ->
+        (B, C_out, H, W)."""
+        h, embs, text = self.stem(x, t, context, context_mask, pooled, x_cond, guidance)
+        hs, h = self.encode(h, embs, text, control)
+        return self.decode(h, hs, embs, text)
+
+    def stem(self, x, t, context=None, context_mask=None, pooled=None, x_cond=None, guidance=None):
+        """The first convolution's features, the blocks' time embeddings (an iterator, in
+        forward order) and the text (context, mask, keep) the attention layers read."""
         c = self.config
         if (x_cond is None) != (c.cond_channels == 0):
             raise ValueError(
@@ -280,20 +291,51 @@ class UNet(nn.Module):
         if self.pos_proj is not None:
             pos = position_features(h.shape[-2], h.shape[-1], c.position_features)
             h = h + self.pos_proj(pos.to(device=h.device, dtype=h.dtype))
+        return h, embs, (context, mask, keep)
+
+    def encode(self, h, embs, text, control: Residuals | None = None):
+        """The down path and the middle block: (the skips, the middle's output). `control`
+        adds to the down path (T2I-Adapter), to the skips and the middle (ControlNet)."""
+        add = control.down if control is not None else {}
         hs = [h]
-        for block in self.down:
-            h = self._block(block, h, embs, context, mask, keep)
+        for i, block in enumerate(self.down):
+            h = self._block(block, h, embs, *text)
+            if i in add:
+                h = h + add[i]
             hs.append(h)
         h = self.mid_res1(h, next(embs))
         if self.mid_attn is not None:
-            h = self.mid_attn(h, context, mask, keep)
+            h = self.mid_attn(h, *text)
         h = self.mid_res2(h, next(embs))
+        if control is not None:
+            hs = [s if r is None else s + r for s, r in zip(hs, control.skips, strict=True)]
+            h = h if control.mid is None else h + control.mid
+        return hs, h
+
+    def decode(self, h, hs: list, embs, text) -> torch.Tensor:
+        """The up path over the skips, then the output convolution."""
+        c = self.config
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
-            h = self._block(block, h, embs, context, mask, keep)
+            h = self._block(block, h, embs, *text)
         out = self.conv_out(F.silu(self.norm_out(h)))
         return F.pixel_shuffle(out, c.patch_size) if c.patch_size > 1 else out
+
+    @property
+    def skip_channels(self) -> list[int]:
+        """Channels of each skip the down path keeps, in order (the stem's first)."""
+        out = [self.config.channels[0]]
+        for block in self.down:
+            first = block[0]
+            out.append(first.out_ch if isinstance(first, ResBlock) else out[-1])
+        return out
+
+    @property
+    def level_ends(self) -> list[int]:
+        """Index in `down` of each level's last residual block (before its downsampling)."""
+        per = self.config.layers_per_block
+        return [level * (per + 1) + per - 1 for level in range(len(self.config.channels))]
 
     def _add_guidance(self, emb: torch.Tensor, guidance, batch: int) -> torch.Tensor:
         if self.guidance_proj is None:

@@ -21,7 +21,15 @@ from PIL import Image
 
 from t2i.a1111 import sampler_names
 from t2i.images import load_image, load_mask, open_checked
-from t2i.params import MAX_LORAS, MAX_MASK_BLUR, MAX_SEED, GenerationParams, brief, check_seeds
+from t2i.params import (
+    MAX_CONTROLS,
+    MAX_LORAS,
+    MAX_MASK_BLUR,
+    MAX_SEED,
+    GenerationParams,
+    brief,
+    check_seeds,
+)
 from t2i.protocol import Generator
 from t2i.samplers import SAMPLERS
 
@@ -64,6 +72,14 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "mask_blur": ((int,), "inpainting: pixels of feathering at the mask's edge, [0, 64]"),
     "guidance_interval": ((list, str), '[lo, hi]: guide only where lo < sigma <= hi, or "all"'),
     "loras": ((list,), "[[name, scale], ...]: LoRAs of the model (GET /api/models lists them)"),
+    "controls": (
+        (list,),
+        f"at most {MAX_CONTROLS} objects {{name, image, scale, start, end}}: spatial controls of "
+        "the model (GET /api/models lists them), image a base64 grey map of the image's size "
+        "(white lines or shapes on black); scale [0, 4] (1), start and end fractions of the "
+        "steps (0, 1)",
+    ),
+    "guess_mode": ((bool,), "true: the controls reach the prompt's half of guidance only"),
     "guides": (
         (list,),
         "[[name, scale], ...]: classifier or CLIP guides of the model (GET /api/models lists "
@@ -114,7 +130,7 @@ def _check_types(data: dict) -> None:
         raise ApiError(400, "missing field 'prompt'")
     for key, value in data.items():
         types, meaning = FIELDS[key]
-        ok = isinstance(value, types) and not isinstance(value, bool)
+        ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
         if key == "seed" and (value is None or value == "random"):
             continue
         if not ok or (key == "seed" and isinstance(value, str)):
@@ -153,20 +169,51 @@ def _uploads(data: dict, folder: Path | None) -> dict:
         raise ApiError(400, "mask_blur applies to inpainting only: send init and mask")
     if "resample" in data and "mask" not in data:
         raise ApiError(400, "resample applies to inpainting only: send init and mask")
-    if not {"init", "mask"} & set(data):
+    images = {key: data[key] for key in ("init", "mask") if key in data}
+    images.update({f"control{i}": c["image"] for i, c in enumerate(_controls(data))})
+    if not images:
         return {}
     if folder is None:
-        raise ApiError(400, "this server takes no image uploads (init, mask)")
+        raise ApiError(400, "this server takes no image uploads (init, mask, controls)")
     saved: dict = {}
     try:
-        for key in ("init", "mask"):
-            if key in data:
-                saved[key] = _save_upload(data[key], key, folder)
+        for key, text in images.items():
+            saved[key] = _save_upload(text, key, folder)
     except ApiError:  # the request owns its files: a bad mask takes the saved init with it
         for path in saved.values():
             path.unlink(missing_ok=True)
         raise
     return saved
+
+
+def _controls(data: dict) -> list[dict]:
+    """The request's controls, each an object with a name and an image (checked for shape
+    here; names, scales, steps and the images themselves by the model)."""
+    controls = data.get("controls") or []
+    keys = {"name", "image", "scale", "start", "end"}
+    if len(controls) > MAX_CONTROLS or not all(
+        isinstance(c, dict)
+        and set(c) <= keys
+        and isinstance(c.get("name"), str)
+        and isinstance(c.get("image"), str)
+        for c in controls
+    ):
+        raise ApiError(
+            400, f"controls must be at most {MAX_CONTROLS} objects with a name, an image "
+            f"(base64) and optional scale, start, end; got {brief(controls)}"
+        )  # fmt: skip
+    if data.get("guess_mode") and not controls:
+        raise ApiError(400, "guess_mode draws from the controls' conditions: send controls")
+    return controls
+
+
+def _control_entries(data: dict, files: dict) -> list[tuple] | None:
+    """(name, saved image, scale, start, end) of each control of the request."""
+    out = []
+    for i, c in enumerate(_controls(data)):
+        numbers = [c.get(k, d) for k, d in (("scale", 1.0), ("start", 0.0), ("end", 1.0))]
+        out.append((c["name"], str(files[f"control{i}"]), *numbers))
+    return out or None
 
 
 def parse_generate(
@@ -238,6 +285,8 @@ def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
         guidance_interval=data.get("guidance_interval"),
         loras=_loras(data.get("loras")),
         guides=_pairs("guides", data.get("guides")),
+        controls=_control_entries(data, files),
+        guess_mode=data.get("guess_mode"),
     )
     if p.init:
         load_image(p.init, (p.width, p.height))
@@ -389,5 +438,5 @@ def size_schema(limits: Limits, models: dict[str, int] | None) -> dict:
 
 
 def _json_type(types: tuple[type, ...]) -> str:
-    names = {str: "string", int: "integer", float: "number", list: "array"}
+    names = {str: "string", int: "integer", float: "number", list: "array", bool: "boolean"}
     return names[float] if float in types else names[types[0]]

@@ -85,6 +85,9 @@ class T2IServer(ThreadingHTTPServer):
                 print(f"{name}: learnt words {words}")
         if config.guide_dir:
             load_guides(pipes, config.guide_dir)
+        for pipe in pipes.values():  # a model folder's controls, loaded before any request
+            if "control" in pipe.supports.adapters:
+                pipe.controls.names()
         self.queue = JobQueue(pipes, config.max_queue, config.max_batch, config.timeout)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="t2i-serve-"))  # init / mask images
         self.slots = threading.BoundedSemaphore(config.max_connections)
@@ -168,6 +171,17 @@ class T2IServer(ThreadingHTTPServer):
         super().server_close()
         self.queue.stop()
         shutil.rmtree(self.upload_dir, ignore_errors=True)
+
+
+def controls_of(pipe: Generator) -> dict[str, dict]:
+    """name -> {kind, arch, size} of each control loaded on a model (none where it takes none)."""
+    if "control" not in pipe.supports.adapters:
+        return {}
+    loaded = pipe.controls.loaded
+    return {
+        name: {"kind": c.meta["kind"], "arch": c.meta["arch"], "size": c.config.image_size}
+        for name, c in sorted(loaded.items())
+    }
 
 
 def load_loras(pipes: dict[str, Generator], folder: str) -> None:
@@ -394,6 +408,7 @@ class Handler(BaseHTTPRequestHandler):
                 "loras": sorted(pipe.loras.loaded) if "lora" in pipe.supports.adapters else [],
                 "embeddings": pipe.words_loaded,  # learnt words a prompt may use
                 "guides": {g: describe(guide) for g, guide in pipe.guides.loaded.items()},
+                "controls": controls_of(pipe),
             }
             for name, pipe in self.server.pipes.items()
         ]
@@ -526,7 +541,7 @@ class Handler(BaseHTTPRequestHandler):
         if "sampler" in request:
             request["sampler"] = t2i_sampler(request["sampler"])
         # recorded with hashes: the page shows them, it does not send them
-        keep = {"embeddings", "loras", "guides"}
+        keep = {"embeddings", "loras", "guides", "controls"}
         self._json(200, {k: v for k, v in request.items() if k not in keep})
 
     def _job(self, job_id: str) -> None:

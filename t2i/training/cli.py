@@ -1,5 +1,6 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, textual_inversion, autoregressive, draw,
-gan, clip, classifier, emoji_clip, guide): parse, build, run, report.
+"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, controlnet, t2i_adapter,
+textual_inversion, autoregressive, draw, gan, clip, classifier, emoji_clip, guide): parse, build,
+run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
 `--loop.steps 2000`); an unknown key is an error that lists the valid keys, before any work.
@@ -18,6 +19,8 @@ RECIPES = (
     "diffusion",
     "lora",
     "lcm",
+    "controlnet",
+    "t2i_adapter",
     "textual_inversion",
     "autoregressive",
     "draw",
@@ -37,6 +40,7 @@ def recipe_module(name: str):
         classifier,
         clip,
         diffusion,
+        diffusion_control,
         diffusion_lcm,
         diffusion_lora,
         diffusion_ti,
@@ -50,6 +54,7 @@ def recipe_module(name: str):
     modules["lora"] = diffusion_lora
     modules["guide"] = guide
     modules["lcm"] = diffusion_lcm
+    modules["controlnet"] = modules["t2i_adapter"] = modules["t2i-adapter"] = diffusion_control
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
     families = {"autoregressive": autoregressive, "draw": draw, "gan": gan}
@@ -73,6 +78,8 @@ EXAMPLES = """examples:
   t2i train classifier --data fashion --out runs/clf --preset fashion_classifier
   t2i train emoji_clip --data data_cache/emoji64 --out runs/emoji_clip --preset emoji_clip
   t2i train guide --init fashion --data fashion --preset fashion_classifier --out runs/g
+  t2i train controlnet --init shapes --data shapes --control.kind layout --out runs/layout
+  t2i train t2i_adapter --init emoji --data data_cache/emoji64 --control.kind edges --out runs/ea
   t2i train lcm --teacher shapes --data shapes --out runs/lcm --loop.steps 1500   # LCM-LoRA
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
@@ -167,6 +174,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if name in ("lora", "textual_inversion", "guide"):
             p.add_argument(
                 "--init", metavar="NAME|DIR", help=f"the model the {name} is for (required)"
+            )
+        if name in ("controlnet", "t2i_adapter"):
+            p.add_argument(
+                "--init", metavar="NAME|DIR", help="the model the control steers (required)"
             )
         if name == "lcm":
             p.add_argument(
@@ -275,6 +286,9 @@ def configure(module, preset: str, overrides: dict, args: argparse.Namespace, re
     from t2i.training.run_config import apply_file, read_config_file, resumed, settings
 
     name = getattr(module, "NAME", module.__name__.rsplit(".", 1)[-1])
+    asked = str(getattr(args, "recipe", "")).replace("-", "_")
+    if asked in getattr(module, "NAMES", ()):  # one module, several recipes (controlnet, ...)
+        name = asked
     cfg = module.preset(preset)
     if hasattr(module, "adopt") and getattr(args, "init", None):
         cfg = module.adopt(cfg, args)
