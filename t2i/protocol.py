@@ -199,7 +199,7 @@ class Generator(ABC):
             raise ValueError(f"model {self.name!r} ({self.family}) takes no spatial control")
         if self._controls is None:
             unet = self.adapter_networks()["unet"]
-            self._controls = ControlSet(unet, self.name, self.image_size, self.control_dir)
+            self._controls = ControlSet(unet, self.name, self.control_dir)
         return self._controls
 
     def load_control(self, path, name: str | None = None) -> str:

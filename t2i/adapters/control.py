@@ -142,9 +142,8 @@ def request_controls(control_set, kw: dict, size: tuple[int, int]) -> tuple[tupl
 class ControlSet:
     """The controls loaded onto one model's UNet."""
 
-    def __init__(self, unet: nn.Module, model_name: str, image_size: int, folder: Path | None):
-        self.unet, self.model_name, self.image_size = unet, model_name, image_size
-        self.folder = folder
+    def __init__(self, unet: nn.Module, model_name: str, folder: Path | None):
+        self.unet, self.model_name, self.folder = unet, model_name, folder
         self.loaded: dict[str, Control] = {}
         self._base_hash: str | None = None
         self._scanned = False
@@ -175,11 +174,12 @@ class ControlSet:
         return name
 
     def scan(self) -> None:
-        """The model folder's controls/ subfolders, once (a bad one is reported when named)."""
-        if self._scanned or self.folder is None or not self.folder.is_dir():
-            self._scanned = True
+        """The model folder's controls/ subfolders, once (a bad one is an error naming it)."""
+        if self._scanned:
             return
         self._scanned = True
+        if self.folder is None or not self.folder.is_dir():
+            return
         for sub in sorted(p for p in self.folder.iterdir() if p.is_dir()):
             if sub.name not in self.loaded:
                 self.load(sub, sub.name)
@@ -188,11 +188,11 @@ class ControlSet:
         self.scan()
         return sorted(self.loaded)
 
-    def resolve(self, requested, size: tuple[int, int], recorded=()) -> tuple:
+    def resolve(self, requested, size: tuple[int, int]) -> tuple:
         """(name, image[, scale[, start, end]]) entries -> checked (name, image, scale, start,
         end, weights hash); each condition image is read and checked now, before any work."""
         self.scan()
-        digests = {entry[0]: entry[-1] for entry in recorded}
+        digests = {}  # name -> the weights hash an image's parameters recorded
         out = []
         for entry in requested:
             entry = tuple(entry)

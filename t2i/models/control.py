@@ -109,7 +109,7 @@ class ControlNet(nn.Module):
         )
         nn.init.zeros_(self.hint.out.weight)  # ControlNet's hint encoder ends in a zero conv too
         nn.init.zeros_(self.hint.out.bias)
-        self.zero_skips = nn.ModuleList(zero_conv(ch, ch) for ch in UNet.skip_channels.fget(copy))
+        self.zero_skips = nn.ModuleList(zero_conv(ch, ch) for ch in copy.skip_channels)
         mid = config.unet.channels[-1]
         self.zero_mid = zero_conv(mid, mid)
 
@@ -162,10 +162,7 @@ class T2IAdapter(nn.Module):
             )
             self.outs.append(zero_conv(ch, ch))
             prev = ch
-        base = UNet.__new__(UNet)  # level_ends reads only the config
-        base.config = u
-        self.level_ends = UNet.level_ends.fget(base)
-        self.skips = 1 + len(u.channels) * u.layers_per_block + len(u.channels) - 1
+        self.level_ends, self.skips = u.level_ends, u.skips
 
     def features(self, hint: torch.Tensor) -> dict[int, torch.Tensor]:
         h = self.hint(hint)

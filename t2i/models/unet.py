@@ -64,6 +64,18 @@ class UNetConfig:
         """How much the network downsamples: input sides must be multiples of this."""
         return 2 ** (len(self.channels) - 1) * self.patch_size
 
+    @property
+    def level_ends(self) -> list[int]:
+        """Index in UNet.down of each level's last residual block (before its downsampling)."""
+        per = self.layers_per_block
+        return [level * (per + 1) + per - 1 for level in range(len(self.channels))]
+
+    @property
+    def skips(self) -> int:
+        """How many skips the down path keeps: the stem's, then one per block of UNet.down."""
+        levels = len(self.channels)
+        return 1 + levels * self.layers_per_block + levels - 1
+
     def validate(self) -> None:
         if not self.channels or min(self.channels) <= 0:
             raise ValueError(f"channels must be positive, got {self.channels}")
@@ -333,9 +345,7 @@ class UNet(nn.Module):
 
     @property
     def level_ends(self) -> list[int]:
-        """Index in `down` of each level's last residual block (before its downsampling)."""
-        per = self.config.layers_per_block
-        return [level * (per + 1) + per - 1 for level in range(len(self.config.channels))]
+        return self.config.level_ends
 
     def _add_guidance(self, emb: torch.Tensor, guidance, batch: int) -> torch.Tensor:
         if self.guidance_proj is None:
