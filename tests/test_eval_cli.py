@@ -85,6 +85,18 @@ def test_shapes_report_fields_grid_and_real_floor(shapes_model, tmp_path):
     assert len(captions) == 4 and captions[0].startswith("0: ")
 
 
+def test_shapes_paraphrases_are_judged_by_what_they_state(shapes_model):
+    cfg = EvalConfig(data="shapes", n=6, steps=1, batch_size=6, heldout=False, paraphrases=True)
+    metrics = evaluate(shapes_model, cfg)["metrics"]
+    paraphrases = {
+        "compositional_accuracy_paraphrase",
+        "compositional_accuracy_paraphrase_every_level",
+    }
+    assert set(metrics) == {"compositional_accuracy_fixed", *paraphrases}
+    for name in paraphrases:
+        assert metrics[name]["real"] == 1.0  # each spec holds on its own scene
+
+
 @needs_fashion
 def test_fashion_report_is_reproducible_and_depends_on_the_seed(fashion_model):
     cfg = EvalConfig(data="fashion", n=8, steps=2, batch_size=4, guidance=1.0)

@@ -103,6 +103,28 @@ def test_page_generates_an_image_that_carries_its_parameters(url, browser):
     assert browser.find_element(By.ID, "progress").get_attribute("value") == "1"
 
 
+def test_page_warns_about_words_the_model_cannot_read(url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys("a violet circle above a tiny square")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: "done in" in d.find_element(By.ID, "status").text)
+    text = browser.find_element(By.ID, "status").text
+    assert 'cannot read "violet", "tiny"' in text, text
+    prompt.clear()
+    prompt.send_keys("a red circle above a blue square")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: d.find_element(By.ID, "status").text != text)
+    wait.until(lambda d: "done in" in d.find_element(By.ID, "status").text)
+    assert "cannot read" not in browser.find_element(By.ID, "status").text
+
+
 def test_page_shows_the_servers_error_for_a_bad_request(url, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -77,9 +78,37 @@ def test_export_and_fine_tuning_carry_the_trained_encoder(tmp_path, capsys):
     own = recipe.model.text.state_dict()
     assert all(torch.equal(own[k], v) for k, v in trained.items())
 
-    wider = [*TRAIN, "--out", str(tmp_path / "bad"), "--init", str(run / "model")]
-    assert main([*wider, "--text_model.layers", "2"]) == 2
+    other = [*TRAIN, "--out", str(tmp_path / "bad"), "--init", str(run / "model")]
+    assert main([*other, "--text_model.heads", "1"]) == 2
     assert "does not fit this run's text_model" in capsys.readouterr().err
+
+
+def test_fine_tuning_grows_the_encoder_and_starts_from_what_it_computed(tmp_path):
+    from t2i.models.text_encoder import grow_text_transformer
+
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    cfg = tiny_trained_text()
+    cfg.text_model.layers = 3
+    args = argparse.Namespace(data="shapes:varied", init=str(run / "model"))
+    recipe = diffusion.build(cfg, args)
+    folder = load_component(run / "model" / "text_encoder").eval()
+    grown = recipe.model.text.eval()
+    vocab = recipe.config["text_model"]["vocab"]
+    assert vocab[: len(folder.config.vocab)] == folder.config.vocab
+    assert {"crimson", "violet", "tiny"} <= set(vocab) - set(folder.config.vocab)
+    assert len(grown.blocks) == 3
+    prompts = ["a large red circle in the top left", "a blue square above a green star"]
+    with torch.no_grad():
+        assert torch.allclose(grown.encode(prompts).context, folder.encode(prompts).context)
+        # a new word has its own row: it no longer reads as the unknown token
+        assert not torch.allclose(
+            grown.encode(["a crimson circle"]).context, grown.encode(["a zzz circle"]).context
+        )
+    with pytest.raises(ValueError, match="must start with the encoder's own words"):
+        grow_text_transformer(folder, replace(folder.config, vocab=["zzz"]))
+    with pytest.raises(ValueError, match="layers=0: the encoder has 1; it only grows"):
+        grow_text_transformer(folder, replace(folder.config, layers=0))
 
 
 def test_a_fresh_encoder_reads_word_order_not_a_bag_of_words():
@@ -97,3 +126,27 @@ def test_a_fresh_encoder_reads_word_order_not_a_bag_of_words():
     circle = 3  # [BOS] a red circle
     a, b = out.context[0, circle], out.context[1, circle]
     assert (a - b).norm() / a.norm() > 0.005
+
+
+def test_train_parts_leaves_the_frozen_unet_untouched(tmp_path):
+    run = tmp_path / "run"
+    argv = [*TRAIN, "--out", str(run), "--train_parts", "text_attention"]
+    assert main(argv) == 0
+    tensors, _ = state.load_checkpoint(state.latest_checkpoint(run / "checkpoints"))
+    cfg = tiny_trained_text()
+    cfg.train_parts = "text_attention"
+    fresh = diffusion.build(cfg, argparse.Namespace(data="shapes")).model  # the same seed
+    moved = {
+        n for n, p in fresh.named_parameters() if not torch.equal(tensors[f"model.{n}"], p.data)
+    }
+    assert moved and all(n.startswith("text.") or ".attn2." in n for n in moved), sorted(moved)
+    assert any(".attn2." in n for n in moved) and any(n.startswith("text.") for n in moved)
+
+    cfg = tiny_trained_text()
+    cfg.train_parts = "unet"
+    with pytest.raises(ValueError, match="unknown train_parts 'unet'; choose from"):
+        diffusion.build(cfg, argparse.Namespace(data="shapes"))
+    cfg = diffusion.preset("tiny")
+    cfg.train_parts = "text"
+    with pytest.raises(ValueError, match="needs --text_encoder trained"):
+        diffusion.build(cfg, argparse.Namespace(data="shapes"))

@@ -84,13 +84,14 @@ def test_init_by_name_adopts_the_bundled_model(letters, tmp_path, capsys):
     small = ["--loop.steps", "1", "--loop.batch_size", "2", "--loop.sample_every", "0"]
     assert train(*argv, *small, "--cache_dir", str(tmp_path / "cache")) == 0
     err = capsys.readouterr().err
-    # shapes reads 40-odd words: the letters' own are reported with their caption counts
-    assert "caption word(s) the text encoder cannot read" in err and "'letter' in 8" in err
+    # shapes reads 40-odd words: its trained encoder learns the letters' own, and says so
+    assert "learns 6 new word(s) of the captions ('letter', 'o'" in err, err
     config = json.loads((out / "config.json").read_text())
     bundled = json.loads((BUNDLED_DIR / "shapes" / "unet" / "config.json").read_text())
     bundled.pop("type", None)
     assert UNetConfig(**config["model"]) == UNetConfig(**bundled)
     assert config["text_encoder"] == "trained" and config["parameterisation"] == "x0"
+    assert config["text_model"]["vocab"][-6] == "letter"
     assert config["autoencoder"]["path"].endswith("bundled/shapes")
 
 

@@ -2,7 +2,9 @@
 
 `load_dataset(spec)` maps a `--data` argument to a dataset:
     shapes, shapes:single      procedural scenes (t2i.data.shapes), judged exactly by t2i.data.judge
+    shapes:varied              the same, captions as people type them (t2i.data.shapes_phrasing)
     fashion                    Fashion-MNIST from the Debian package (t2i.data.fashion)
+    fashion:varied             the same, captions as people type them (plurals, synonyms, frames)
     path/to/folder             images + captions (name.png + name.txt, or metadata.jsonl)
     shards/train-{000000..000009}.tar, shards/*.tar   WebDataset-style tar shards
 Use `collate` as the DataLoader's collate_fn: it stacks tensors and keeps other fields as lists.
@@ -46,14 +48,17 @@ def load_dataset(
     name, _, option = spec.partition(":")
     if name == "shapes":
         from t2i.data.shapes import ShapesConfig, ShapesDataset
+        from t2i.data.shapes_phrasing import VariedShapesDataset
 
-        cfg = ShapesConfig.preset(option or "default")
+        varied = option == "varied"  # the default world, captions as people type them
+        cfg = ShapesConfig.preset("default" if varied else option or "default")
         cfg.image_size, cfg.seed = image_size or cfg.image_size, seed
-        return ShapesDataset(cfg, length=length, split=split)
-    if spec == "fashion":
+        return (VariedShapesDataset if varied else ShapesDataset)(cfg, length=length, split=split)
+    if name == "fashion":
         from t2i.data.fashion import FashionMNIST
 
-        return FashionMNIST(split=split, image_size=image_size or 32, seed=seed)
+        captions = option or "canonical"
+        return FashionMNIST(split=split, image_size=image_size or 32, seed=seed, captions=captions)
     transform = transform or TransformConfig(size=image_size or 64)
     if Path(spec).is_dir():
         from t2i.data.folder import ImageFolder

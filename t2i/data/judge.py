@@ -250,7 +250,10 @@ def judge(image, target: str | Scene | Spec, config: JudgeConfig | None = None) 
         facts.append(("shape", f"a {o.shape}", have >= need))
         match = _bind(o, dets)
         bound.append(match)
-        facts.append(("binding", f"a {o.colour} {o.shape}", match is not None))
+        # "two red circles": as many objects of the pair as the spec has
+        need = sum((p.colour, p.shape) == (o.colour, o.shape) for p in spec.objects)
+        have = sum((d.colour, d.shape) == (o.colour, o.shape) for d in dets)
+        facts.append(("binding", f"a {o.colour} {o.shape}", match is not None and have >= need))
         if o.size is not None:
             holds = match is not None and match.size == o.size
             facts.append(("size", f"the {o.colour} {o.shape} is {o.size}", holds))

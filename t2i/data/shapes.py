@@ -85,7 +85,8 @@ class ShapesConfig:
             "white": ShapesConfig(backgrounds=("white",)),
         }
         if name not in presets:
-            raise ValueError(f"unknown shapes preset {name!r}; choose from {sorted(presets)}")
+            choices = sorted([*presets, "varied"])  # varied: captions of shapes_phrasing.py
+            raise ValueError(f"unknown shapes preset {name!r}; choose from {choices}")
         return presets[name]
 
     def __post_init__(self) -> None:
@@ -365,7 +366,11 @@ class ShapesDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        return {**shapes_item(self.config, self.split, index), "index": index}
+        return {**self.item(index), "index": index}
+
+    def item(self, index: int) -> dict:
+        """Item `index` without its index (a subclass words captions its own way)."""
+        return shapes_item(self.config, self.split, index)
 
 
 class ShapesStream(IterableDataset):

@@ -49,6 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=32, help="images per sampler call")
     p.add_argument("--no-heldout", action="store_true", help="shapes: skip held-out combinations")
+    p.add_argument(
+        "--paraphrases",
+        action="store_true",
+        help="shapes: also prompts in phrasings held out of training (plurals, synonyms, frames)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", default=None, help="output folder (default eval/ or eval/sweep)")
     p.add_argument(
@@ -114,6 +119,7 @@ def _eval(model: str, args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         heldout=not args.no_heldout,
+        paraphrases=args.paraphrases,
         progress=not args.quiet,
     )
     cfg.guides = tuple(_guide(spec) for spec in args.guide or ())

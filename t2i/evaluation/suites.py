@@ -24,12 +24,15 @@ from t2i.data.fashion import FashionMNIST
 from t2i.data.judge import MIN_SIZE, judge
 from t2i.data.shapes import (
     ShapesConfig,
+    Spec,
     heldout_prompts,
+    parse_caption,
     render_scene,
     sample_scene,
     scene_rng,
     shapes_eval_prompts,
 )
+from t2i.data.shapes_phrasing import paraphrase_prompts
 from t2i.evaluation.classifier import load_classifier
 from t2i.evaluation.emoji_clip import load_emoji_clip, pooled_text, to_input
 from t2i.evaluation.features import extract_features
@@ -81,6 +84,7 @@ class EvalConfig:
     seed: int = 0  # image i uses seed + i
     batch_size: int = 32  # images per sampler call (part of what fixes the numbers)
     heldout: bool = True  # shapes: also the held-out combinations prompt set
+    paraphrases: bool = False  # shapes: also prompts in phrasings held out of training
     grid: int = 64  # images in grid.png (16..64; 0: no grid)
     progress: bool = False  # a tqdm bar over generation batches
     guides: tuple[tuple[str, str, float], ...] = ()  # (kind, folder, scale): t2i/guides
@@ -159,16 +163,20 @@ def _shapes_suite(
         raise ValueError(
             f"the shapes judge needs images >= {MIN_SIZE} px; this model makes {image_size}"
         )
-    sets = {"fixed": shapes_eval_prompts(cfg.n)}
+    sets = {"fixed": _grammar_set(shapes_eval_prompts(cfg.n))}
     if cfg.heldout:
-        sets["heldout"] = heldout_prompts(cfg.n)
+        sets["heldout"] = _grammar_set(heldout_prompts(cfg.n))
+    if cfg.paraphrases:
+        for name, phrasing in PARAPHRASE_SETS.items():
+            sets[name] = [(p.text, p.spec) for p in paraphrase_prompts(cfg.n, phrasing=phrasing)]
     metrics, first = {}, None
-    for name, prompts in sets.items():
+    for name, items in sets.items():
+        prompts, specs = [p for p, _ in items], [s for _, s in items]
         images = gen(prompts)
         first = images if first is None else first
-        acc = compositional_accuracy([judge(img, p) for img, p in zip(images, prompts)])
+        acc = compositional_accuracy([judge(img, s) for img, s in zip(images, specs)])
         real = compositional_accuracy(
-            [judge(im, p) for im, p in zip(_renders(name, cfg.n, image_size), prompts)]
+            [judge(im, s) for im, s in zip(_renders(name, cfg.n, image_size), specs)]
         )
         cats = [k for k in acc if f"n_{k}" in acc]
         metrics[f"compositional_accuracy_{name}"] = _metric(
@@ -178,11 +186,24 @@ def _shapes_suite(
             per_category_real={k: real[k] for k in cats},
             images_stating={k: acc[f"n_{k}"] for k in cats},
         )
-    return metrics, "shapes judge (exact, t2i.data.judge)", sets["fixed"], first
+    return metrics, "shapes judge (exact, t2i.data.judge)", [p for p, _ in sets["fixed"]], first
+
+
+# new sentences around known phrases; held-out frames at every level (word orders too)
+PARAPHRASE_SETS = {"paraphrase": "heldout_sentences", "paraphrase_every_level": "heldout"}
+
+
+def _grammar_set(prompts: list[str]) -> list[tuple[str, Spec]]:
+    return [(p, parse_caption(p)) for p in prompts]
 
 
 def _renders(name: str, n: int, size: int) -> list[Image.Image]:
-    """The real scenes behind shapes_eval_prompts / heldout_prompts, rendered: the judge's floor."""
+    """The real scenes behind each prompt set, rendered: the judge's floor."""
+    if name in PARAPHRASE_SETS:
+        return [
+            render_scene(p.scene, size)
+            for p in paraphrase_prompts(n, phrasing=PARAPHRASE_SETS[name])
+        ]
     split, seed = ("test" if name == "fixed" else "holdout"), 1234
     config = ShapesConfig(seed=seed)
     return [

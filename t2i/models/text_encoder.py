@@ -318,6 +318,39 @@ class TextTransformer(WordEncoder):
         return TextEmbedding(h, mask, masked_mean(h, mask))
 
 
+def grow_text_transformer(
+    encoder: TextTransformer, config: TextTransformerConfig
+) -> TextTransformer:
+    """`encoder` with more words and blocks, computing exactly what it did on its own words.
+
+    `config.vocab` must start with the encoder's words (their ids stay); new words get fresh
+    rows. Blocks past the encoder's own start as the identity (zero output projections of the
+    attention and the feed-forward), so a fine-tune starts from what the model computed."""
+    old = encoder.config
+    if config.vocab[: len(old.vocab)] != old.vocab:
+        raise ValueError("a grown vocabulary must start with the encoder's own words, in order")
+    if config.layers < old.layers:
+        raise ValueError(f"layers={config.layers}: the encoder has {old.layers}; it only grows")
+    if replace(config, vocab=[], layers=0) != replace(old, vocab=[], layers=0):
+        raise ValueError(
+            f"only the vocabulary and the depth grow: {replace(old, vocab=[])} vs "
+            f"{replace(config, vocab=[])}"
+        )
+    grown = TextTransformer(config)
+    with torch.no_grad():
+        grown.embed.weight[: len(encoder.tokenizer)] = encoder.embed.weight
+        grown.pos.copy_(encoder.pos)
+        grown.norm.load_state_dict(encoder.norm.state_dict())
+        for i, block in enumerate(grown.blocks):
+            if i < old.layers:
+                block.load_state_dict(encoder.blocks[i].state_dict())
+            else:
+                for layer in (block.attn1.to_out, block.ff.proj_out):
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+    return grown.train(encoder.training)
+
+
 @dataclass
 class TextLSTMConfig:
     vocab: list[str] = field(default_factory=list)  # words, without the 4 special tokens

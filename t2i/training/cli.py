@@ -1,4 +1,4 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, controlnet, t2i_adapter,
+"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, phrasing, controlnet, t2i_adapter,
 textual_inversion, autoregressive, draw, gan, clip, classifier, emoji_clip, guide): parse, build,
 run, report.
 
@@ -19,6 +19,7 @@ RECIPES = (
     "diffusion",
     "lora",
     "lcm",
+    "phrasing",
     "controlnet",
     "t2i_adapter",
     "textual_inversion",
@@ -43,6 +44,7 @@ def recipe_module(name: str):
         diffusion_control,
         diffusion_lcm,
         diffusion_lora,
+        diffusion_phrasing,
         diffusion_ti,
         draw,
         emoji_clip,
@@ -54,6 +56,7 @@ def recipe_module(name: str):
     modules["lora"] = diffusion_lora
     modules["guide"] = guide
     modules["lcm"] = diffusion_lcm
+    modules["phrasing"] = diffusion_phrasing
     modules["controlnet"] = modules["t2i_adapter"] = modules["t2i-adapter"] = diffusion_control
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
@@ -61,7 +64,14 @@ def recipe_module(name: str):
     return {**modules, **families, **extractors}[name]
 
 
-EXPORTED = ("diffusion", "autoregressive", "draw", "gan", "autoencoder")  # runs `t2i export` takes
+EXPORTED = (
+    "diffusion",
+    "phrasing",
+    "autoregressive",
+    "draw",
+    "gan",
+    "autoencoder",
+)  # runs `t2i export` takes
 
 EXAMPLES = """examples:
   t2i train diffusion --preset shapes --out runs/shapes      # the shipped `shapes`, all stages
@@ -178,6 +188,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if name in ("controlnet", "t2i_adapter"):
             p.add_argument(
                 "--init", metavar="NAME|DIR", help="the model the control steers (required)"
+            )
+        if name == "phrasing":
+            p.add_argument(
+                "--init", metavar="NAME|DIR", help="the model whose words it teaches (required)"
             )
         if name == "lcm":
             p.add_argument(

@@ -94,6 +94,20 @@ def training_sigmas(cfg: DiffusionRecipeConfig, denoiser: nn.Module):
     return logit_normal
 
 
+TRAIN_PARTS = ("all", "text", "text_attention")
+
+
+def freeze_parts(model: nn.Module, parts: str) -> None:
+    """Leave trainable only what `parts` names (TRAIN_PARTS) of a TextAndUNet."""
+    if parts == "all":
+        return
+    model.unet.requires_grad_(False)
+    if parts == "text_attention":
+        for name, module in model.unet.named_modules():
+            if name.endswith("attn2"):
+                module.requires_grad_(True)
+
+
 def check(cfg: DiffusionRecipeConfig) -> None:
     make_denoiser(cfg, nn.Identity())  # parameterisation, schedule, sigma_data: before any work
     if cfg.timesteps not in TIMESTEPS:
@@ -125,6 +139,15 @@ def check(cfg: DiffusionRecipeConfig) -> None:
             "(the data is shrunk to image_size), or 0"
         )
     check_variance(cfg)
+    if cfg.train_parts not in TRAIN_PARTS:
+        raise ValueError(
+            f"unknown train_parts {cfg.train_parts!r}; choose from {list(TRAIN_PARTS)}"
+        )
+    if cfg.train_parts != "all" and cfg.text_encoder != TRAINED:
+        raise ValueError(
+            f"train_parts {cfg.train_parts!r} trains the text encoder: it needs --text_encoder "
+            f"trained, not the frozen {cfg.text_encoder!r}"
+        )
     check_learned(cfg)
     cfg.model.__post_init__()  # overrides may have made the UNet config inconsistent
 
@@ -219,12 +242,14 @@ def build_parts(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> dict:
     seed_everything(cfg.loop.seed)
     model = net = UNet(cfg.model)
     if text is None:
-        encoder = init_text(cfg, init) if init else None
+        captions = first_captions(dataset, cfg.vocab_captions)
+        encoder = init_text(cfg, init, captions) if init else None
         if encoder is None:
             if not cfg.text_model.vocab:  # a resumed run has it in its config already
-                cfg.text_model.vocab = build_vocab(first_captions(dataset, cfg.vocab_captions))
+                cfg.text_model.vocab = build_vocab(captions)
             encoder = TextTransformer(cfg.text_model)
         model = TextAndUNet(net, encoder)
+        freeze_parts(model, cfg.train_parts)
     model = with_schedule(cfg, model)
     init_record = init_unet(net, init) if init else None
     reader = text.encoder if text is not None else model.text

@@ -56,6 +56,10 @@ class DiffusionRecipeConfig:
     )
     vocab_captions: int = 5000  # captions of the data that build the trained encoder's words
     caption_dropout: float = 0.1  # P(caption -> "") for classifier-free guidance
+    # what learns: "all"; "text" (a trained text encoder, the UNet frozen); "text_attention" (the
+    # text encoder and the UNet's cross-attention, what reads the text): a fine-tune that
+    # teaches new phrasings while the UNet keeps what it draws
+    train_parts: str = "all"
     sample_prompts: tuple[str, ...] = ()  # empty: the first 8 captions of the data
     sample_seed: int = 0  # image i of every grid starts from seed sample_seed + i
     sample_steps: int = 20  # sampler steps of the grids (and the exported model's default)

@@ -9,6 +9,7 @@ what the folder computed."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from t2i.checkpoint import (
     resolve_model,
 )
 from t2i.data.cache import file_digest
-from t2i.models.text_encoder import TextTransformer
+from t2i.models.text_encoder import TextTransformer, build_vocab, grow_text_transformer
 from t2i.models.unet import UNet, UNetConfig
 from t2i.schedules import DiscreteSchedule
 from t2i.training.data import TRAINED, component_dir
@@ -79,23 +80,43 @@ def adopt_text(cfg: DiffusionRecipeConfig, folder: Path) -> None:
         cfg.max_tokens = int(config.get("max_length", cfg.max_tokens))
 
 
-def init_text(cfg: DiffusionRecipeConfig, folder: str | Path) -> TextTransformer | None:
-    """A fine-tuning run's trained text encoder: the --init folder's, when it has one (its words
-    become the run's vocabulary). None when the folder's text encoder is a frozen one."""
+def init_text(
+    cfg: DiffusionRecipeConfig, folder: str | Path, captions: list[str]
+) -> TextTransformer | None:
+    """A fine-tuning run's trained text encoder: the --init folder's, when it has one. None when
+    the folder's text encoder is a frozen one.
+
+    The run keeps the folder's words and learns the words of its captions the folder lacks
+    (new rows after the old ones); `--text_model.layers` above the folder's adds blocks that start
+    as the identity. So the run starts from exactly what the folder computed on its own words."""
     path = Path(folder) / "text_encoder"
     config = path / CONFIG_NAME
     if not config.is_file() or json.loads(config.read_text()).get("type") != "text_transformer":
         return None
     encoder = load_component(path).train()
-    wanted = replace(cfg.text_model, vocab=encoder.config.vocab)
-    if wanted != encoder.config:
+    own = encoder.config
+    if replace(cfg.text_model, vocab=[], layers=0) != replace(own, vocab=[], layers=0) or (
+        cfg.text_model.layers < own.layers
+    ):
         raise ValueError(
-            f"--init {folder}: its text encoder {replace(encoder.config, vocab=[])} does not fit "
+            f"--init {folder}: its text encoder {replace(own, vocab=[])} does not fit "
             f"this run's text_model {replace(cfg.text_model, vocab=[])}; give the same "
-            "--text_model.* settings"
+            "--text_model.* settings (only --text_model.layers may grow)"
         )
-    cfg.text_model = encoder.config
-    return encoder
+    known = list(own.vocab) + [w for w in cfg.text_model.vocab if w not in own.vocab]
+    new = [w for w in build_vocab(captions) if w not in known]
+    cfg.text_model = replace(cfg.text_model, vocab=known + new)
+    if cfg.text_model == own:
+        return encoder
+    listed = ", ".join(repr(w) for w in new[:12]) + (", ..." if len(new) > 12 else "")
+    print(
+        f"the text encoder of {folder} learns {len(new)} new word(s) of the captions"
+        + (f" ({listed})" if new else "")
+        + f" and {cfg.text_model.layers - own.layers} new block(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return grow_text_transformer(encoder, cfg.text_model)
 
 
 def init_unet(net: UNet, folder: str | Path) -> dict:

@@ -1,0 +1,152 @@
+"""`t2i train phrasing --init MODEL --data shapes:varied`: teach a model's trained text encoder
+new phrasings by distillation from its own reading of the same facts in its caption grammar.
+
+In the spirit of AltCLIP (Chen et al. 2022) and GlueGen (Qin et al. 2023), which align a new text
+encoder to a frozen one on parallel text: here the pairs are a caption as people type it and the
+canonical caption that states the same facts (t2i/data/shapes_phrasing.py), and the alignment is
+measured where it matters, at the denoiser's output. The teacher is the --init model reading the
+canonical caption; the student is the same frozen UNet reading the paraphrase through the
+model's encoder, grown by the words of the data and `--text_model.layers` (new blocks start as
+the identity). Per step, at one noise level and noise per item:
+
+    loss = w(sigma) |net(x_t; student(paraphrase)) - net(x_t; teacher(canonical))|^2
+           + the diffusion loss of the student's output against the real image
+
+The distillation term gives every phrasing the teacher's exact reading (a low-variance target);
+the diffusion term grounds what the teacher never read (two of one object). Captions are dropped
+to "" for both at once, so the student's unconditional reading stays the teacher's. Only the
+text encoder learns by default (`train_parts` "text"): the UNet keeps what it draws. The run's
+`model/` is an ordinary diffusion model folder (`t2i export` takes its checkpoints too).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from t2i.checkpoint import load_component
+from t2i.data import load_dataset
+from t2i.data.shapes_phrasing import VariedShapesDataset
+from t2i.denoisers import append_dims, sigma_batch
+from t2i.training import diffusion
+from t2i.training.data import TrainedText
+from t2i.training.diffusion_config import DiffusionRecipeConfig
+from t2i.training.diffusion_init import adopt as adopt_base
+from t2i.training.diffusion_model import make_denoiser, split
+from t2i.training.loop import Recipe, StepRNG
+from t2i.training.presets import pick
+
+NAME = "phrasing"
+
+
+def _default() -> DiffusionRecipeConfig:
+    cfg = DiffusionRecipeConfig(train_parts="text")
+    cfg.optim = replace(cfg.optim, lr=3e-4, warmup_steps=100)
+    return cfg
+
+
+CONFIG_PRESETS = {"default": _default}
+
+
+def preset(name: str) -> DiffusionRecipeConfig:
+    return pick(NAME, CONFIG_PRESETS, name)
+
+
+def adopt(cfg: DiffusionRecipeConfig, args) -> DiffusionRecipeConfig:
+    """The --init model's settings; what learns stays this recipe's (the text encoder)."""
+    parts = cfg.train_parts
+    cfg = adopt_base(cfg, args)
+    cfg.train_parts = parts
+    return cfg
+
+
+class Paired(torch.utils.data.Dataset):
+    """Items of `dataset` (cached latents or pixels) with "canonical": the canonical caption of
+    item i of the procedural source `raw`, found without drawing the image."""
+
+    def __init__(self, dataset, raw: VariedShapesDataset):
+        self.dataset, self.raw = dataset, raw
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "canonical": self.raw.canonical_caption(index)}
+
+
+def paired_source(data: str, length: int) -> VariedShapesDataset:
+    raw = load_dataset(data, split="train", length=length)
+    if not isinstance(raw, VariedShapesDataset):
+        raise ValueError(
+            f"t2i train phrasing needs captions paired with their canonical wording: "
+            f"--data shapes:varied, not {data!r}"
+        )
+    return raw
+
+
+def build(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> Recipe:
+    if not getattr(args, "init", None):
+        raise ValueError("t2i train phrasing needs --init MODEL: the model whose words it teaches")
+    if cfg.text_encoder != diffusion.TRAINED:
+        raise ValueError(
+            f"--init {args.init}: its text encoder is the frozen {cfg.text_encoder!r}; "
+            "t2i train phrasing teaches a trained one (a word-level text_transformer)"
+        )
+    raw = paired_source(str(args.data), cfg.data_length)
+    teacher = load_component(Path(args.init) / "text_encoder").eval().requires_grad_(False)
+    recipe = diffusion.build(cfg, args)
+    net, student = split(recipe.model, None)
+    denoiser = make_denoiser(cfg, net)
+    inner = recipe.collate
+
+    def collate(items: list[dict]) -> dict:
+        return {**inner(items), "canonical": [it["canonical"] for it in items]}
+
+    loss = loss_fn(cfg, student, teacher, denoiser, diffusion.training_sigmas(cfg, denoiser))
+    dataset = Paired(recipe.dataset, raw)
+    return replace(recipe, name=NAME, dataset=dataset, collate=collate, loss=loss)
+
+
+def loss_fn(cfg, student, teacher, denoiser, draw_sigmas):
+    """Distillation to the teacher's reading of the canonical caption plus the diffusion loss;
+    the draws in the diffusion recipe's order (captions dropped, sigma, noise)."""
+
+    def read(encoder, captions: list[str]) -> dict:
+        context, mask = encoder(captions)
+        return {"context": context, "context_mask": mask}
+
+    def terms(batch: dict, rng: StepRNG) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per item (B,): the distillation term and the diffusion loss."""
+        x0 = batch["x0"]
+        drop = (rng.rand() < cfg.caption_dropout).tolist()
+        captions = ["" if d else c for d, c in zip(drop, batch["captions"])]
+        canonical = ["" if d else c for d, c in zip(drop, batch["canonical"])]
+        sigma = rng.draw(draw_sigmas)
+        noise = rng.randn(*x0.shape[1:])
+        out, x = student_output(denoiser, x0, sigma, noise, read(student, captions))
+        with torch.no_grad():
+            target, _ = student_output(denoiser, x0, sigma, noise, read(teacher_text, canonical))
+        distill = (out - target).pow(2).flatten(1).mean(1) * denoiser.loss_weight(sigma)
+        return distill, denoiser.output_loss(out, x0, x, sigma)
+
+    def loss(batch: dict, rng: StepRNG) -> torch.Tensor:
+        distill, plain = terms(batch, rng)
+        return (distill + plain).mean()
+
+    teacher_text = TrainedText(teacher)  # frozen: read under no_grad
+    loss.terms = terms
+    return loss
+
+
+def student_output(denoiser, x0, sigma, noise, cond: dict):
+    """The network's raw output at x0 noised by sigma * noise, and that noisy input."""
+    sigma = sigma_batch(sigma, x0)
+    x = x0 + append_dims(sigma, x0.ndim) * noise
+    c_in = append_dims(denoiser.scalings(sigma)[2], x0.ndim)
+    return denoiser.net(c_in * x, denoiser.c_noise(sigma), **cond), x
+
+
+export_checkpoint = diffusion.export_checkpoint
