@@ -46,13 +46,6 @@ REAL_PER_CLASS = 200
 OUT_DIR = Path("docs/training/fashion_prompts")
 
 
-def mean_pairwise(feats: np.ndarray) -> float:
-    """Mean L2 distance over the ordered pairs of distinct rows of (N >= 2, D)."""
-    x = torch.from_numpy(feats)
-    n = len(x)
-    return torch.cdist(x, x).sum().item() / (n * (n - 1))
-
-
 def accuracy(preds: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None) -> float:
     mask = np.ones(len(labels), bool) if mask is None else mask
     return round(float((preds[mask] == labels[mask]).mean()), 4)
@@ -155,7 +148,9 @@ def run(args) -> dict:
         f_gen, f_real = extract_features(clf, gen), extract_features(clf, real)
         div[CLASSES[c]] = {
             "pixels": round(pairwise_rms(gen) / pairwise_rms(real), 4),
-            "features": round(mean_pairwise(f_gen) / mean_pairwise(f_real), 4),
+            "features": round(
+                pairwise_rms(torch.from_numpy(f_gen)) / pairwise_rms(torch.from_numpy(f_real)), 4
+            ),
         }
     report["diversity"] = {
         "per_class": div,

@@ -66,6 +66,14 @@ class Denoiser(nn.Module):
         self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, **cond
     ) -> torch.Tensor:
         """Per-sample loss (B,) at noise level sigma (B,), noise ~ N(0, I) shaped like x0."""
+        out, x = self.noised_output(x0, sigma, noise, **cond)
+        return self.output_loss(out, x0, x, sigma_batch(sigma, x0))
+
+    def noised_output(
+        self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, **cond
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the network's raw output, the noisy input x = x0 + sigma * noise): what the loss
+        compares with its target, and what a distillation compares with a teacher's."""
         sigma = sigma_batch(sigma, x0)
         if (sigma <= 0).any():
             raise ValueError(f"training sigma must be > 0, got {sigma.tolist()}")
@@ -73,7 +81,7 @@ class Denoiser(nn.Module):
             raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
         c_in = append_dims(self.scalings(sigma)[2], x0.ndim)
         x = x0 + append_dims(sigma, x0.ndim) * noise
-        return self.output_loss(self.net(c_in * x, self.c_noise(sigma), **cond), x0, x, sigma)
+        return self.net(c_in * x, self.c_noise(sigma), **cond), x
 
     def output_loss(
         self, out: torch.Tensor, x0: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor

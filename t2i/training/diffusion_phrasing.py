@@ -30,7 +30,6 @@ import torch
 from t2i.checkpoint import load_component
 from t2i.data import load_dataset
 from t2i.data.shapes_phrasing import VariedShapesDataset
-from t2i.denoisers import append_dims, sigma_batch
 from t2i.training import diffusion
 from t2i.training.data import TrainedText
 from t2i.training.diffusion_config import DiffusionRecipeConfig
@@ -126,9 +125,9 @@ def loss_fn(cfg, student, teacher, denoiser, draw_sigmas):
         canonical = ["" if d else c for d, c in zip(drop, batch["canonical"])]
         sigma = rng.draw(draw_sigmas)
         noise = rng.randn(*x0.shape[1:])
-        out, x = student_output(denoiser, x0, sigma, noise, read(student, captions))
+        out, x = denoiser.noised_output(x0, sigma, noise, **read(student, captions))
         with torch.no_grad():
-            target, _ = student_output(denoiser, x0, sigma, noise, read(teacher_text, canonical))
+            target, _ = denoiser.noised_output(x0, sigma, noise, **read(teacher_text, canonical))
         distill = (out - target).pow(2).flatten(1).mean(1) * denoiser.loss_weight(sigma)
         return distill, denoiser.output_loss(out, x0, x, sigma)
 
@@ -139,14 +138,6 @@ def loss_fn(cfg, student, teacher, denoiser, draw_sigmas):
     teacher_text = TrainedText(teacher)  # frozen: read under no_grad
     loss.terms = terms
     return loss
-
-
-def student_output(denoiser, x0, sigma, noise, cond: dict):
-    """The network's raw output at x0 noised by sigma * noise, and that noisy input."""
-    sigma = sigma_batch(sigma, x0)
-    x = x0 + append_dims(sigma, x0.ndim) * noise
-    c_in = append_dims(denoiser.scalings(sigma)[2], x0.ndim)
-    return denoiser.net(c_in * x, denoiser.c_noise(sigma), **cond), x
 
 
 export_checkpoint = diffusion.export_checkpoint
