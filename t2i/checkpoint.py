@@ -38,6 +38,14 @@ from t2i.models.text_encoder import (
     TextTransformerConfig,
 )
 from t2i.models.token_transformer import TokenTransformer, TokenTransformerConfig
+from t2i.models.unclip import (
+    DiffusionPrior,
+    EmbeddingRegressor,
+    EmbeddingTokens,
+    EmbeddingTokensConfig,
+    PriorConfig,
+    RegressorConfig,
+)
 from t2i.models.unet import UNet, UNetConfig
 
 # The one table from a config.json "type" to classes (no other string-to-class lookup).
@@ -54,6 +62,9 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "text_lstm": (TextLSTM, TextLSTMConfig),
     "draw": (DrawNet, DrawConfig),
     "gan": (GanNet, GanConfig),
+    "diffusion_prior": (DiffusionPrior, PriorConfig),
+    "embedding_regressor": (EmbeddingRegressor, RegressorConfig),
+    "embedding_tokens": (EmbeddingTokens, EmbeddingTokensConfig),
 }
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model_index.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -22,7 +22,7 @@ if os.environ.get("T2I_KEEP_OMP") != "1" and sys.argv[1:2] != ["train"]:
 from t2i.argtypes import parse_interval  # noqa: E402
 
 # The commands that run a network here and take --threads.
-THREADED = ("generate", "interpolate", "restyle", "eval", "serve")
+THREADED = ("generate", "interpolate", "restyle", "variations", "eval", "serve")
 MAX_THREADS = 1024
 
 
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_interpolate(sub)
     _add_restyle(sub)
+    _add_variations(sub)
     _add_train(sub)
     _add_export(sub)
     _add_data(sub)
@@ -220,6 +221,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_png", default=None, help="reuse a t2i PNG's parameters")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--init", default=None, help="start from this image (img2img / inpainting)")
+    p.add_argument(
+        "--image-prompt",
+        metavar="IMAGE",
+        help="an unCLIP model draws from this image's CLIP embedding (variations; the prompt may "
+        "be left out)",
+    )
     p.add_argument("--strength", type=float, default=None, help="img2img in [0, 1] (0.75)")
     p.add_argument("--mask", default=None, help="inpainting mask PNG, white = repaint")
     p.add_argument("--resample", type=int, default=None, help="inpainting RePaint passes (1)")
@@ -353,6 +360,35 @@ def _restyle(args: argparse.Namespace) -> int:
     from t2i.restyle import restyle_to_file
 
     print(restyle_to_file(args))
+    return 0
+
+
+def _add_variations(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "variations",
+        help="an unCLIP model's variations of an image, or a walk between two images",
+        epilog="examples:\n  t2i variations cat.png --model runs/unclip/model --n 4 --out var.png\n"
+        "  t2i variations cat.png --towards dog.png --frames 6 --model M --out walk.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("image", help="the image whose CLIP embedding is drawn again")
+    p.add_argument("--model", required=True, help="an unCLIP model folder (t2i train unclip)")
+    p.add_argument("--n", type=int, default=4, help="variations to draw (seeds seed, seed+1, ...)")
+    p.add_argument("--towards", metavar="IMAGE", help="walk to this image's embedding instead")
+    p.add_argument("--frames", type=int, default=6, help="frames of the walk (--towards)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    p.add_argument("--sampler", help="sampler (default: the model's)")
+    p.add_argument("--out", default="variations.png", help="PNG; several get -<seed> suffixes")
+    p.set_defaults(func=_variations)
+
+
+def _variations(args: argparse.Namespace) -> int:
+    from t2i.variations import variations_to_file
+
+    for path in variations_to_file(args):
+        print(path)
     return 0
 
 

@@ -3,9 +3,9 @@
     pipe = t2i.load("shapes")                 # a bundled model name, or a model folder
 
 A folder names its family in model_index.json ("family"); without one it is a diffusion model,
-and a diffusion folder with a base model ("base", "low_res") is a cascade. A new family (GAN,
-unCLIP) adds its loader to FAMILIES; nothing else in the CLI, server or evaluation
-changes, because they speak the protocol of t2i/protocol.py.
+and a diffusion folder with a base model ("base", "low_res") is a cascade; "unclip" is DALL-E 2's
+two stages (t2i/unclip_pipeline.py). A new family adds its loader to FAMILIES; nothing else in
+the CLI, server or evaluation changes, because they speak the protocol of t2i/protocol.py.
 """
 
 from __future__ import annotations
@@ -28,15 +28,18 @@ from t2i.draw_pipeline import DrawPipeline
 from t2i.gan_pipeline import GanPipeline
 from t2i.models.autoencoder import AutoencoderKL, AutoencoderVQ
 from t2i.models.autoencoder_patch import AutoencoderPatch
+from t2i.models.clip import CLIP
 from t2i.models.draw import DrawNet
 from t2i.models.gan import GanNet
 from t2i.models.text_encoder import PretrainedTextEncoder, TextLSTM, TextTransformer
 from t2i.models.token_transformer import TokenTransformer
+from t2i.models.unclip import DiffusionPrior, EmbeddingRegressor, EmbeddingTokens
 from t2i.models.unet import UNet
 from t2i.params import check_lora_name, check_lora_scale
 from t2i.pipeline import Pipeline
 from t2i.protocol import Generator
 from t2i.token_pipeline import TokenPipeline
+from t2i.unclip_pipeline import UnclipPipeline
 
 
 def load_diffusion(folder: Path, components: dict, index: dict, name: str, bf16: bool):
@@ -68,6 +71,10 @@ def load_gan(folder: Path, components: dict, index: dict, name: str, bf16: bool)
     return GanPipeline(components, index, name=name, bf16=bf16)
 
 
+def load_unclip(folder: Path, components: dict, index: dict, name: str, bf16: bool):
+    return UnclipPipeline(components, index, name=name, bf16=bf16)
+
+
 TEXT_ENCODERS = (TextTransformer, PretrainedTextEncoder)
 WORD_ENCODERS = (TextLSTM, TextTransformer)  # trained with the network over its own words
 AUTOENCODERS = (AutoencoderKL, AutoencoderVQ, AutoencoderPatch)
@@ -82,8 +89,16 @@ FAMILY_COMPONENTS: dict[str, dict[str, tuple[type, ...]]] = {
     },
     "draw": {"draw": (DrawNet,), "text_encoder": WORD_ENCODERS},
     "gan": {"gan": (GanNet,), "text_encoder": TEXT_ENCODERS},
+    "unclip": {
+        "unet": (UNet,),
+        "text_encoder": TEXT_ENCODERS,
+        "autoencoder": AUTOENCODERS,
+        "clip": (CLIP,),
+        "prior": (DiffusionPrior, EmbeddingRegressor),
+        "image_tokens": (EmbeddingTokens,),
+    },
 }
-OPTIONAL = {("diffusion", "autoencoder")}
+OPTIONAL = {("diffusion", "autoencoder"), ("unclip", "autoencoder")}
 
 LORA_DIR = "loras"  # a model folder's own LoRAs, found by name
 MAX_PINNED = 8
@@ -95,6 +110,7 @@ FAMILIES: dict[str, Callable[..., Generator]] = {
     "autoregressive": load_autoregressive,
     "draw": load_draw,
     "gan": load_gan,
+    "unclip": load_unclip,
 }
 
 

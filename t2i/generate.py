@@ -57,6 +57,7 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         "resample": getattr(args, "resample", None),
         "mask_blur": getattr(args, "mask_blur", None),
         "guidance_interval": getattr(args, "guidance_interval", None),
+        "image_prompt": getattr(args, "image_prompt", None),
     }
     if args.from_png:
         kw = read_png_request(args.from_png)
@@ -66,9 +67,9 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         kw.pop("prompt", None)
         kw.update({k: v for k, v in flags.items() if v is not None})
         return model, {"prompt": prompt, **kw}
-    if not args.prompt:
+    if not args.prompt and not flags["image_prompt"]:
         raise ValueError('give a prompt (t2i generate "a red circle") or --from image.png')
-    return args.model or DEFAULT_MODEL, {"prompt": args.prompt, **flags}
+    return args.model or DEFAULT_MODEL, {"prompt": args.prompt or "", **flags}
 
 
 def add_loras(pipe, kw: dict, args: argparse.Namespace) -> None:

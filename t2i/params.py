@@ -66,10 +66,14 @@ class GenerationParams:
     # steps; guess_mode: the controls reach the prompt's half of guidance only
     controls: tuple[tuple[str, str, float, float, float, str], ...] = ()
     guess_mode: bool = False
+    # an image whose CLIP embedding the model draws from instead of the prompt's prior (unCLIP's
+    # variations; "" = none)
+    image_prompt: str = ""
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("loras", "embeddings", "mask_blur", "guides", "controls", "guess_mode"):
+        keys = ("loras", "embeddings", "mask_blur", "guides", "controls", "guess_mode")
+        for key in (*keys, "image_prompt"):
             # images without them keep the parameters they always had
             if not data[key]:
                 del data[key]
@@ -98,7 +102,7 @@ class GenerationParams:
         return cls(**data)
 
 
-_STRINGS = {"prompt", "negative", "model", "sampler", "init", "mask"}
+_STRINGS = {"prompt", "negative", "model", "sampler", "init", "mask", "image_prompt"}
 _INTS = {"steps", "seed", "width", "height", "resample", "mask_blur"}
 _NUMBERS = {"guidance", "strength"}
 

@@ -246,13 +246,17 @@ class Pipeline(Generator):
         if self.embeds_guidance:
             model = EmbeddedGuidance(model, p.guidance)
         elif p.guidance == 0.0:
-            model = Unconditional(model, self.encode_text([p.negative]))
+            model = Unconditional(model, self.unconditional(p))
         elif p.guidance != 1.0:
-            uncond = self.encode_text([p.negative])
+            uncond = self.unconditional(p)
             if p.guess_mode:  # the controls reach the prompt's half only
                 uncond["control_rows"] = torch.zeros(1)
             model = CFGDenoiser(model, uncond, p.guidance, interval=p.guidance_interval)
         return self.guides.wrap(model, p.guides)
+
+    def unconditional(self, p: GenerationParams) -> dict:
+        """What guidance steers away from: the negative (or empty) prompt's text states."""
+        return self.encode_text([p.negative])
 
     def noise(
         self, p: GenerationParams, n: int, seeds: list[int] | None = None

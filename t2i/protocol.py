@@ -67,6 +67,7 @@ REQUEST_KEYS = {
     "guides",
     "controls",
     "guess_mode",
+    "image_prompt",
 }
 
 
@@ -83,6 +84,7 @@ class Supports:
     interpolation: bool = False  # walks between two seeds' noise and two prompts' text states
     adapters: tuple[str, ...] = ()  # kinds of adapter that attach to its networks (t2i/adapters)
     guides: bool = False  # noise-aware classifiers and noisy CLIPs steer it (t2i/guides)
+    image_prompt: bool = False  # draws from an image's embedding (unCLIP's variations)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -330,6 +332,11 @@ class Generator(ABC):
     def check_request(self, p: GenerationParams) -> None:
         """Every check of p: the shared ones, then the family's."""
         check_common(p)
+        if p.image_prompt and not self.supports.image_prompt:
+            raise ValueError(
+                f"image_prompt: model {self.name!r} ({self.family}) draws from a prompt only; an "
+                "unCLIP model (t2i train unclip) draws from an image's embedding"
+            )
         self.check(p)
 
     def params(self, prompt: str, **kw) -> GenerationParams:
@@ -375,6 +382,7 @@ class Generator(ABC):
                 kw.get("guidance_interval"), defaults.get("guidance_interval")
             ),
             loras=loras,
+            image_prompt=str(pick("image_prompt", "")),
         )
         p.embeddings = self.learnt_words(p, kw.get("embeddings") or ())
         p.controls, p.guess_mode = request_controls(lambda: self.controls, kw, (width, height))

@@ -65,6 +65,21 @@ def test_text_cache(tmp_path):
     assert calls == [4, 3, 6]
 
 
+def test_a_pooled_only_text_cache_is_read_back(tmp_path):
+    """An encoder that gives pooled vectors alone (the emoji CLIP's) caches no mask: a second
+    run reads its file back instead of failing on the missing key."""
+    calls = []
+
+    def pooled(captions):
+        calls.append(len(captions))
+        return {"pooled": torch.ones(len(captions), 4)}
+
+    first = cached_text(["a", "b"], pooled, {"encoder": "p"}, tmp_path)
+    again = cached_text(["a", "b"], pooled, {"encoder": "p"}, tmp_path)
+    assert calls == [2] and torch.equal(first["pooled"], again["pooled"])
+    assert set(again) == {"pooled"}
+
+
 def test_file_digest_and_errors(tmp_path):
     w = tmp_path / "w.bin"
     w.write_bytes(b"abc")

@@ -34,10 +34,12 @@ GENERATION = {
     "token_pipeline",
     "draw_pipeline",
     "gan_pipeline",
+    "unclip_pipeline",
     "families",
     "interpolate",
     "generate",
     "restyle",
+    "variations",
 }
 ENTRY_POINTS = {"t2i.cli", "t2i.__main__", "t2i.training.__main__"}
 # the training modules every recipe shares; every other module of t2i/training is a recipe

@@ -249,3 +249,38 @@ def test_page_applies_a_ticked_lora_at_its_scale(tmp_path, browser):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_page_draws_variations_of_an_uploaded_image_with_an_unclip_model(tmp_path, browser):
+    """The image-prompt box is offered only to a model that reads one; an uploaded image with
+    an empty prompt comes back as variations that record it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from tiny_models import write_tiny_unclip_model
+
+    unclip = load(write_tiny_unclip_model(tmp_path / "unclip"))
+    plain = load(write_tiny_model(tmp_path / "plain", sampler="euler", steps=4))
+    source = tmp_path / "source.png"
+    unclip("a red circle", seed=1)[0].save(source)
+    server = make_server({"plain": plain, "unclip": unclip}, ServerConfig(port=0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(server.url)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "4")
+        assert browser.find_element(By.ID, "image-prompt").get_attribute("disabled") is not None
+        Select(browser.find_element(By.ID, "model")).select_by_value("unclip")
+        wait.until(
+            lambda d: d.find_element(By.ID, "image-prompt").get_attribute("disabled") is None
+        )
+        browser.find_element(By.ID, "image-prompt-file").send_keys(str(source))
+        wait.until(lambda d: d.find_element(By.ID, "image-prompt-preview").is_displayed())
+        browser.find_element(By.ID, "prompt").clear()
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.result")) == 1)
+        figure = browser.find_element(By.CSS_SELECTOR, "figure.result")
+        params = json.loads(figure.get_attribute("data-params"))
+        assert params["prompt"] == "" and params["image_prompt"].endswith(".png")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -175,3 +175,53 @@ def write_letters_folder(folder: Path, count: int = 200, size: int = 64, seed: i
         caption = f"a {colour} letter {letter} on a {background} background"
         (folder / f"{i:04d}.txt").write_text(caption + "\n")
     return folder
+
+
+def write_tiny_unclip_model(folder: Path, *, regression: bool = False) -> Path:
+    """An unCLIP folder: a tiny decoder UNet reading a 16-d CLIP embedding, a tiny CLIP over the
+    text transformer's pooled states, a tiny diffusion prior (or regressor), the embedding's
+    tokens; seeded weights, the zero-initialised parts set to small random values so the
+    embedding changes the image."""
+    from t2i.models.clip import CLIP, CLIPConfig
+    from t2i.models.unclip import (
+        DiffusionPrior,
+        EmbeddingRegressor,
+        EmbeddingTokens,
+        EmbeddingTokensConfig,
+        PriorConfig,
+        RegressorConfig,
+    )
+
+    torch.manual_seed(0)
+    text = TextTransformer(TextTransformerConfig.preset("tiny", vocab=VOCAB))
+    e = 16
+    unet = UNet(UNetConfig.preset("tiny", pooled_dim=e))
+    clip = CLIP(CLIPConfig.preset("tiny", embed_dim=e, text_dim=text.dim))
+    if regression:
+        prior = EmbeddingRegressor(RegressorConfig(embed_dim=e, text_dim=e, hidden=16, depth=1))
+    else:
+        prior = DiffusionPrior(
+            PriorConfig(embed_dim=e, text_dim=text.dim, dim=16, layers=1, heads=2)
+        )
+    tokens = EmbeddingTokens(EmbeddingTokensConfig(e, unet.config.context_dim, 2))
+    with torch.no_grad():
+        for p in [*tokens.parameters(), *unet.pooled_proj.parameters()]:
+            p.normal_(0, 0.1)
+    components = {
+        "unet": unet,
+        "text_encoder": text,
+        "clip": clip,
+        "prior": prior,
+        "image_tokens": tokens,
+    }
+    schedule = DiscreteSchedule.preset("ddpm").to_dict()
+    index = {
+        "family": "unclip",
+        "parameterisation": "eps",
+        "schedule": schedule,
+        "sampler": {"name": "ddim", "steps": 3, "guidance_scale": 2.0},
+        "image_size": 16,
+        "prior": {"schedule": DiscreteSchedule.preset("cosine").to_dict(), "steps": 4},
+    }
+    save_model_folder(folder, components, index)
+    return folder

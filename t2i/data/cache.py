@@ -112,7 +112,8 @@ def cached_text(
     path, key = _path(cache_dir, "text", {**key_parts, "captions": digest})
     cached = _load(path, key)
     if cached is not None:
-        cached["mask"] = cached["mask"].bool()
+        if "mask" in cached:  # an encoder that gives pooled vectors alone caches no mask
+            cached["mask"] = cached["mask"].bool()
         return cached
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():

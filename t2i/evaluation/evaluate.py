@@ -39,12 +39,14 @@ from t2i.images import image_grid
 
 
 def model_kind(folder: str | Path) -> str:
-    """'diffusion' (a UNet inside), 'autoregressive' (a token transformer), 'draw' (AlignDRAW),
-    'gan' or 'autoencoder'."""
+    """The folder's own "family" (autoregressive, draw, gan, unclip), else 'diffusion' (a UNet
+    inside) or 'autoencoder'."""
     path = resolve_model(folder)
     index = json.loads((path / INDEX_NAME).read_text())
     if "adapts" in index:  # a folder of LoRAs over another model: that model's kind
         return model_kind(adapted_model(path, index))
+    if isinstance(index.get("family"), str):  # a family that names itself (gan, unclip, ...)
+        return index["family"]
     components = index.get("components", {})
     if "unet" in components:
         return "diffusion"

@@ -60,6 +60,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "d_channels": (1, 4096),
     "attention_res": (1, 4096),
     "stages": (1, 3),
+    "tokens": (1, 256),  # unCLIP: context tokens of an image embedding
 }
 # float fields (and each element of float lists): inclusive (low, high); every float is finite
 FLOAT_BOUNDS: dict[str, tuple[float, float]] = {

@@ -172,6 +172,9 @@ class UNet(nn.Module):
         heads = {i: c.channels[i] // c.head_dim for i in c.attention_levels}
         self.time_mlp = nn.Sequential(nn.Linear(ch0, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.pooled_proj = nn.Linear(c.pooled_dim, temb) if c.pooled_dim else None
+        if self.pooled_proj is not None:  # starts at zero: added to a trained UNet, it is exact
+            nn.init.zeros_(self.pooled_proj.weight)
+            nn.init.zeros_(self.pooled_proj.bias)
         # Zero-initialised like every part added to a trained network: a distilled student
         # starts as exactly its teacher and learns what w means (Luo et al. 2023, LCM's w-cond).
         # One linear map of w's sinusoidal features (the time embedding's nonlinearity follows),

@@ -80,6 +80,11 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
         "steps (0, 1)",
     ),
     "guess_mode": ((bool,), "true: the controls reach the prompt's half of guidance only"),
+    "image_prompt": (
+        (str,),
+        "base64 PNG/JPEG whose CLIP embedding an unCLIP model draws from (variations; the "
+        "prompt may be empty)",
+    ),
     "guides": (
         (list,),
         "[[name, scale], ...]: classifier or CLIP guides of the model (GET /api/models lists "
@@ -162,19 +167,21 @@ def _save_upload(text: str, name: str, folder: Path) -> Path:
 
 
 def _uploads(data: dict, folder: Path | None) -> dict:
-    """init / mask fields -> {"init": path, "mask": path} of saved files (or nothing)."""
+    """init / mask / image_prompt fields -> {name: path} of saved files (or nothing)."""
     if "mask" in data and "init" not in data:
         raise ApiError(400, "a mask needs the image it applies to: send init as well")
     if "mask_blur" in data and "mask" not in data:
         raise ApiError(400, "mask_blur applies to inpainting only: send init and mask")
     if "resample" in data and "mask" not in data:
         raise ApiError(400, "resample applies to inpainting only: send init and mask")
-    images = {key: data[key] for key in ("init", "mask") if key in data}
+    images = {key: data[key] for key in ("init", "mask", "image_prompt") if key in data}
     images.update({f"control{i}": c["image"] for i, c in enumerate(_controls(data))})
     if not images:
         return {}
     if folder is None:
-        raise ApiError(400, "this server takes no image uploads (init, mask, controls)")
+        raise ApiError(
+            400, "this server takes no image uploads (init, mask, controls, image_prompt)"
+        )
     saved: dict = {}
     try:
         for key, text in images.items():
@@ -287,6 +294,7 @@ def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
         guides=_pairs("guides", data.get("guides")),
         controls=_control_entries(data, files),
         guess_mode=data.get("guess_mode"),
+        image_prompt=files.get("image_prompt"),
     )
     if p.init:
         load_image(p.init, (p.width, p.height))

@@ -1,6 +1,6 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, phrasing, controlnet, t2i_adapter,
-textual_inversion, autoregressive, draw, gan, clip, classifier, emoji_clip, guide): parse, build,
-run, report.
+"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, phrasing, prior, unclip, controlnet,
+t2i_adapter, textual_inversion, autoregressive, draw, gan, clip, classifier, emoji_clip, guide):
+parse, build, run, report.
 
 Flags that are not listed below are config overrides (`--optim.lr 1e-4`, `--model.channels 32,64`,
 `--loop.steps 2000`); an unknown key is an error that lists the valid keys, before any work.
@@ -20,6 +20,8 @@ RECIPES = (
     "lora",
     "lcm",
     "phrasing",
+    "prior",
+    "unclip",
     "controlnet",
     "t2i_adapter",
     "textual_inversion",
@@ -45,7 +47,9 @@ def recipe_module(name: str):
         diffusion_lcm,
         diffusion_lora,
         diffusion_phrasing,
+        diffusion_prior,
         diffusion_ti,
+        diffusion_unclip,
         draw,
         emoji_clip,
         gan,
@@ -57,6 +61,8 @@ def recipe_module(name: str):
     modules["guide"] = guide
     modules["lcm"] = diffusion_lcm
     modules["phrasing"] = diffusion_phrasing
+    modules["prior"] = diffusion_prior
+    modules["unclip"] = diffusion_unclip
     modules["controlnet"] = modules["t2i_adapter"] = modules["t2i-adapter"] = diffusion_control
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
@@ -91,6 +97,9 @@ EXAMPLES = """examples:
   t2i train controlnet --init shapes --data shapes --control.kind layout --out runs/layout
   t2i train t2i_adapter --init emoji --data data_cache/emoji64 --control.kind edges --out runs/ea
   t2i train lcm --teacher shapes --data shapes --out runs/lcm --loop.steps 1500   # LCM-LoRA
+  t2i train prior --clip runs/gclip/model --data data_cache/emoji64 --out runs/prior   # unCLIP
+  t2i train unclip --init emoji --clip runs/gclip/model --prior runs/prior/model \
+      --data data_cache/emoji64 --out runs/unclip                           # unCLIP's decoder
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
 
@@ -201,6 +210,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                 metavar="NAME|DIR",
                 help="the diffusion model to distil (required): the run adopts its settings",
             )
+        if name in ("prior", "unclip"):
+            p.add_argument("--clip", metavar="DIR", help="the generation CLIP (required)")
+        if name == "unclip":
+            p.add_argument(
+                "--init", metavar="NAME|DIR", help="the model the decoder starts from (required)"
+            )
+            p.add_argument("--prior", metavar="DIR", help="a `t2i train prior` model (required)")
         if name == "autoencoder":
             p.add_argument("--init", help="autoencoder folder to start from (fine-tuning)")
         if name == "autoregressive":
