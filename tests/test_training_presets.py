@@ -23,22 +23,32 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "t2i" / "bundled"
 RUNS = ROOT / "docs" / "training"
 RECIPES = {"diffusion": diffusion, "autoencoder": autoencoder}
-# the run folder of docs/training that recorded each stage's config (the patch autoencoder has
-# nothing to train and so no run)
+# the run folder of docs/training that recorded each stage's config (its config.json, or the
+# file named), the patch autoencoder having nothing to train and so no run
 RUN_OF = {
     ("shapes", "high_noise"): "shapes_patch/p16h",
     ("shapes", "uniform"): "shapes_patch/p16hu",
     ("fashion", "fashion"): "fashion32",
+    ("fashion", "varied"): "fashion_prompts",
+    ("fashion", "varied2"): "fashion_prompts/config_varied2.json",
     ("emoji", "autoencoder"): "emoji_ae",
     ("emoji", "diffusion"): "emoji_ldm",
 }
-# where a run was, not what it learnt: the machine's paths and the data-built vocabulary
-NOT_CONFIG = {"recipe", "data", "autoencoder", "init", "cache_dir"}
+# where a run was, not what it learnt: the machine's paths, the preset name it was started
+# from (flags over `default`, for the fine-tunes) and the data-built vocabulary
+NOT_CONFIG = {"recipe", "preset", "data", "autoencoder", "init", "cache_dir"}
+# sampling defaults the card chose by measurement after the run (which sampled its grids with
+# the recorded ones): the preset holds the card's, and the card is checked against it below
+CHOSEN_AFTER = {("fashion", "varied2"): {"guidance_scale": 3.0, "guidance_interval": None}}
 LATENT_STATS = ("latent_scale", "latent_shift")  # set from the data at export
 STRUCTURE = {
     "shapes": [("patch", "autoencoder", "", ""), ("high_noise", "diffusion", "", "patch")]
     + [("uniform", "diffusion", "high_noise", "patch")],
-    "fashion": [("fashion", "diffusion", "", "")],
+    "fashion": [
+        ("fashion", "diffusion", "", ""),
+        ("varied", "diffusion", "fashion", ""),
+        ("varied2", "diffusion", "varied", ""),
+    ],
     "emoji": [
         ("autoencoder", "autoencoder", "", ""),
         ("diffusion", "diffusion", "", "autoencoder"),
@@ -89,10 +99,13 @@ def mismatches(name: str) -> list[str]:
         run = RUN_OF.get((name, stage.name))
         if run is None:
             continue
-        recorded = read(RUNS / run / "config.json")
+        path = RUNS / run if run.endswith(".json") else RUNS / run / "config.json"
+        recorded = read(path)
         if recorded.get("data", stage.data) != stage.data:  # (older runs did not record it)
             wrong.append(f"{run}: data {recorded['data']!r}, stage {stage.data!r}")
         recorded = {k: v for k, v in recorded.items() if k not in NOT_CONFIG}
+        for key, value in CHOSEN_AFTER.get((name, stage.name), {}).items():
+            assert recorded.pop(key) == value, f"{run}: {key} is not what the run recorded"
         recorded.get("text_model", {}).pop("vocab", None)
         wrong += differences(recorded, jsonable(config(stage)), f"{run}/config.json")
     last = stages[-1]
@@ -152,17 +165,21 @@ def test_the_stages_are_the_ones_the_card_states(name):
     training, last = card["training"], config(stages[-1])
     # the card's images are its steps at the preset's batch size
     assert training["images_seen"] == training["steps"] * last.loop.batch_size
-    if name == "fashion":  # shipped from the checkpoint where the run was stopped
-        assert training["steps"] < last.loop.steps and "stopped at step" in training["note"]
-    else:
-        assert training["steps"] == last.loop.steps
+    assert training["steps"] == last.loop.steps
     if len([s for s in stages if s.recipe == "diffusion"]) > 1:  # a fine-tuned stage
         assert stages[-1].init and training.get("stage") == stages[-1].name
         start = training["initialised_from"]
         first = next(s for s in stages if s.name == stages[-1].init)
         assert start["stage"] == first.name
-        assert start["steps"] == config(first).loop.steps
         assert start["images_seen"] == start["steps"] * config(first).loop.batch_size
+        if name == "fashion":  # its first stage: the checkpoint where that run was stopped
+            assert start["steps"] == config(first).loop.steps and first.init == "fashion"
+            base = start["initialised_from"]
+            assert base["stage"] == "fashion" and "stopped at step" in base["note"]
+            assert base["steps"] < config(stages[0]).loop.steps
+            assert base["images_seen"] == base["steps"] * config(stages[0]).loop.batch_size
+        else:
+            assert start["steps"] == config(first).loop.steps
     ae_card = card.get("autoencoder", {}).get("training")
     if ae_card:  # an autoencoder trained for this model: its own stage
         ae = config(next(s for s in stages if s.recipe == "autoencoder"))
@@ -261,9 +278,13 @@ def test_help_lists_every_preset(capsys):
 def test_one_command_trains_the_stages_and_a_later_one_starts_from_an_earlier(
     tmp_path, monkeypatch, capsys
 ):
+    def guided():  # the second stage's own sampling defaults (as `fashion`'s last stage has)
+        return replace(diffusion.preset("tiny"), guidance_scale=5.0, guidance_interval=(0.3, 2.0))
+
+    monkeypatch.setitem(diffusion.CONFIG_PRESETS, "tiny_guided", guided)
     stages = (
         Stage("first", "diffusion", "tiny", "shapes"),
-        Stage("second", "diffusion", "tiny", "shapes", init="first"),
+        Stage("second", "diffusion", "tiny_guided", "shapes", init="first"),
     )
     monkeypatch.setitem(diffusion.SHIPPED, "tiny_two", stages)
     argv = ["train", "diffusion", "--preset", "tiny_two", "--out", str(tmp_path), "--no-progress"]
@@ -272,6 +293,16 @@ def test_one_command_trains_the_stages_and_a_later_one_starts_from_an_earlier(
     second = read(tmp_path / "second" / "config.json")
     assert second["init"]["path"] == str((tmp_path / "first" / "model").resolve())
     assert (tmp_path / "second" / "model" / INDEX_NAME).is_file()
+    # the fine-tune samples as its preset says, not as the first stage's card (guidance 3, none)
+    assert (second["guidance_scale"], second["guidance_interval"]) == (5.0, [0.3, 2.0])
+    sampler = read(tmp_path / "second" / "model" / INDEX_NAME)["sampler"]
+    assert (sampler["guidance_scale"], sampler["guidance_interval"]) == (5.0, [0.3, 2.0])
+    # a plain --init run takes the scale with its interval from the model it starts from
+    third = ["train", "diffusion", "--preset", "tiny", "--data", "shapes", "--no-progress"]
+    third += ["--init", str(tmp_path / "second" / "model"), "--out", str(tmp_path / "third")]
+    assert t2i_main([*third, "--loop.steps", "1", "--loop.sample_every", "0"]) == 0
+    adopted = read(tmp_path / "third" / "config.json")
+    assert (adopted["guidance_scale"], adopted["guidance_interval"]) == (5.0, [0.3, 2.0])
     assert t2i_main([*argv, "--resume"]) == 0  # both done: nothing to train again
     out = capsys.readouterr().out
     assert out.count("done already") == 2, out

@@ -227,7 +227,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from t2i.training.config import parse_dotted_args
     from t2i.training.loop import env_threads
-    from t2i.training.presets import run_stages
+    from t2i.training.presets import run_stages, sampling_flags
 
     module = recipe_module(args.recipe)
     overrides = parse_dotted_args(args.overrides)
@@ -250,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
 
     def train_stage(stage, run_dir: Path, flags: dict) -> dict:
         own = overrides if stage.recipe == args.recipe else {}  # keys are the named recipe's
+        if flags.get("init"):  # a fine-tune samples (grids, card) as its own preset says
+            own = {**sampling_flags(recipe_module(stage.recipe).preset(stage.preset)), **own}
         stage_args = argparse.Namespace(**{**vars(args), **flags})
         return train_one(recipe_module(stage.recipe), stage.preset, own, stage_args, run_dir)
 

@@ -139,7 +139,8 @@ def _tiny() -> DiffusionRecipeConfig:
 
 
 def _fashion() -> DiffusionRecipeConfig:
-    """The bundled `fashion`: 4.25 M UNet, 2x2 patch stem, v, min-SNR-5, 3,000 steps of 64."""
+    """`fashion` stage 1, from scratch: 4.25 M UNet, 2x2 patch stem, v, min-SNR-5, 3,000 steps
+    of 64 (the bundled `fashion` before its caption fine-tune)."""
     model = UNetConfig(
         in_channels=1,
         channels=(64, 128),
@@ -160,6 +161,29 @@ def _fashion() -> DiffusionRecipeConfig:
         ),
         optim=OptimConfig(lr=4e-4, warmup_steps=200),
     )
+
+
+def _fashion_varied() -> DiffusionRecipeConfig:
+    """`fashion` stage 2, from stage 1's EMA weights: captions as people type them
+    (`fashion:varied`: plurals, synonyms, sentence frames), 2,000 steps of 64 at lr 2e-4, EMA
+    0.995."""
+    cfg = _fashion()
+    cfg.loop = LoopConfig(
+        steps=2000, batch_size=64, bf16=True, log_every=20, ckpt_every=150, sample_every=500
+    )
+    cfg.optim = OptimConfig(lr=2e-4, warmup_steps=50, ema_decay=0.995)
+    return cfg
+
+
+def _fashion_varied2() -> DiffusionRecipeConfig:
+    """`fashion` stage 3, from stage 2's EMA weights: 1,200 more steps at lr 1e-4 (seed 1);
+    guidance 7 between sigma 0.3 and 2 (the card's default, chosen by measurement after the run:
+    docs/training/fashion_prompts/README.md)."""
+    cfg = _fashion_varied()
+    cfg.loop = replace(cfg.loop, steps=1200, seed=1, sample_every=600)
+    cfg.optim = replace(cfg.optim, lr=1e-4)
+    cfg.guidance_scale, cfg.guidance_interval = 7.0, (0.3, 2.0)
+    return cfg
 
 
 EMOJI_PROMPTS = (
@@ -236,7 +260,9 @@ CONFIG_PRESETS = {
     "fashion_small": _fashion_small,
     "latent": _latent,
     "tiny": _tiny,
-    "fashion": _fashion,
+    "fashion_base": _fashion,
+    "fashion_varied": _fashion_varied,
+    "fashion_varied2": _fashion_varied2,
     "emoji": _emoji,
     "shapes_high_noise": _shapes_high_noise,
     "shapes_uniform": _shapes_uniform,
@@ -248,7 +274,11 @@ EMOJI_DATA = "data_cache/emoji64"  # `t2i data emoji --out data_cache/emoji64`
 # Where a shipped run was stopped and resumed with a longer schedule, the stage holds the
 # schedule it finished with (docs/training/README.md says which).
 SHIPPED = {
-    "fashion": (Stage("fashion", "diffusion", "fashion", "fashion"),),
+    "fashion": (
+        Stage("fashion", "diffusion", "fashion_base", "fashion"),
+        Stage("varied", "diffusion", "fashion_varied", "fashion:varied", init="fashion"),
+        Stage("varied2", "diffusion", "fashion_varied2", "fashion:varied", init="varied"),
+    ),
     "emoji": (
         Stage("autoencoder", "autoencoder", "emoji", EMOJI_DATA),
         Stage("diffusion", "diffusion", "emoji", EMOJI_DATA, autoencoder="autoencoder"),

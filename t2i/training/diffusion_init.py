@@ -53,7 +53,10 @@ def adopt(cfg: DiffusionRecipeConfig, args) -> DiffusionRecipeConfig:
     sampler = index.get("sampler", {})
     cfg.sampler = sampler.get("name", cfg.sampler)
     cfg.sample_steps = sampler.get("steps", cfg.sample_steps)
-    cfg.guidance_scale = sampler.get("guidance_scale", cfg.guidance_scale)
+    if "guidance_scale" in sampler:  # the scale with the interval it is used on (or none)
+        cfg.guidance_scale = sampler["guidance_scale"]
+        interval = sampler.get("guidance_interval")
+        cfg.guidance_interval = tuple(interval) if interval else None
     adopt_text(cfg, folder)
     if "autoencoder" in index["components"] and not getattr(args, "autoencoder", None):
         args.autoencoder = str(folder)

@@ -96,6 +96,23 @@ def run_stages(
     return {**result, "model": str(dirs[stages[-1].name] / "model")}
 
 
+SAMPLING_KEYS = ("sampler", "sample_steps", "guidance_scale", "guidance_interval")
+
+
+def sampling_flags(cfg) -> dict[str, str]:
+    """A stage preset's sampling defaults as override flags: a stage that fine-tunes an earlier
+    one samples its grids and writes its card as its own preset says, not as the model it starts
+    from (what --init adopts otherwise)."""
+    flags = {}
+    for key in (k for k in SAMPLING_KEYS if hasattr(cfg, k)):
+        value = getattr(cfg, key)
+        if isinstance(value, tuple):
+            flags[key] = json.dumps(list(value))
+        else:
+            flags[key] = "none" if value is None else str(value)
+    return flags
+
+
 def _begun(run_dir: Path) -> bool:
     """A stage has begun once it has written a checkpoint or its model."""
     return (run_dir / "checkpoints").is_dir() or (run_dir / "model" / INDEX_NAME).is_file()
