@@ -58,12 +58,8 @@ def prior_figures(pipe, priors: dict[str, Path], data: str) -> dict:
 
 def use_prior(pipe, folder: Path, candidates: int) -> None:
     """Put another prior (trained on the same CLIP) into a loaded unCLIP pipeline."""
-    prior = load_component(folder)
-    pipe.prior, pipe.candidates = prior, candidates
-    pipe.prior_denoiser = None
-    if isinstance(prior, DiffusionPrior):
-        schedule = DiscreteSchedule.from_dict(read_card(folder)["sampling"]["schedule"])
-        pipe.prior_denoiser = make_denoiser(prior, "x0", schedule).eval()
+    sampling = {**read_card(folder)["sampling"], "candidates": candidates}
+    pipe.use_prior(load_component(folder), sampling)
 
 
 @torch.no_grad()

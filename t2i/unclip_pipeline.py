@@ -56,17 +56,22 @@ class UnclipPipeline(Pipeline):
     def __init__(self, components: dict, index: dict, name: str = "", bf16: bool = False):
         super().__init__(components, index, name, bf16)
         self.clip: CLIP = components["clip"]
-        self.prior = components["prior"]
         self.tokens = components["image_tokens"]
-        settings = {**PRIOR_DEFAULTS, **index.get("prior", {})}
+        self.use_prior(components["prior"], index.get("prior", {}))
+        check_fits(self, name)
+
+    def use_prior(self, prior, settings: dict) -> None:
+        """Draw with `prior` (a DiffusionPrior or an EmbeddingRegressor on this model's CLIP)
+        and its sampling settings (the index's "prior", a prior card's "sampling")."""
+        settings = {**PRIOR_DEFAULTS, **settings}
+        self.prior = prior
         self.prior_steps = check_int("prior.steps", settings["steps"], 1, 1000)
         self.candidates = check_int("prior.candidates", settings["candidates"], 1, MAX_CANDIDATES)
         self.prior_guidance = float(settings["guidance"])
         self.prior_denoiser = None
-        if isinstance(self.prior, DiffusionPrior):
+        if isinstance(prior, DiffusionPrior):
             schedule = DiscreteSchedule.from_dict(settings["schedule"])
-            self.prior_denoiser = make_denoiser(self.prior, "x0", schedule).eval()
-        check_fits(self, name)
+            self.prior_denoiser = make_denoiser(prior, "x0", schedule).eval()
 
     @property
     def supports(self) -> Supports:

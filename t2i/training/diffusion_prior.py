@@ -120,19 +120,21 @@ def build(cfg: PriorRecipeConfig, args: argparse.Namespace) -> Recipe:
     return prior_recipe(cfg, net, clip, text, pairs, embedded_pairs(clip, held), record, args)
 
 
-def load_clip(folder: str | Path) -> CLIP:
+def clip_folder(folder: str | Path) -> Path:
+    """The CLIP component folder: `folder` itself, or its clip/ (a model folder holding one)."""
     path = Path(folder)
-    path = path / "clip" if (path / "clip" / CONFIG_NAME).is_file() else path
-    clip = load_component(path)
+    return path / "clip" if (path / "clip" / CONFIG_NAME).is_file() else path
+
+
+def load_clip(folder: str | Path) -> CLIP:
+    clip = load_component(clip_folder(folder))
     if not isinstance(clip, CLIP):
         raise ValueError(f"--clip {folder}: holds a {type(clip).__name__}, not a CLIP")
     return clip.requires_grad_(False)
 
 
 def clip_digest(folder: str | Path) -> str:
-    path = Path(folder)
-    path = path / "clip" if (path / "clip").is_dir() else path
-    return file_digest(path / "model.safetensors")
+    return file_digest(clip_folder(folder) / "model.safetensors")
 
 
 @torch.no_grad()
