@@ -53,6 +53,9 @@ class CascadePipeline(Generator):
     def __init__(self, base: Generator | None, upscaler: Pipeline):
         super().__init__(upscaler.text_encoder, upscaler.index, upscaler.name, upscaler.bf16)
         self.base, self.upscaler = base, upscaler
+        self.check_stages(base, upscaler)
+
+    def check_stages(self, base: Generator | None, upscaler: Pipeline) -> None:
         check_stages(base, upscaler)
 
     # ------------------------------------------------------------ what it can do

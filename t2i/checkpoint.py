@@ -29,6 +29,7 @@ from t2i.models.config_bounds import check_fields
 from t2i.models.draw import DrawConfig, DrawNet
 from t2i.models.gan import GanConfig, GanNet
 from t2i.models.noisy_guide import NoisyGuide, NoisyGuideConfig
+from t2i.models.semantic import SemanticConfig, SemanticEncoder
 from t2i.models.text_encoder import (
     PretrainedTextEncoder,
     PretrainedTextEncoderConfig,
@@ -65,6 +66,7 @@ COMPONENT_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "diffusion_prior": (DiffusionPrior, PriorConfig),
     "embedding_regressor": (EmbeddingRegressor, RegressorConfig),
     "embedding_tokens": (EmbeddingTokens, EmbeddingTokensConfig),
+    "semantic_encoder": (SemanticEncoder, SemanticConfig),
 }
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model_index.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

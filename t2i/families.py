@@ -4,7 +4,8 @@
 
 A folder names its family in model_index.json ("family"); without one it is a diffusion model,
 and a diffusion folder with a base model ("base", "low_res") is a cascade; "unclip" is DALL-E 2's
-two stages (t2i/unclip_pipeline.py). A new family adds its loader to FAMILIES; nothing else in
+two stages (t2i/unclip_pipeline.py), "wuerstchen" a semantic-grid prior and its decoder
+(t2i/wuerstchen_pipeline.py). A new family adds its loader to FAMILIES; nothing else in
 the CLI, server or evaluation changes, because they speak the protocol of t2i/protocol.py.
 """
 
@@ -31,6 +32,7 @@ from t2i.models.autoencoder_patch import AutoencoderPatch
 from t2i.models.clip import CLIP
 from t2i.models.draw import DrawNet
 from t2i.models.gan import GanNet
+from t2i.models.semantic import SemanticEncoder
 from t2i.models.text_encoder import PretrainedTextEncoder, TextLSTM, TextTransformer
 from t2i.models.token_transformer import TokenTransformer
 from t2i.models.unclip import DiffusionPrior, EmbeddingRegressor, EmbeddingTokens
@@ -40,23 +42,47 @@ from t2i.pipeline import Pipeline
 from t2i.protocol import Generator
 from t2i.token_pipeline import TokenPipeline
 from t2i.unclip_pipeline import UnclipPipeline
+from t2i.wuerstchen_pipeline import STAGE_C_KEY, WuerstchenPipeline
 
 
 def load_diffusion(folder: Path, components: dict, index: dict, name: str, bf16: bool):
     """A diffusion folder; with "low_res" an upscaler stage, with "base" its base model too."""
+    if STAGE_C_KEY in index:
+        raise ValueError(
+            f"{folder} is a Würstchen stage C: it draws semantic grids, not images; load the "
+            "folder above it (its stage B)"
+        )
     pipe = Pipeline(components, index, name=name, bf16=bf16)
     if "base" not in index and "low_res" not in index:
         return pipe
     base = None
     if "base" in index:
-        sub = index["base"]
-        if not isinstance(sub, str) or Path(sub).name != sub or sub in ("", ".", ".."):
-            raise ValueError(f"{folder}: 'base' must name a subfolder, got {sub!r}")
-        confined(folder / sub, folder, "base")  # a symlinked base/ may not lead out
-        base = load(folder / sub, bf16=bf16)
+        base = load(base_folder(folder, index), bf16=bf16)
         if "low_res" not in index:
             raise ValueError(f"model {name!r} has a base model but is no upscaler")
     return CascadePipeline(base, pipe)
+
+
+def base_folder(folder: Path, index: dict) -> Path:
+    """The subfolder an index's "base" names (a cascade's base, a Würstchen's stage C)."""
+    sub = index["base"]
+    if not isinstance(sub, str) or Path(sub).name != sub or sub in ("", ".", ".."):
+        raise ValueError(f"{folder}: 'base' must name a subfolder, got {sub!r}")
+    return confined(folder / sub, folder, "base")  # a symlinked base/ may not lead out
+
+
+def load_wuerstchen(folder: Path, components: dict, index: dict, name: str, bf16: bool):
+    """Stage B's folder with its semantic encoder; stage C in the "base" subfolder, if any."""
+    stage_c = None
+    if "base" in index:
+        sub = base_folder(folder, index)
+        parts, sub_index = load_model_folder(sub)
+        if STAGE_C_KEY not in sub_index:
+            raise ValueError(f"{sub}: not a Würstchen stage C (its index lacks {STAGE_C_KEY!r})")
+        check_components("diffusion", parts, sub / INDEX_NAME)
+        stage_c = Pipeline(parts, sub_index, name=f"{name}/{sub.name}", bf16=bf16)
+    stage_b = Pipeline(components, index, name=name, bf16=bf16)
+    return WuerstchenPipeline(stage_c, stage_b, components["semantic"])
 
 
 def load_autoregressive(folder: Path, components: dict, index: dict, name: str, bf16: bool):
@@ -97,6 +123,12 @@ FAMILY_COMPONENTS: dict[str, dict[str, tuple[type, ...]]] = {
         "prior": (DiffusionPrior, EmbeddingRegressor),
         "image_tokens": (EmbeddingTokens,),
     },
+    "wuerstchen": {
+        "unet": (UNet,),
+        "text_encoder": TEXT_ENCODERS,
+        "autoencoder": AUTOENCODERS,
+        "semantic": (SemanticEncoder,),
+    },
 }
 OPTIONAL = {("diffusion", "autoencoder"), ("unclip", "autoencoder")}
 
@@ -111,6 +143,7 @@ FAMILIES: dict[str, Callable[..., Generator]] = {
     "draw": load_draw,
     "gan": load_gan,
     "unclip": load_unclip,
+    "wuerstchen": load_wuerstchen,
 }
 
 

@@ -35,6 +35,7 @@ GENERATION = {
     "draw_pipeline",
     "gan_pipeline",
     "unclip_pipeline",
+    "wuerstchen_pipeline",
     "families",
     "interpolate",
     "generate",

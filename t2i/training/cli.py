@@ -1,4 +1,5 @@
-"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, phrasing, prior, unclip, controlnet,
+"""`t2i train RECIPE` (autoencoder, diffusion, lora, lcm, phrasing, prior, unclip, wuerstchen_b,
+wuerstchen_c, controlnet,
 t2i_adapter, textual_inversion, autoregressive, draw, gan, clip, classifier, emoji_clip, guide):
 parse, build, run, report.
 
@@ -22,6 +23,8 @@ RECIPES = (
     "phrasing",
     "prior",
     "unclip",
+    "wuerstchen_b",
+    "wuerstchen_c",
     "controlnet",
     "t2i_adapter",
     "textual_inversion",
@@ -50,6 +53,8 @@ def recipe_module(name: str):
         diffusion_prior,
         diffusion_ti,
         diffusion_unclip,
+        diffusion_wuerstchen_b,
+        diffusion_wuerstchen_c,
         draw,
         emoji_clip,
         gan,
@@ -63,6 +68,8 @@ def recipe_module(name: str):
     modules["phrasing"] = diffusion_phrasing
     modules["prior"] = diffusion_prior
     modules["unclip"] = diffusion_unclip
+    modules["wuerstchen_b"] = diffusion_wuerstchen_b
+    modules["wuerstchen_c"] = diffusion_wuerstchen_c
     modules["controlnet"] = modules["t2i_adapter"] = modules["t2i-adapter"] = diffusion_control
     modules["textual_inversion"] = modules["textual-inversion"] = diffusion_ti
     extractors = {"classifier": classifier, "emoji_clip": emoji_clip}  # t2i/evaluation/extractors
@@ -77,6 +84,8 @@ EXPORTED = (
     "draw",
     "gan",
     "autoencoder",
+    "wuerstchen_b",
+    "wuerstchen_c",
 )  # runs `t2i export` takes
 
 EXAMPLES = """examples:
@@ -100,6 +109,8 @@ EXAMPLES = """examples:
   t2i train prior --clip runs/gclip/model --data data_cache/emoji64 --out runs/prior   # unCLIP
   t2i train unclip --init emoji --clip runs/gclip/model --prior runs/prior/model \
       --data data_cache/emoji64 --out runs/unclip                           # unCLIP's decoder
+  t2i train wuerstchen_b --autoencoder emoji --data data_cache/emoji64 --out runs/wb  # stage B
+  t2i train wuerstchen_c --stage-b runs/wb/model --data data_cache/emoji64 --out runs/wc
   torchrun --nproc_per_node 2 -m t2i train diffusion --data shapes --out runs/ddp
 """
 
@@ -183,6 +194,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help="continue from the newest checkpoint that loads (an error if --out has none)",
         )
         p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+        if name == "wuerstchen_b":
+            p.add_argument("--autoencoder", help="the autoencoder folder (stage A; required)")
+        if name == "wuerstchen_c":
+            p.add_argument(
+                "--stage-b", dest="stage_b", metavar="DIR", help="a wuerstchen_b model (required)"
+            )
         if name == "diffusion":
             p.add_argument("--autoencoder", help="trained autoencoder folder: train in its latents")
             p.add_argument(
