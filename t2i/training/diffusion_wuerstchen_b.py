@@ -121,7 +121,6 @@ def build(cfg: WuerstchenBConfig, args: argparse.Namespace) -> Recipe:
     plain = replace(cfg, model=replace(cfg.model, cond_channels=0))  # for the diffusion checks
     parts = diffusion.build_parts(plain, args)
     side = parts["ae"].config.latent_side(cfg.image_size)
-    cfg.low_res = 0
     seed_everything(cfg.loop.seed)
     model = StageB(UNet(cfg.model), SemanticEncoder(cfg.semantic))
     grid = cfg.semantic.grid_side(side)

@@ -117,7 +117,8 @@ def build(cfg: WuerstchenCConfig, args: argparse.Namespace) -> Recipe:
     progress = not getattr(args, "no_progress", False)
     dataset = semantic_dataset(stage_b, args, cfg, progress)
     seed_everything(cfg.loop.seed)
-    return stage_c_recipe(cfg, UNet(cfg.model), dataset, text, Path(args.stage_b), str(args.data))
+    net = UNet(cfg.model)
+    return stage_c_recipe(cfg, net, dataset, text, stage_b, Path(args.stage_b), str(args.data))
 
 
 def semantic_dataset(stage_b: WuerstchenPipeline, args, cfg, progress: bool) -> LatentDataset:
@@ -146,8 +147,8 @@ def stage_c_index(cfg: WuerstchenCConfig, data: str, training: dict | None = Non
     return {**index, **({"training": training} if training else {})}
 
 
-def stage_c_recipe(cfg, net: UNet, dataset, text: TextCache, stage_b_dir: Path, data: str):
-    stage_b = load_stage_b(stage_b_dir)
+def stage_c_recipe(cfg, net: UNet, dataset, text: TextCache, stage_b, stage_b_dir: Path, data):
+    """The diffusion recipe over the grids, its grid and export through the loaded `stage_b`."""
     recipe = diffusion.diffusion_recipe(cfg, net, dataset, text, None, data)
     prompts = list(cfg.sample_prompts) or [dataset[i]["caption"] for i in range(8)]
 
