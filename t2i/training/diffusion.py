@@ -28,6 +28,7 @@ from t2i.checkpoint import (
     DTYPES,
     INDEX_NAME,
 )
+from t2i.data.balance import GroupBalanced, folder_groups
 from t2i.images import image_grid, shrink
 from t2i.models.text_encoder import TextTransformer, build_vocab
 from t2i.models.unet import UNet
@@ -210,6 +211,7 @@ def build_parts(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> dict:
     size = cfg.data_size or cfg.image_size
     dataset, channels = open_dataset(args.data, size, cfg.data_length, 1 if grey else 3)
     check_cond_channels(cfg, channels)
+    groups = folder_groups(dataset, cfg.balance)
     ae, ae_record = None, None
     if getattr(args, "autoencoder", None):
         if cfg.data_size:
@@ -228,6 +230,8 @@ def build_parts(cfg: DiffusionRecipeConfig, args: argparse.Namespace) -> dict:
             dataset, ae.to_latent, key, cfg.cache_dir, progress, low_res=cfg.low_res
         )
         channels = ae.config.latent_channels
+    if groups is not None:
+        dataset = GroupBalanced(dataset, groups)
     init = getattr(args, "init", None)
     text = None if cfg.text_encoder == TRAINED else TextCache.load(cfg.text_encoder, cfg.max_tokens)
     text_dim = cfg.text_model.dim if text is None else text.dim
