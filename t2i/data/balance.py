@@ -33,18 +33,13 @@ def folder_groups(dataset: Dataset, fields: tuple[str, ...]) -> list[int] | None
 def metadata_groups(folder: ImageFolder, fields: tuple[str, ...]) -> list[int]:
     """Group id of each of the folder's items (in its order): items with equal values of `fields`
     in metadata.jsonl share one. Errors name the folder, the field and the row."""
-    meta = Path(folder.root) / "metadata.jsonl"
-    if not meta.exists():
+    if folder.metadata is None:
         raise ValueError(f"balance {list(fields)}: {folder.root} has no metadata.jsonl to group by")
-    rows = {}
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            row = json.loads(line)
-            rows[row["file_name"]] = (n, row)
+    meta = folder.root / "metadata.jsonl"
     ids: dict[tuple, int] = {}
     out = []
     for path, _caption in folder.items:
-        n, row = rows[Path(path).relative_to(folder.root).as_posix()]
+        n, row = folder.metadata[Path(path).relative_to(folder.root).as_posix()]
         missing = [f for f in fields if f not in row]
         if missing:
             raise ValueError(

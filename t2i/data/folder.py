@@ -44,12 +44,39 @@ def scan_folder(root: str | Path, split: str | None = None) -> list[tuple[Path, 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
+    return pairs_of(root, read_metadata(root), split)
+
+
+def read_metadata(root: Path) -> dict[str, tuple[int, dict]] | None:
+    """A folder's metadata.jsonl rows by file_name, each with its line number (for errors that
+    name the line); None when the folder has no metadata.jsonl. Every line needs file_name, text."""
     meta = root / "metadata.jsonl"
-    pairs = _from_metadata(root, meta, split) if meta.exists() else _from_txt(root)
+    if not meta.exists():
+        return None
+    rows: dict[str, tuple[int, dict]] = {}
+    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            name, _text = row["file_name"], row["text"]
+            rows[name] = (n, row)
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{meta}:{n}: each line needs 'file_name' and 'text' ({err}): {line[:80]}"
+            ) from err
+    return rows
+
+
+def pairs_of(
+    root: Path, metadata: dict[str, tuple[int, dict]] | None, split: str | None
+) -> list[tuple[Path, str]]:
+    """The folder's (image, caption) pairs from its metadata rows, or its .txt files if None."""
+    pairs = _from_txt(root) if metadata is None else _from_metadata(root, metadata, split)
     if not pairs:
         raise ValueError(
             f"no images in {root} (looked for {', '.join(IMAGE_EXTS)} files"
-            f"{' listed in metadata.jsonl' if meta.exists() else ', recursively'})"
+            f"{', recursively' if metadata is None else ' listed in metadata.jsonl'})"
         )
     return pairs
 
@@ -66,33 +93,24 @@ def _from_txt(root: Path) -> list[tuple[Path, str]]:
     return [(p, p.with_suffix(".txt").read_text(encoding="utf-8").strip()) for p in images]
 
 
-def _from_metadata(root: Path, meta: Path, split: str | None) -> list[tuple[Path, str]]:
-    captions: dict[str, str] = {}
-    splits: dict[str, str | None] = {}
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            captions[row["file_name"]] = str(row["text"])
-            splits[row["file_name"]] = row.get("split")
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"{meta}:{n}: each line needs 'file_name' and 'text' ({err}): {line[:80]}"
-            ) from err
+def _from_metadata(
+    root: Path, metadata: dict[str, tuple[int, dict]], split: str | None
+) -> list[tuple[Path, str]]:
     images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     rel = {p.relative_to(root).as_posix(): p for p in images}
-    missing = [r for r in rel if r not in captions]
+    missing = [r for r in rel if r not in metadata]
     if missing:
         raise ValueError(
-            f"{len(missing)} of {len(rel)} images in {root} have no line in {meta.name}: "
+            f"{len(missing)} of {len(rel)} images in {root} have no line in metadata.jsonl: "
             f"{', '.join(missing[:5])}"
         )
-    absent = [f for f in captions if f not in rel]
+    absent = [f for f in metadata if f not in rel]
     if absent:
-        raise FileNotFoundError(f"{meta} lists files that are not images in {root}: {absent[:5]}")
-    keep = [f for f in sorted(rel) if split is None or splits[f] in (None, split)]
-    return [(rel[f], captions[f]) for f in keep]
+        raise FileNotFoundError(
+            f"{root / 'metadata.jsonl'} lists files that are not images in {root}: {absent[:5]}"
+        )
+    keep = [f for f in sorted(rel) if split is None or metadata[f][1].get("split") in (None, split)]
+    return [(rel[f], str(metadata[f][1]["text"])) for f in keep]
 
 
 class ImageFolder(Dataset):
@@ -118,7 +136,12 @@ class ImageFolder(Dataset):
     ):
         self.root, self.strict, self.seed = Path(root), strict, seed
         self.transform = transform or TransformConfig()
-        self.items = scan_folder(root, split)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data folder not found: {self.root}")
+        # metadata.jsonl's rows by file_name (None for .txt captions), kept for readers of its
+        # other fields such as t2i/data/balance.py
+        self.metadata = read_metadata(self.root)
+        self.items = pairs_of(self.root, self.metadata, split)
         self.skipped: list[str] = []
         if check:
             self._check_all()

@@ -219,10 +219,9 @@ def _emoji() -> DiffusionRecipeConfig:
 
 
 def _emoji_balanced() -> DiffusionRecipeConfig:
-    """The `emoji` candidate, from the bundled model's EMA weights (`--init emoji`): 4,000 more
-    steps at lr 1e-4 (seed 1), an emoji's skin tones in one style drawn as one image (balance
-    name, style), so the other emoji are drawn 1.85x as often (t2i/data/balance.py). Not shipped
-    yet: the bundled LCM-LoRA and edges adapter are bound to the current weights."""
+    """The bundled `emoji`'s second stage, from the first's EMA weights: 4,000 more steps at lr
+    1e-4 (seed 1), an emoji's skin tones in one style drawn as one image (balance name, style), so
+    the other emoji are drawn 1.85x as often (t2i/data/balance.py)."""
     cfg = _emoji()
     cfg.balance = ("name", "style")
     cfg.loop = replace(cfg.loop, steps=4000, seed=1, ckpt_every=250, sample_every=1000)
@@ -298,6 +297,14 @@ SHIPPED = {
     "emoji": (
         Stage("autoencoder", "autoencoder", "emoji", EMOJI_DATA),
         Stage("diffusion", "diffusion", "emoji", EMOJI_DATA, autoencoder="autoencoder"),
+        Stage(
+            "balanced",
+            "diffusion",
+            "emoji_balanced",
+            EMOJI_DATA,
+            init="diffusion",
+            autoencoder="autoencoder",
+        ),
     ),
     "shapes": (
         Stage("patch", "autoencoder", "patch", "shapes"),
