@@ -76,3 +76,13 @@ def test_the_recipe_trains_on_the_balanced_view(tmp_path):
     cfg.image_size, cfg.balance = 8, ("name", "style")
     recipe = diffusion.build(cfg, argparse.Namespace(data=str(tmp_path / "d")))
     assert isinstance(recipe.dataset, GroupBalanced) and len(recipe.dataset) == 12
+
+
+def test_groups_come_from_the_rows_the_folder_read(tmp_path):
+    """The folder keeps metadata.jsonl's rows (with their line numbers) when it scans, so grouping
+    does not read the file a second time: a file changed after the scan does not move the groups."""
+    folder = emoji_like_folder(tmp_path / "d")
+    line, row = folder.metadata["4.png"]
+    assert (line, row["name"], row["style"]) == (5, "b", "x")
+    (tmp_path / "d" / "metadata.jsonl").write_text("not json\n")
+    assert metadata_groups(folder, ("name", "style")) == [0, 0, 0, 1, 2, 3]
