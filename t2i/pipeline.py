@@ -159,7 +159,7 @@ class Pipeline(Generator):
         """Progress callbacks generating p makes: one per sampler step (RePaint's repeats too)."""
         if not p.init:
             return p.steps
-        sigmas = strength_sigmas(self.sigmas(p.steps, p.sampler), p.strength)
+        sigmas = strength_sigmas(self.sigmas(p.steps, p.sampler, self.lcm_grid(p)), p.strength)
         return sampler_steps(sigmas, p.resample)
 
     def guide_space(self) -> tuple[int, int]:
@@ -179,7 +179,7 @@ class Pipeline(Generator):
         check_strength(p.strength)
         check_int("resample", p.resample, 1, 20)
         if p.sampler == "lcm":
-            self.sigmas(p.steps, p.sampler)  # steps on the distillation grid
+            self.sigmas(p.steps, p.sampler, self.lcm_grid(p))  # steps on the distillation grid
         if self.embeds_guidance and (p.negative or p.guidance_interval is not None):
             raise ValueError(
                 f"model {self.name!r} reads the guidance scale as an input (a distilled model, "
@@ -192,15 +192,21 @@ class Pipeline(Generator):
     def embeds_guidance(self) -> bool:
         return bool(self.unet.config.guidance_embedding)
 
-    def sigmas(self, steps: int, sampler: str | None = None) -> torch.Tensor:
+    def sigmas(self, steps: int, sampler: str | None = None, grid: int | None = None):
         """The (steps + 1,) noise levels of a run; the index may name a schedule per model.
         Sampler "lcm" on a discrete model steps on the timesteps a consistency model is
-        distilled on (schedules.lcm_timesteps; the index's "consistency" names the grid)."""
+        distilled on (schedules.lcm_timesteps): those of `grid` points (an LCM-LoRA's, see
+        lcm_grid), else of the grid the index's "consistency" names."""
         table = getattr(self.denoiser, "sigmas", None)
         if sampler == "lcm" and table is not None:
-            grid = self.index.get("consistency", {}).get("grid_steps", LCM_GRID_STEPS)
+            grid = grid or self.index.get("consistency", {}).get("grid_steps", LCM_GRID_STEPS)
             return discrete_sigmas(table, steps, at=lcm_timesteps(steps, len(table), grid))
         return sigmas_for(self.denoiser, steps, self.index.get("sigma_schedule", "auto"))
+
+    def lcm_grid(self, p: GenerationParams) -> int | None:
+        """The distillation grid of the LCM-LoRA p applies (its file's sampling.grid_steps), so
+        `--lora lcm` steps where `<model>-lcm` does; None where p applies none."""
+        return self.loras.sampling(p.loras).get("grid_steps") if p.loras else None
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """The sampler's grid for an image of height x width (the image's own without an
@@ -269,7 +275,7 @@ class Pipeline(Generator):
 
     def plan(self, p: GenerationParams, noise: torch.Tensor) -> SamplingPlan:
         """Where the sampler starts, what it samples and with which denoiser (t2i/editing.py)."""
-        sigmas = self.sigmas(p.steps, p.sampler)
+        sigmas = self.sigmas(p.steps, p.sampler, self.lcm_grid(p))
         model = self.guided(p, sigmas)
         if not p.init:
             return plain_plan(model, sigmas, noise)

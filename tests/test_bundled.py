@@ -131,6 +131,7 @@ def test_each_shipped_model_has_an_lcm_lora_and_a_folder_that_applies_it():
         path = BUNDLED_DIR / name / "loras" / "lcm.safetensors"
         meta, tensors = lora.read(path)
         assert meta.base == name and meta.sampling["name"] == "lcm"
+        assert meta.sampling["grid_steps"] == grid  # `--lora lcm` steps where the folder does
         assert _dtypes(path) == {"F16"}
 
 

@@ -62,6 +62,37 @@ def test_a_lora_made_for_a_sampler_brings_its_settings_unless_the_request_gives_
     assert (p.sampler, p.steps, p.guidance) == ("ddim", 2, 2.0)
 
 
+def test_a_lora_steps_on_the_grid_it_was_distilled_on(runs, tmp_path):
+    from dataclasses import replace
+
+    from t2i.schedules import discrete_sigmas, lcm_timesteps
+
+    meta, tensors = lora.read(runs / "tiny" / "model" / "loras" / "lcm.safetensors")
+    index = json.loads((runs / "tiny" / "model" / "model_index.json").read_text())
+    own = index["consistency"]["grid_steps"]
+    assert meta.sampling["grid_steps"] == own != 100  # the run's grid, written in the file too
+    fine = lora.save(
+        tmp_path / "fine.safetensors",
+        tensors,
+        replace(meta, sampling={**meta.sampling, "steps": 4, "grid_steps": 100}),
+    )
+    teacher = t2i.load(runs / "teacher")
+    name = teacher.load_lora(fine)
+    p = teacher.params("a red circle", loras=[(name, 1.0)])
+    table = teacher.denoiser.sigmas
+    on_its_grid = discrete_sigmas(table, 4, at=lcm_timesteps(4, len(table), 100))
+    on_the_run_grid = discrete_sigmas(table, 4, at=lcm_timesteps(4, len(table), own))
+    got = teacher.sigmas(p.steps, p.sampler, teacher.lcm_grid(p))
+    assert torch.equal(got, on_its_grid) and not torch.equal(got, on_the_run_grid)
+    assert teacher.lcm_grid(teacher.params("a red circle")) is None  # no LoRA: the index's grid
+
+
+@pytest.mark.parametrize("grid", [0, 1001, 2.5, "50"])
+def test_a_lora_naming_a_grid_out_of_bounds_is_refused(grid):
+    with pytest.raises(ValueError, match="grid_steps must be"):
+        lora.check_sampling({"name": "lcm", "grid_steps": grid})
+
+
 def test_the_cli_finds_the_lora_by_name_in_the_models_folder(runs, tmp_path):
     from t2i.cli import main
 

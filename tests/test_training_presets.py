@@ -34,6 +34,7 @@ RUN_OF = {
     ("emoji", "autoencoder"): "emoji_ae",
     ("emoji", "diffusion"): "emoji_ldm",
     ("emoji", "balanced"): "emoji_common/balanced_config.json",
+    ("emoji", "balanced2"): "emoji_common/balanced2_config.json",
 }
 # where a run was, not what it learnt: the machine's paths, the preset name it was started
 # from (flags over `default`, for the fine-tunes), the data-built vocabulary, the prompts of its
@@ -56,6 +57,7 @@ STRUCTURE = {
         ("autoencoder", "autoencoder", "", ""),
         ("diffusion", "diffusion", "", "autoencoder"),
         ("balanced", "diffusion", "diffusion", "autoencoder"),
+        ("balanced2", "diffusion", "balanced", "autoencoder"),
     ],
 }
 

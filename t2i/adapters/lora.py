@@ -339,7 +339,8 @@ def parse_meta(header: dict, path: Path) -> LoraMeta:
     return meta
 
 
-SAMPLING_KEYS = {"name", "steps", "guidance_scale"}
+# grid_steps: the distillation grid an LCM-LoRA's few steps are picked from (schedules.lcm_grid)
+SAMPLING_KEYS = {"name", "steps", "guidance_scale", "grid_steps"}
 
 
 def check_sampling(sampling) -> None:
@@ -351,6 +352,9 @@ def check_sampling(sampling) -> None:
     for key, value in sampling.items():
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError(f"sampling.{key} must be a string or number, got {str(value)[:40]}")
+    grid = sampling.get("grid_steps", 1)
+    if not isinstance(grid, int) or not 1 <= grid <= 1000:
+        raise ValueError(f"sampling.grid_steps must be an integer in [1, 1000], got {grid!r}")
 
 
 def check_tensors(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

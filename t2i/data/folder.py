@@ -41,10 +41,17 @@ def scan_folder(root: str | Path, split: str | None = None) -> list[tuple[Path, 
     split: keep only the rows of metadata.jsonl whose "split" field equals it (rows without the
     field belong to every split); None keeps all. `.txt` captions have no split.
     """
-    root = Path(root)
+    return read_folder(Path(root), split)[1]
+
+
+def read_folder(
+    root: Path, split: str | None
+) -> tuple[dict[str, tuple[int, dict]] | None, list[tuple[Path, str]]]:
+    """A folder's metadata.jsonl rows (None for .txt captions) and its (image, caption) pairs."""
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
-    return pairs_of(root, read_metadata(root), split)
+    metadata = read_metadata(root)
+    return metadata, pairs_of(root, metadata, split)
 
 
 def read_metadata(root: Path) -> dict[str, tuple[int, dict]] | None:
@@ -136,12 +143,9 @@ class ImageFolder(Dataset):
     ):
         self.root, self.strict, self.seed = Path(root), strict, seed
         self.transform = transform or TransformConfig()
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"data folder not found: {self.root}")
         # metadata.jsonl's rows by file_name (None for .txt captions), kept for readers of its
         # other fields such as t2i/data/balance.py
-        self.metadata = read_metadata(self.root)
-        self.items = pairs_of(self.root, self.metadata, split)
+        self.metadata, self.items = read_folder(self.root, split)
         self.skipped: list[str] = []
         if check:
             self._check_all()

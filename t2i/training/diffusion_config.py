@@ -229,6 +229,14 @@ def _emoji_balanced() -> DiffusionRecipeConfig:
     return cfg
 
 
+def _emoji_balanced2() -> DiffusionRecipeConfig:
+    """The bundled `emoji`'s third stage: the second's recipe once more from its EMA weights, on
+    another seed (256 k more images; 1,024 k in all)."""
+    cfg = _emoji_balanced()
+    cfg.loop = replace(cfg.loop, seed=2)
+    return cfg
+
+
 def _shapes_patch(steps: int, lr: float) -> DiffusionRecipeConfig:
     """The bundled `shapes` network: a one-level UNet (5.5 M, 128 channels, two transformer
     blocks, a linear patch embedding) over the patch autoencoder's 3x3x768 latents, x0,
@@ -279,6 +287,7 @@ CONFIG_PRESETS = {
     "fashion_varied2": _fashion_varied2,
     "emoji": _emoji,
     "emoji_balanced": _emoji_balanced,
+    "emoji_balanced2": _emoji_balanced2,
     "shapes_high_noise": _shapes_high_noise,
     "shapes_uniform": _shapes_uniform,
 }
@@ -303,6 +312,14 @@ SHIPPED = {
             "emoji_balanced",
             EMOJI_DATA,
             init="diffusion",
+            autoencoder="autoencoder",
+        ),
+        Stage(
+            "balanced2",
+            "diffusion",
+            "emoji_balanced2",
+            EMOJI_DATA,
+            init="balanced",
             autoencoder="autoencoder",
         ),
     ),

@@ -404,7 +404,7 @@ def lora_meta(cfg: LcmRecipeConfig, base: str, base_hash: str) -> lora.LoraMeta:
         alpha=cfg.lora.alpha,
         targets=list(cfg.lora.patterns()),
         networks=["unet"],
-        sampling=student_index(cfg, base)["sampler"],
+        sampling={**student_index(cfg, base)["sampler"], "grid_steps": cfg.lcm.grid_steps},
     )
 
 
