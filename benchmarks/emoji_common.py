@@ -5,13 +5,15 @@ with it:
 - the evaluation CLIP's reading: the share of images whose own name is the closest of the 16
   names, all 16 in the image's style (so style alone cannot answer it); the real emoji are the
   ceiling;
-- a person's look: a JSON of verdicts per prompt and model ("yes" recognisable, "colours" the right
-  colours only, "blob"), written by whoever looked at the grid, summed up here.
+- looks: JSONs of verdicts per prompt and model ("yes" recognisable, "colours" the right colours
+  only, "blob"), each written by whoever looked at the grid, summed up here one by one and as the
+  mean share over the looks that judged a model.
 
     python3 benchmarks/emoji_common.py --model emoji --model runs/new/model \
         --data data_cache/emoji64 --scale 2 --out docs/samples/emoji_common.png \
         --json docs/training/emoji_common/figures.json \
-        --look docs/training/emoji_common/look.json
+        --look docs/training/emoji_common/look.json \
+        --look docs/training/emoji_common/look_blind1.json
 """
 
 from __future__ import annotations
@@ -96,16 +98,30 @@ def paste(rows: list[list[Image.Image]], scale: int) -> Image.Image:
 
 
 def look_summary(path: Path, models: list[str]) -> dict:
+    """One look's counts per model it judged (a look need not judge every model of the grid)."""
     looks = json.loads(path.read_text(encoding="utf-8"))
     out = {}
-    for model in models:
-        verdicts = looks.get(model, {})
+    for model in (m for m in models if m in looks):
+        verdicts = looks[model]
         bad = {k: v for k, v in verdicts.items() if v not in VERDICTS}
         if bad or set(verdicts) != {prompt(*p) for p in COMMON}:
             raise SystemExit(f"{path}: {model} needs one of {VERDICTS} for each of the 16 prompts")
         counts = {v: sum(1 for x in verdicts.values() if x == v) for v in VERDICTS}
         out[model] = {**counts, "recognisable_share": counts["yes"] / len(COMMON)}
     return out
+
+
+def looks_summary(paths: list[Path], models: list[str]) -> dict:
+    """Each look by its file's name, and each model's mean share over the looks that judged it."""
+    each = {path.stem: look_summary(path, models) for path in paths}
+    missing = [m for m in models if not any(m in look for look in each.values())]
+    if missing:
+        raise SystemExit(f"no look judges {missing}: label the models as the looks name them")
+    mean = {
+        m: float(np.mean([look[m]["recognisable_share"] for look in each.values() if m in look]))
+        for m in models
+    }
+    return {"each": each, "recognisable_share_mean": mean}
 
 
 def main() -> None:
@@ -117,7 +133,9 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--out", required=True, help="the grid PNG")
     ap.add_argument("--json", help="write the figures here")
-    ap.add_argument("--look", type=Path, help="a person's verdicts (JSON) to summarise")
+    ap.add_argument(
+        "--look", type=Path, action="append", default=[], help="verdicts (JSON); repeatable"
+    )
     args = ap.parse_args()
     prompts = [prompt(*p) for p in COMMON]
     clip = load_emoji_clip()
@@ -139,7 +157,7 @@ def main() -> None:
     paste(rows, args.scale).save(args.out)
     report = {"prompts": prompts, "seeds": SEEDS, "clip16_top1": figures}
     if args.look:
-        report["look"] = look_summary(args.look, labels)
+        report["looks"] = looks_summary(args.look, labels)
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -35,6 +35,7 @@ RUN_OF = {
     ("emoji", "diffusion"): "emoji_ldm",
     ("emoji", "balanced"): "emoji_common/balanced_config.json",
     ("emoji", "balanced2"): "emoji_common/balanced2_config.json",
+    ("emoji", "balanced3"): "emoji_common/balanced3_config.json",
 }
 # where a run was, not what it learnt: the machine's paths, the preset name it was started
 # from (flags over `default`, for the fine-tunes), the data-built vocabulary, the prompts of its
@@ -58,6 +59,7 @@ STRUCTURE = {
         ("diffusion", "diffusion", "", "autoencoder"),
         ("balanced", "diffusion", "diffusion", "autoencoder"),
         ("balanced2", "diffusion", "balanced", "autoencoder"),
+        ("balanced3", "diffusion", "balanced2", "autoencoder"),
     ],
 }
 

@@ -237,6 +237,14 @@ def _emoji_balanced2() -> DiffusionRecipeConfig:
     return cfg
 
 
+def _emoji_balanced3() -> DiffusionRecipeConfig:
+    """The bundled `emoji`'s fourth stage: the same recipe once more from the third's EMA weights,
+    on seed 3 (256 k more images; 1,280 k in all)."""
+    cfg = _emoji_balanced()
+    cfg.loop = replace(cfg.loop, seed=3)
+    return cfg
+
+
 def _shapes_patch(steps: int, lr: float) -> DiffusionRecipeConfig:
     """The bundled `shapes` network: a one-level UNet (5.5 M, 128 channels, two transformer
     blocks, a linear patch embedding) over the patch autoencoder's 3x3x768 latents, x0,
@@ -288,6 +296,7 @@ CONFIG_PRESETS = {
     "emoji": _emoji,
     "emoji_balanced": _emoji_balanced,
     "emoji_balanced2": _emoji_balanced2,
+    "emoji_balanced3": _emoji_balanced3,
     "shapes_high_noise": _shapes_high_noise,
     "shapes_uniform": _shapes_uniform,
 }
@@ -320,6 +329,14 @@ SHIPPED = {
             "emoji_balanced2",
             EMOJI_DATA,
             init="balanced",
+            autoencoder="autoencoder",
+        ),
+        Stage(
+            "balanced3",
+            "diffusion",
+            "emoji_balanced3",
+            EMOJI_DATA,
+            init="balanced2",
             autoencoder="autoencoder",
         ),
     ),
