@@ -9,11 +9,12 @@ with it:
   only, "blob"), each written by whoever looked at the grid, summed up here one by one and as the
   mean share over the looks that judged a model.
 
-    python3 benchmarks/emoji_common.py --model emoji --model runs/new/model \
-        --data data_cache/emoji64 --scale 2 --out docs/samples/emoji_common.png \
-        --json docs/training/emoji_common/figures.json \
-        --look docs/training/emoji_common/look.json \
-        --look docs/training/emoji_common/look_blind1.json
+    python3 benchmarks/emoji_common.py --model old=emoji --model new=runs/new/model \
+        --data data_cache/emoji64 --scale 2 --out docs/samples/emoji_common.png
+
+then, once someone has looked at the grid and written verdicts under the labels `old` and `new`,
+the same command with `--json docs/training/emoji_common/figures.json --look LOOK.json` (repeat
+`--look` for each look).
 """
 
 from __future__ import annotations
