@@ -397,10 +397,10 @@ def test_a_gan_is_served_in_one_step_and_refuses_more(tmp_path):
 
 
 def test_a_job_names_the_words_its_model_cannot_read(server):
-    status, _, answer = server.post("/api/generate", {"prompt": "a violet circle", "n": 1})
-    assert status == 200 and answer["unknown_words"] == ["violet"]
-    status, _, answer = server.post("/api/generate", {"prompt": PROMPT, "negative": "tiny"})
-    assert status == 200 and answer["unknown_words"] == ["tiny"]
+    status, _, answer = server.post("/api/generate", {"prompt": "a turquoise circle", "n": 1})
+    assert status == 200 and answer["unknown_words"] == ["turquoise"]
+    status, _, answer = server.post("/api/generate", {"prompt": PROMPT, "negative": "minuscule"})
+    assert status == 200 and answer["unknown_words"] == ["minuscule"]
 
 
 def test_the_last_seed_of_a_request_is_checked_at_admission(server):

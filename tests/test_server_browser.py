@@ -112,11 +112,11 @@ def test_page_warns_about_words_the_model_cannot_read(url, browser):
     wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
     prompt = browser.find_element(By.ID, "prompt")
     prompt.clear()
-    prompt.send_keys("a violet circle above a tiny square")
+    prompt.send_keys("a turquoise circle above a minuscule square")
     browser.find_element(By.ID, "generate").click()
     wait.until(lambda d: "done in" in d.find_element(By.ID, "status").text)
     text = browser.find_element(By.ID, "status").text
-    assert 'cannot read "violet", "tiny"' in text, text
+    assert 'cannot read "turquoise", "minuscule"' in text, text
     prompt.clear()
     prompt.send_keys("a red circle above a blue square")
     browser.find_element(By.ID, "generate").click()

@@ -47,8 +47,8 @@ def test_the_student_starts_as_the_teacher_and_learns_with_the_unet_frozen(base)
     rng = StepRNG(0, 0, 0, len(same), 0, len(same))
     with torch.no_grad():  # the grown encoder computes what the teacher does: no distillation
         batch = recipe.collate(same)
-        distill, plain = recipe.loss.terms(batch, rng)
-        assert torch.all(distill == 0) and torch.all(plain > 0)
+        distill, plain, anchor = recipe.loss.terms(batch, rng)
+        assert torch.all(distill == 0) and torch.all(plain > 0) and torch.all(anchor == 0)
         batch["canonical"] = ["a large blue square"] * len(same)
         assert torch.all(recipe.loss.terms(batch, rng)[0] > 0)
     unet = {k: v.clone() for k, v in recipe.model.unet.state_dict().items()}
@@ -67,6 +67,22 @@ def test_the_student_starts_as_the_teacher_and_learns_with_the_unet_frozen(base)
     losses = losses_on_one_batch(recipe, batch)  # the whole loss falls too (a tiny frozen UNet)
     assert losses[-1] < 0.98 * losses[0], losses[::8]
     assert all(torch.equal(unet[k], v) for k, v in recipe.model.unet.state_dict().items())
+
+
+def test_the_anchor_measures_how_far_the_encoder_reads_the_grammar_from_the_teacher(base):
+    recipe = built(base)
+    items = [recipe.dataset[i] for i in range(8)]
+    batch, rng = recipe.collate(items), StepRNG(0, 0, 0, 8, 0, 8)
+    student = recipe.model.text
+    with torch.no_grad():
+        assert torch.all(recipe.loss.terms(batch, rng)[2] == 0)
+        student.embed.weight[student.tokenizer.ids("red")] += 0.5  # a word of the grammar moves
+        anchor = recipe.loss.terms(batch, rng)[2]
+    reads_red = torch.tensor(["red" in c.split() for c in batch["canonical"]])
+    assert reads_red.any() and not reads_red.all()
+    assert torch.all(anchor[reads_red] > 0)
+    # a caption without the word reads as before: only its own real tokens count
+    assert torch.all(anchor[~reads_red] == 0)
 
 
 def test_canonical_wording_states_the_same_facts():

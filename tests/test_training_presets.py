@@ -16,18 +16,19 @@ from t2i.cli import main as t2i_main
 from t2i.models.autoencoder import AutoencoderConfig
 from t2i.models.autoencoder_patch import PatchConfig
 from t2i.models.unet import UNetConfig
-from t2i.training import autoencoder, diffusion, diffusion_model
+from t2i.training import autoencoder, diffusion, diffusion_model, diffusion_phrasing
 from t2i.training.presets import Stage, run_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "t2i" / "bundled"
 RUNS = ROOT / "docs" / "training"
-RECIPES = {"diffusion": diffusion, "autoencoder": autoencoder}
+RECIPES = {"diffusion": diffusion, "autoencoder": autoencoder, "phrasing": diffusion_phrasing}
 # the run folder of docs/training that recorded each stage's config (its config.json, or the
 # file named), the patch autoencoder having nothing to train and so no run
 RUN_OF = {
     ("shapes", "high_noise"): "shapes_patch/p16h",
     ("shapes", "uniform"): "shapes_patch/p16hu",
+    ("shapes", "phrasing"): "shapes_prompts/anchor_config.json",
     ("fashion", "fashion"): "fashion32",
     ("fashion", "varied"): "fashion_prompts",
     ("fashion", "varied2"): "fashion_prompts/config_varied2.json",
@@ -48,7 +49,7 @@ CHOSEN_AFTER = {("fashion", "varied2"): {"guidance_scale": 3.0, "guidance_interv
 LATENT_STATS = ("latent_scale", "latent_shift")  # set from the data at export
 STRUCTURE = {
     "shapes": [("patch", "autoencoder", "", ""), ("high_noise", "diffusion", "", "patch")]
-    + [("uniform", "diffusion", "high_noise", "patch")],
+    + [("uniform", "diffusion", "high_noise", "patch"), ("phrasing", "phrasing", "uniform", "")],
     "fashion": [
         ("fashion", "diffusion", "", ""),
         ("varied", "diffusion", "fashion", ""),
@@ -97,6 +98,16 @@ def component(folder: Path, name: str, cls) -> dict:
     return {k: v for k, v in built.items() if k not in LATENT_STATS}
 
 
+def autoencoder_stage(stages: tuple[Stage, ...]) -> Stage | None:
+    """The stage whose autoencoder the last stage encodes with: its own, or (a stage that names
+    none but fine-tunes) the one its --init model adopted."""
+    by_name = {s.name: s for s in stages}
+    stage = stages[-1]
+    while not stage.autoencoder and stage.init:
+        stage = by_name[stage.init]
+    return by_name.get(stage.autoencoder)
+
+
 def mismatches(name: str) -> list[str]:
     """What in the shipped model `name` its preset does not reproduce (empty: all of it)."""
     stages = diffusion.SHIPPED[name]
@@ -135,7 +146,7 @@ def mismatches(name: str) -> list[str]:
         cfg.max_tokens,
     ) or cfg.text_encoder != "minilm":
         wrong.append(f"text encoder: bundled {text}, preset {cfg.text_encoder} {cfg.max_tokens}")
-    ae_stage = next((s for s in stages if s.name == last.autoencoder), None)
+    ae_stage = autoencoder_stage(stages)
     if (folder / "autoencoder").is_dir() != (ae_stage is not None):
         wrong.append("autoencoder: the folder has one and the preset none, or the reverse")
     elif ae_stage is not None:
@@ -268,10 +279,12 @@ def test_show_config_prints_a_shipped_presets_stages_as_json(capsys):
         t2i_main(["train", "diffusion", "--preset", "shapes", "--show-config", "--out", "r"]) == 0
     )
     shown = json.loads(capsys.readouterr().out)
-    assert [s["name"] for s in shown["stages"]] == ["patch", "high_noise", "uniform"]
-    uniform = shown["stages"][-1]
+    assert [s["name"] for s in shown["stages"]] == ["patch", "high_noise", "uniform", "phrasing"]
+    uniform, phrasing = shown["stages"][-2:]
     assert uniform["init"] == str(Path("r/high_noise/model"))
     assert uniform["config"]["optim"]["lr"] == 3.5e-4
+    assert phrasing["init"] == str(Path("r/uniform/model"))
+    assert phrasing["config"]["train_parts"] == "text"
     argv = ["train", "diffusion", "--preset", "tiny", "--show-config", "--optim.lr", "0.5"]
     assert t2i_main(argv) == 0
     assert json.loads(capsys.readouterr().out)["optim"]["lr"] == 0.5
@@ -320,12 +333,19 @@ def test_one_command_trains_the_stages_and_a_later_one_starts_from_an_earlier(
 
 
 def test_the_shapes_stages_data_builds_the_shipped_words():
-    """The trained text encoder's vocabulary comes from the stage's data (its first captions)."""
+    """The trained text encoder's vocabulary comes from the stages' data (their first captions):
+    the grammar's words from the first stage, then the words of the phrasing stage's captions
+    it lacked, after them."""
     from t2i.models.text_encoder import build_vocab
     from t2i.training.data import first_captions, open_dataset
 
-    stage = diffusion.SHIPPED["shapes"][1]
-    cfg = config(stage)
-    dataset, _ = open_dataset(stage.data, cfg.image_size, cfg.data_length)
-    vocab = build_vocab(first_captions(dataset, cfg.vocab_captions))
+    def words(stage: Stage) -> list[str]:
+        cfg = config(stage)
+        dataset, _ = open_dataset(stage.data, cfg.image_size, cfg.data_length)
+        return build_vocab(first_captions(dataset, cfg.vocab_captions))
+
+    stages = {s.name: s for s in diffusion.SHIPPED["shapes"]}
+    grammar = words(stages["high_noise"])
+    vocab = grammar + [w for w in words(stages["phrasing"]) if w not in grammar]
+    assert len(vocab) > len(grammar) and {"crimson", "disc", "beneath"} <= set(vocab)
     assert vocab == read(BUNDLED / "shapes" / "text_encoder" / CONFIG_NAME)["vocab"]

@@ -107,10 +107,10 @@ def test_a_greyscale_model_trains_on_a_folder_in_grey(letters, tmp_path):
 
 def test_generate_warns_of_words_the_model_cannot_read(tmp_path, capsys):
     out = tmp_path / "x.png"
-    prompt = "a tiny violet circle above a blue square"
+    prompt = "a minuscule turquoise circle above a blue square"
     assert main(["generate", prompt, "--steps", "2", "--quiet", "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "shapes cannot read 'tiny', 'violet'" in err
+    assert "shapes cannot read 'minuscule', 'turquoise'" in err
     assert main(["generate", "a red circle", "--steps", "2", "--quiet", "--out", str(out)]) == 0
     assert "cannot read" not in capsys.readouterr().err
     assert np.asarray(Image.open(out)).std() > 0

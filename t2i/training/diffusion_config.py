@@ -351,6 +351,8 @@ SHIPPED = {
             init="high_noise",
             autoencoder="patch",
         ),
+        # the words as people type them: the text encoder only (t2i/training/diffusion_phrasing.py)
+        Stage("phrasing", "phrasing", "shapes_phrasing", "shapes:varied", init="uniform"),
     ),
 }
 

@@ -11,12 +11,16 @@ the identity). Per step, at one noise level and noise per item:
 
     loss = w(sigma) |net(x_t; student(paraphrase)) - net(x_t; teacher(canonical))|^2
            + the diffusion loss of the student's output against the real image
+           + |student(canonical) - teacher(canonical)|^2 over the caption's words (the anchor)
 
 The distillation term gives every phrasing the teacher's exact reading (a low-variance target);
-the diffusion term grounds what the teacher never read (two of one object). Captions are dropped
-to "" for both at once, so the student's unconditional reading stays the teacher's. Only the
-text encoder learns by default (`train_parts` "text"): the UNet keeps what it draws. The run's
-`model/` is an ordinary diffusion model folder (`t2i export` takes its checkpoints too).
+the diffusion term grounds what the teacher never read (two of one object); the anchor holds the
+encoder's own reading of the grammar where it was, on every item's canonical caption (without it
+the old words drifted while the encoder learnt new ones, and the fixed prompts lost 0.04).
+Captions are dropped to "" for both at once, so the student's unconditional reading stays the
+teacher's. Only the text encoder learns by default (`train_parts` "text"): the UNet keeps what
+it draws. The run's `model/` is an ordinary diffusion model folder (`t2i export` takes its
+checkpoints too).
 """
 
 from __future__ import annotations
@@ -47,7 +51,20 @@ def _default() -> DiffusionRecipeConfig:
     return cfg
 
 
-CONFIG_PRESETS = {"default": _default}
+def _shapes() -> DiffusionRecipeConfig:
+    """the bundled `shapes`' last stage: its words as people type them, from the grammar model"""
+    from t2i.training.diffusion_config import preset as diffusion_preset
+
+    cfg = replace(diffusion_preset("shapes_uniform"), train_parts="text")
+    cfg.text_model = replace(cfg.text_model, layers=4)
+    cfg.max_tokens = cfg.text_model.max_length  # what --init adopts: paraphrases run longer
+    cfg.data_length = 200_000
+    cfg.loop = replace(cfg.loop, steps=7_000, ckpt_every=500, sample_every=0)
+    cfg.optim = replace(cfg.optim, lr=3e-4, warmup_steps=100)
+    return cfg
+
+
+CONFIG_PRESETS = {"default": _default, "shapes_phrasing": _shapes}
 
 
 def preset(name: str) -> DiffusionRecipeConfig:
@@ -117,8 +134,8 @@ def loss_fn(cfg, student, teacher, denoiser, draw_sigmas):
         context, mask = encoder(captions)
         return {"context": context, "context_mask": mask}
 
-    def terms(batch: dict, rng: StepRNG) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per item (B,): the distillation term and the diffusion loss."""
+    def terms(batch: dict, rng: StepRNG) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per item (B,): the distillation term, the diffusion loss and the anchor."""
         x0 = batch["x0"]
         drop = (rng.rand() < cfg.caption_dropout).tolist()
         captions = ["" if d else c for d, c in zip(drop, batch["captions"])]
@@ -127,17 +144,26 @@ def loss_fn(cfg, student, teacher, denoiser, draw_sigmas):
         noise = rng.randn(*x0.shape[1:])
         out, x = denoiser.noised_output(x0, sigma, noise, **read(student, captions))
         with torch.no_grad():
-            target, _ = denoiser.noised_output(x0, sigma, noise, **read(teacher_text, canonical))
+            grammar = read(teacher_text, canonical)
+            target, _ = denoiser.noised_output(x0, sigma, noise, **grammar)
         distill = (out - target).pow(2).flatten(1).mean(1) * denoiser.loss_weight(sigma)
-        return distill, denoiser.output_loss(out, x0, x, sigma)
+        anchor = reading_distance(read(student, canonical), grammar)
+        return distill, denoiser.output_loss(out, x0, x, sigma), anchor
 
     def loss(batch: dict, rng: StepRNG) -> torch.Tensor:
-        distill, plain = terms(batch, rng)
-        return (distill + plain).mean()
+        return sum(terms(batch, rng)).mean()
 
     teacher_text = TrainedText(teacher)  # frozen: read under no_grad
     loss.terms = terms
     return loss
+
+
+def reading_distance(a: dict, b: dict) -> torch.Tensor:
+    """Per item (B,): the mean squared difference of two readings of the same caption over its
+    real tokens (both encoders tokenise the grammar's words alike, so the masks are equal)."""
+    mask = b["context_mask"].unsqueeze(-1).to(a["context"].dtype)
+    squared = (a["context"] - b["context"]).pow(2).mean(-1, keepdim=True) * mask
+    return squared.sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
 
 
 export_checkpoint = diffusion.export_checkpoint
