@@ -33,20 +33,21 @@ from t2i.data.conditions import condition, edge_f1, edges, layout_iou
 from t2i.data.judge import accuracy, judge
 
 
-def built_in_set(source: str) -> str:
-    """A card's data source as the set whose held-out images the conditions come from: a
-    built-in set's caption variant ("shapes:varied") draws the same scenes as the set itself."""
-    name, _, _ = source.partition(":")
-    return name if name in ("shapes", "fashion") else source
+def canonical_captions(source: str) -> str:
+    """A card's data source with its canonical captions: a built-in set's caption variant
+    ("shapes:varied", "fashion:varied") draws the same images, captioned in its grammar."""
+    name, _, option = source.partition(":")
+    return name if option == "varied" else source
 
 
 def real_items(data: str, n: int, size: int) -> list[dict]:
     """n held-out items {"image", "caption"[, "scene"]} (shapes: the test split of seed 1234;
     a folder: its held-out split, as `t2i eval`)."""
-    seed = 1234 if data == "shapes" else 0
-    split = "test" if data in ("shapes", "fashion") else "heldout"
+    name = data.partition(":")[0]
+    seed = 1234 if name == "shapes" else 0
+    split = "test" if name in ("shapes", "fashion") else "heldout"
     ds = load_dataset(data, image_size=size, split=split, seed=seed, length=max(n, 1))
-    idx = np.random.default_rng(0).permutation(len(ds))[:n] if data != "shapes" else range(n)
+    idx = np.random.default_rng(0).permutation(len(ds))[:n] if name != "shapes" else range(n)
     return [ds[int(i)] for i in idx]
 
 
@@ -83,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     pipe = t2i.load(args.model)
-    data = args.data or built_in_set(pipe.index.get("data", {}).get("source", args.model))
+    data = args.data or canonical_captions(pipe.index.get("data", {}).get("source", args.model))
     items = real_items(data, args.n, pipe.image_size)
     prompts = [it["caption"] for it in items]
     hints = torch.stack([condition(args.kind, it, seed=i) for i, it in enumerate(items)])

@@ -34,6 +34,7 @@ import torch
 from t2i.checkpoint import load_component
 from t2i.data import load_dataset
 from t2i.data.shapes_phrasing import VariedShapesDataset
+from t2i.models.text_encoder import masked_mean
 from t2i.training import diffusion
 from t2i.training.data import TrainedText
 from t2i.training.diffusion_config import DiffusionRecipeConfig
@@ -53,9 +54,7 @@ def _default() -> DiffusionRecipeConfig:
 
 def _shapes() -> DiffusionRecipeConfig:
     """the bundled `shapes`' last stage: its words as people type them, from the grammar model"""
-    from t2i.training.diffusion_config import preset as diffusion_preset
-
-    cfg = replace(diffusion_preset("shapes_uniform"), train_parts="text")
+    cfg = replace(diffusion.preset("shapes_uniform"), train_parts="text")
     cfg.text_model = replace(cfg.text_model, layers=4)
     cfg.max_tokens = cfg.text_model.max_length  # what --init adopts: paraphrases run longer
     cfg.data_length = 200_000
@@ -161,9 +160,7 @@ def loss_fn(cfg, student, teacher, denoiser, draw_sigmas):
 def reading_distance(a: dict, b: dict) -> torch.Tensor:
     """Per item (B,): the mean squared difference of two readings of the same caption over its
     real tokens (both encoders tokenise the grammar's words alike, so the masks are equal)."""
-    mask = b["context_mask"].unsqueeze(-1).to(a["context"].dtype)
-    squared = (a["context"] - b["context"]).pow(2).mean(-1, keepdim=True) * mask
-    return squared.sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
+    return masked_mean((a["context"] - b["context"]).pow(2), b["context_mask"]).mean(-1)
 
 
 export_checkpoint = diffusion.export_checkpoint
