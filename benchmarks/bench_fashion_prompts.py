@@ -96,6 +96,8 @@ def run(args) -> dict:
         guidance=args.guidance,
         guidance_interval=args.guidance_interval,
         seed=args.seed,
+        cads_noise=args.cads_noise,
+        cads_interval=args.cads_interval,
     )
     clf = load_classifier()
     reals = real_by_class(args.seed)
@@ -106,6 +108,8 @@ def run(args) -> dict:
         "steps": params.steps,
         "guidance": params.guidance,
         "guidance_interval": params.guidance_interval,
+        "cads_noise": params.cads_noise,
+        "cads_interval": params.cads_interval,
         "seed": args.seed,
         "batch_size": args.batch_size,
         "real_per_class": REAL_PER_CLASS,
@@ -193,6 +197,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--guidance-interval", default=None, help="LO,HI sigmas or 'all'")
+    ap.add_argument("--cads-noise", type=float, default=None, help="CADS noise scale (0: off)")
+    ap.add_argument("--cads-interval", default=None, help="CADS LO,HI sigmas")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=40)
     ap.add_argument(
@@ -201,6 +207,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.n < 2 or args.n % 2:
         raise ValueError(f"--n must be an even number >= 2, got {args.n}")
+    if args.cads_interval:
+        args.cads_interval = [float(v) for v in args.cads_interval.split(",")]
     gi = args.guidance_interval
     if gi and gi != "all":
         args.guidance_interval = tuple(float(v) for v in gi.split(","))

@@ -19,7 +19,7 @@ import sys
 if os.environ.get("T2I_KEEP_OMP") != "1" and sys.argv[1:2] != ["train"]:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from t2i.argtypes import parse_interval  # noqa: E402
+from t2i.argtypes import add_cads_arguments, parse_interval  # noqa: E402
 
 # The commands that run a network here and take --threads.
 THREADED = ("generate", "interpolate", "restyle", "variations", "eval", "serve")
@@ -214,6 +214,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="guide only where LO < sigma <= HI ('LO,HI'), or 'all' steps (model's default)",
     )
+    add_cads_arguments(p)
     p.add_argument("--seed", type=int, default=None, help="image i uses seed + i (default 0)")
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--size", type=_size, default=None, help="WxH in pixels (model's default)")

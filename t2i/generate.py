@@ -58,6 +58,8 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict]:
         "mask_blur": getattr(args, "mask_blur", None),
         "guidance_interval": getattr(args, "guidance_interval", None),
         "image_prompt": getattr(args, "image_prompt", None),
+        "cads_noise": getattr(args, "cads_noise", None),
+        "cads_interval": getattr(args, "cads_interval", None),
     }
     if args.from_png:
         kw = read_png_request(args.from_png)

@@ -3,18 +3,22 @@
 CFGDenoiser(D, uncond, scale, rescale)      classifier-free guidance, negative prompts
 Unconditional(D, uncond)                     the model with the empty (or negative) prompt alone
 EmbeddedGuidance(D, scale)                   a distilled model that reads the scale w as an input
+ConditionAnnealing(D, noise, interval, gens) the prompt's states noised at high sigma (CADS)
 GradientGuidance(D, log_prob, scale)         x0 += scale * sigma^2 * grad_x log p(y | x, sigma)
 ClassifierGuidance(D, classifier, scale)     the above with log p from a noisy classifier
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from t2i.denoisers import append_dims, sigma_batch
+
+MAX_CADS_NOISE = 10.0  # in units of the states' own std; the paper's usual scales are 0.025-0.25
 
 
 class DenoiserWrapper(nn.Module):
@@ -204,6 +208,65 @@ class EmbeddedGuidance(DenoiserWrapper):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
         guidance = torch.full((x.shape[0],), self.scale, device=x.device)
         return self.inner(x, sigma, guidance=guidance, **cond)
+
+
+class ConditionAnnealing(DenoiserWrapper):
+    """Condition-annealed sampling (CADS; Sadat et al. 2024): the prompt's text states y become
+    sqrt(g) y + noise * std(y) * sqrt(1 - g) n with fresh unit noise n at every call (the noise
+    in units of the states' own spread, so a scale means the same for any text encoder), then
+    are rescaled to y's own mean and std, where g is 0 at sigma >= hi, 1 at sigma <= lo and
+    linear in log sigma between. Strong guidance picks one mode of the prompt early and keeps
+    it; a blurred prompt while the layout is decided lets the sample wander among the prompt's
+    modes, and the true prompt at low noise still decides what is drawn.
+
+    Wrap it around the guidance (CFGDenoiser), so the negative or empty prompt stays exact.
+    `generators`: one per image, so image i's noise does not depend on the batch it is in.
+    """
+
+    TEXT_KEYS = ("context", "pooled")
+
+    def __init__(
+        self,
+        inner: nn.Module,
+        noise: float,
+        interval: tuple[float, float],
+        generators: list[torch.Generator],
+    ):
+        super().__init__(inner)
+        if not 0.0 < noise <= MAX_CADS_NOISE:
+            raise ValueError(f"CADS noise must be in (0, {MAX_CADS_NOISE:g}], got {noise!r}")
+        lo, hi = check_interval(interval)
+        if lo <= 0:
+            raise ValueError(f"a CADS interval needs lo > 0 (it is a log-sigma ramp), got {lo}")
+        self.noise, self.interval, self.generators = float(noise), (lo, hi), generators
+
+    def kept(self, sigma: torch.Tensor) -> torch.Tensor:
+        """g(sigma) per image: the share of the prompt's signal kept, (B,) in [0, 1]."""
+        lo, hi = self.interval
+        log_sigma = sigma.double().clamp(min=1e-12).log()
+        ramp = (math.log(hi) - log_sigma) / (math.log(hi) - math.log(lo))
+        return ramp.clamp(0, 1).to(sigma.dtype)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond) -> torch.Tensor:
+        sigma = sigma_batch(sigma, x)
+        g = self.kept(sigma)
+        if bool((g < 1).any()):
+            if len(self.generators) != x.shape[0]:
+                raise ValueError(f"{len(self.generators)} generators for a batch of {x.shape[0]}")
+            for key in self.TEXT_KEYS:
+                if key in cond:
+                    cond[key] = self._blurred(_expand(cond[key], x.shape[0], key), g)
+        return self.inner(x, sigma, **cond)
+
+    def _blurred(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        draws = [torch.randn(y.shape[1:], generator=gen) for gen in self.generators]
+        n = torch.stack(draws).to(y)
+        g = append_dims(g, y.ndim).to(y)
+        dims = list(range(1, y.ndim))
+        mean, std = y.mean(dims, keepdim=True), y.std(dims, keepdim=True)
+        noisy = g.sqrt() * y + self.noise * std * (1 - g).sqrt() * n
+        scaled = (noisy - noisy.mean(dims, keepdim=True)) / noisy.std(dims, keepdim=True)
+        return scaled * std + mean
 
 
 def check_interval(interval) -> tuple[float, float] | None:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from t2i.guidance import check_interval
+from t2i.guidance import MAX_CADS_NOISE, check_interval
 from t2i.images import MAX_SIDE, open_checked
 from t2i.prompts import parse_prompt
 
@@ -69,11 +69,15 @@ class GenerationParams:
     # an image whose CLIP embedding the model draws from instead of the prompt's prior (unCLIP's
     # variations; "" = none)
     image_prompt: str = ""
+    # condition-annealed sampling (CADS): the prompt's states noised by this much (in units of
+    # their own std) where sigma >= cads_interval[1], fading to none at cads_interval[0]; 0: off
+    cads_noise: float = 0.0
+    cads_interval: list[float] | None = None  # [lo, hi] sigmas; None: the model's (t = 0.6T, 0.9T)
 
     def to_json(self) -> str:
         data = asdict(self)
         keys = ("loras", "embeddings", "mask_blur", "guides", "controls", "guess_mode")
-        for key in (*keys, "image_prompt"):
+        for key in (*keys, "image_prompt", "cads_noise", "cads_interval"):
             # images without them keep the parameters they always had
             if not data[key]:
                 del data[key]
@@ -104,7 +108,7 @@ class GenerationParams:
 
 _STRINGS = {"prompt", "negative", "model", "sampler", "init", "mask", "image_prompt"}
 _INTS = {"steps", "seed", "width", "height", "resample", "mask_blur"}
-_NUMBERS = {"guidance", "strength"}
+_NUMBERS = {"guidance", "strength", "cads_noise"}
 
 
 def _check_type(name: str, value, source: str) -> None:
@@ -136,13 +140,14 @@ def _check_type(name: str, value, source: str) -> None:
                 for v in value
             )
         )
-    else:  # guidance_interval: null or [lo, hi]
+    else:  # guidance_interval, cads_interval: null or [lo, hi]
         ok = value is None or (
             isinstance(value, list) and len(value) == 2 and all(_finite(v) for v in value)
         )
     if not ok:
         want = {
             "guidance_interval": "null or [lo, hi]",
+            "cads_interval": "null or [lo, hi]",
             "loras": f"at most {MAX_LORAS} [name, scale, hash] lists",
             "guides": f"at most {MAX_LORAS} [name, scale, hash] lists",
             "embeddings": f"at most {MAX_EMBEDDINGS} [word, hash] lists",
@@ -231,6 +236,7 @@ def check_common(p: GenerationParams) -> None:
     if not 0 <= p.guidance <= 100:
         raise ValueError(f"guidance must be in [0, 100], got {p.guidance}")
     check_interval(p.guidance_interval)
+    check_cads(p.cads_noise, p.cads_interval)
     check_loras(p.loras)
     check_guides(p.guides)
     check_controls(p.controls)
@@ -239,6 +245,23 @@ def check_common(p: GenerationParams) -> None:
     check_int("mask_blur", p.mask_blur, 0, MAX_MASK_BLUR)
     if p.mask_blur and not p.mask:
         raise ValueError("mask_blur softens an inpainting mask's edge: give a mask as well")
+
+
+def check_cads(noise, interval) -> None:
+    """CADS settings: a noise scale in [0, MAX_CADS_NOISE] and an interval of sigmas 0 < lo < hi
+    (or None: the model's)."""
+    if not _finite(noise) or not 0 <= noise <= MAX_CADS_NOISE:
+        raise ValueError(
+            f"cads_noise must be a number in [0, {MAX_CADS_NOISE:g}] (0: off), got {brief(noise)}"
+        )
+    if interval is None:
+        return
+    ok = isinstance(interval, (tuple, list)) and len(interval) == 2 and all(map(_finite, interval))
+    if not ok or not 0 < interval[0] < interval[1]:
+        raise ValueError(
+            f"cads_interval must be two sigmas lo,hi with 0 < lo < hi (a ramp in log sigma), "
+            f"got {brief(interval)}"
+        )
 
 
 def noise_temperature(index: dict) -> float:

@@ -33,7 +33,7 @@ from t2i.editing import (
     sampler_steps,
     strength_sigmas,
 )
-from t2i.guidance import CFGDenoiser, EmbeddedGuidance, Unconditional
+from t2i.guidance import CFGDenoiser, ConditionAnnealing, EmbeddedGuidance, Unconditional
 from t2i.images import load_image, load_mask
 from t2i.likelihood import bounds, continuous_bits
 from t2i.models.log_snr import LearnedLogSNR
@@ -46,6 +46,8 @@ from t2i.schedules import DiscreteSchedule, discrete_sigmas, lcm_timesteps
 DEFAULT_SAMPLING = {"name": "ddim", "steps": 20, "guidance_scale": 3.0}
 CONTINUOUS_DRAWS = 100  # t draws per image of a learnt schedule's continuous-time bound
 LCM_GRID_STEPS = 50  # the distillation grid of t2i train lcm (LCM's N = 50 of T = 1000)
+# CADS draws image i's prompt noise from seed_i ^ CADS_STREAM: not the stream of its image noise
+CADS_STREAM = 0x5EED_CAD5
 
 
 class Pipeline(Generator):
@@ -101,6 +103,7 @@ class Pipeline(Generator):
             interpolation=True,
             adapters=("lora", "control"),
             guides=True,
+            cads=True,
         )
 
     @property
@@ -244,10 +247,11 @@ class Pipeline(Generator):
         with torch.no_grad():
             return self.decode(denoised[index : index + 1].float())[0]
 
-    def guided(self, p: GenerationParams, sigmas: torch.Tensor):
+    def guided(self, p: GenerationParams, sigmas: torch.Tensor, seeds: list[int] | None = None):
         """The denoiser with the request's spatial controls over the run's `sigmas`, then
         classifier-free guidance towards p.prompt, away from p.negative (scale 0: the
-        unconditional model alone), then each guide's gradient (t2i/guides)."""
+        unconditional model alone), then the prompt's annealed noise (CADS: image i's from
+        seeds[i]), then each guide's gradient (t2i/guides)."""
         model = self.denoiser
         if p.controls:
             size = (p.width, p.height)
@@ -261,7 +265,24 @@ class Pipeline(Generator):
             if p.guess_mode:  # the controls reach the prompt's half only
                 uncond["control_rows"] = torch.zeros(1)
             model = CFGDenoiser(model, uncond, p.guidance, interval=p.guidance_interval)
+        if p.cads_noise:
+            seeds = [p.seed] if seeds is None else seeds
+            gens = [torch.Generator().manual_seed(s ^ CADS_STREAM) for s in seeds]
+            model = ConditionAnnealing(model, p.cads_noise, self.cads_interval(p), gens)
         return self.guides.wrap(model, p.guides)
+
+    def cads_interval(self, p: GenerationParams) -> tuple[float, float]:
+        """p's CADS interval, or by default the sigmas of timesteps 0.6T and 0.9T (the paper's
+        tau1, tau2) on a discrete model; a continuous one has no T, so it must be given."""
+        if p.cads_interval is not None:
+            return tuple(p.cads_interval)
+        table = getattr(self.denoiser, "sigmas", None)
+        if table is None:
+            raise ValueError(
+                f"model {self.name!r} has no discrete timesteps: give cads_interval [lo, hi] sigmas"
+            )
+        last = len(table) - 1
+        return float(table[round(0.6 * last)]), float(table[round(0.9 * last)])
 
     def unconditional(self, p: GenerationParams) -> dict:
         """What guidance steers away from: the negative (or empty) prompt's text states."""
@@ -276,10 +297,12 @@ class Pipeline(Generator):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         return torch.stack([torch.randn(shape, generator=g) for g in gens]), gens
 
-    def plan(self, p: GenerationParams, noise: torch.Tensor) -> SamplingPlan:
+    def plan(
+        self, p: GenerationParams, noise: torch.Tensor, seeds: list[int] | None = None
+    ) -> SamplingPlan:
         """Where the sampler starts, what it samples and with which denoiser (t2i/editing.py)."""
         sigmas = self.sigmas(p.steps, p.sampler, self.lcm_grid(p))
-        model = self.guided(p, sigmas)
+        model = self.guided(p, sigmas, seeds)
         if not p.init:
             return plain_plan(model, sigmas, noise)
         size = (p.width, p.height)
@@ -307,7 +330,7 @@ class Pipeline(Generator):
         seeded, gens = self.noise(p, len(seeds), seeds)
         if p.guess_mode and p.guidance not in (0.0, 1.0) and not self.embeds_guidance:
             cond = {**cond, "control_rows": torch.ones(len(seeds))}
-        plan = self.plan(p, seeded if noise is None else noise)
+        plan = self.plan(p, seeded if noise is None else noise, seeds)
         with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
             x0 = plan.run(get_sampler(p.sampler), cond, callback, gens)
         return plan.restore(self.decode(x0.float()))  # inpainting: the kept pixels, exactly

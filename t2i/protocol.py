@@ -68,7 +68,14 @@ REQUEST_KEYS = {
     "controls",
     "guess_mode",
     "image_prompt",
+    "cads_noise",
+    "cads_interval",
 }
+
+
+# what an LCM-LoRA's own sampling settings reset of its base's card: it was distilled and measured
+# without a guidance interval or CADS
+DISTILLED_SAMPLING = {"guidance_interval": None, "cads_noise": 0.0, "cads_interval": None}
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,15 @@ class Supports:
     adapters: tuple[str, ...] = ()  # kinds of adapter that attach to its networks (t2i/adapters)
     guides: bool = False  # noise-aware classifiers and noisy CLIPs steer it (t2i/guides)
     image_prompt: bool = False  # draws from an image's embedding (unCLIP's variations)
+    cads: bool = False  # condition-annealed sampling: a noise-levelled blur of the prompt
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def _listed(interval):
+    """An interval given as a tuple (Python) or list (JSON) as the list a PNG stores."""
+    return list(interval) if isinstance(interval, tuple) else interval
 
 
 def uses_word(text: str, word: str) -> bool:
@@ -337,6 +350,11 @@ class Generator(ABC):
                 f"image_prompt: model {self.name!r} ({self.family}) draws from a prompt only; an "
                 "unCLIP model (t2i train unclip) draws from an image's embedding"
             )
+        if p.cads_noise and not self.supports.cads:
+            raise ValueError(
+                f"cads_noise: model {self.name!r} ({self.family}) has no noise levels to anneal "
+                "the prompt over; condition-annealed sampling needs a diffusion model"
+            )
         self.check(p)
 
     def params(self, prompt: str, **kw) -> GenerationParams:
@@ -358,7 +376,7 @@ class Generator(ABC):
         loras = self.loras.resolve(requested) if requested else ()
         made_for = self.loras.sampling(loras) if loras else {}  # an LCM-LoRA's sampler settings
         defaults = (
-            {**self.defaults, "guidance_interval": None, **made_for} if made_for else self.defaults
+            {**self.defaults, **DISTILLED_SAMPLING, **made_for} if made_for else self.defaults
         )
         init, mask = pick("init", ""), pick("mask", "")
         size = kw.get("size") or (read_image_size(init) if init else None)
@@ -383,6 +401,8 @@ class Generator(ABC):
             ),
             loras=loras,
             image_prompt=str(pick("image_prompt", "")),
+            cads_noise=pick("cads_noise", defaults.get("cads_noise", 0.0)),
+            cads_interval=_listed(pick("cads_interval", defaults.get("cads_interval"))),
         )
         p.embeddings = self.learnt_words(p, kw.get("embeddings") or ())
         p.controls, p.guess_mode = request_controls(lambda: self.controls, kw, (width, height))
@@ -447,6 +467,8 @@ class Generator(ABC):
         guides: list[tuple[str, float]] | None = None,
         controls: list[tuple] | None = None,
         guess_mode: bool = False,
+        cads_noise: float | None = None,
+        cads_interval: tuple[float, float] | None = None,
     ) -> list[Image.Image]:
         """Generate n PIL images; each carries its GenerationParams in `image.info["t2i"]`.
 
@@ -456,7 +478,9 @@ class Generator(ABC):
         the model's default. guides: (name, scale) of guides loaded with `load_guide`; with
         guidance 0 they steer the unconditional model. controls: (name, image file[, scale[,
         start, end]]) of controls (`load_control` or the folder's controls/); guess_mode: they
-        reach the prompt's half of guidance only (a condition with an empty prompt)."""
+        reach the prompt's half of guidance only (a condition with an empty prompt).
+        cads_noise: condition-annealed sampling (the prompt's states noised at high sigma, for
+        variety; 0 off, None the model's), over cads_interval (lo, hi) sigmas."""
         p = self.params(
             prompt,
             negative=negative,
@@ -473,6 +497,8 @@ class Generator(ABC):
             guides=guides,
             controls=controls,
             guess_mode=guess_mode,
+            cads_noise=cads_noise,
+            cads_interval=cads_interval,
         )
         images = to_pil(self.generate(p, n, callback))
         for i, img in enumerate(images):

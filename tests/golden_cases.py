@@ -122,6 +122,11 @@ def cases(tmp: Path) -> dict:
                 dict(steps=6, negative="a dress", guidance=4.0, guidance_interval=(0.5, 5.0)),
             ),
             "fashion_guidance_one": ("fashion", "an ankle boot", dict(steps=5, guidance=1.0)),
+            "fashion_cads_batch_of_two": (
+                "fashion",
+                "a dress",
+                dict(steps=6, seed=5, n=2, cads_noise=0.5, cads_interval=(1.0, 20.0)),
+            ),
             "fashion_img2img": (
                 "fashion",
                 "a bag",

@@ -88,6 +88,19 @@ def test_guidance_interval_is_recorded_and_reproduced_from_the_png(interval_mode
         assert Image.open(again).tobytes() == pixels[name]
 
 
+def test_cads_is_recorded_and_reproduced_from_the_png(model_dir, tmp_path):
+    plain, varied = tmp_path / "plain.png", tmp_path / "varied.png"
+    argv = ["a red circle", "--model", str(model_dir), "--guidance", "4"]
+    assert run(*argv, "--out", str(plain)) == 0
+    assert run(*argv, "--cads-noise", "1", "--cads-interval", "0.5,50", "--out", str(varied)) == 0
+    params = read_png_params(varied)
+    assert (params.cads_noise, params.cads_interval) == (1.0, [0.5, 50.0])
+    assert Image.open(plain).tobytes() != Image.open(varied).tobytes()
+    again = tmp_path / "again.png"
+    assert run("--from", str(varied), "--out", str(again)) == 0
+    assert Image.open(again).tobytes() == Image.open(varied).tobytes()
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -98,6 +111,8 @@ def test_guidance_interval_is_recorded_and_reproduced_from_the_png(interval_mode
             "guidance interval must be 'all' or (lo, hi), got 'fast'",
         ),
         (["--guidance-interval", "1,2,3"], "guidance interval must be two sigmas lo,hi"),
+        (["--cads-noise", "-1"], "cads_noise must be a number in [0, 10] (0: off), got -1.0"),
+        (["--cads-noise", "1", "--cads-interval", "all"], "cads_interval must be two sigmas"),
         (["--sampler", "eulr"], "unknown sampler 'eulr'; choose from"),
         (["--steps", "0"], "steps must be in [1, 1000], got 0"),
         (["--guidance", "-2"], "guidance must be in [0, 100], got -2.0"),

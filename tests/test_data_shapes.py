@@ -119,6 +119,10 @@ def test_load_dataset_names_and_errors(tmp_path):
     ds = load_dataset("shapes:single", image_size=48, length=10, seed=3)
     assert len(ds) == 10 and ds[0]["image"].shape == (3, 48, 48)
     assert all(len(ds[i]["scene"].objects) == 1 for i in range(10))
+    crowded = load_dataset("shapes:crowded", length=60, seed=3)
+    assert {len(crowded[i]["scene"].objects) for i in range(60)} == {2, 3}
+    with pytest.raises(ValueError, match=r"min_objects=3; choose from 1..max_objects \(2\)"):
+        ShapesConfig(min_objects=3, max_objects=2)
     with pytest.raises(ValueError, match="fashion"):
         load_dataset("shapez")
     with pytest.raises(ValueError, match="single"):

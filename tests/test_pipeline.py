@@ -127,3 +127,40 @@ def test_png_without_parameters_is_refused(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read"):
         read_png_params(tmp_path / "junk.png")
+
+
+def test_cads_changes_the_image_reproducibly_and_alone_as_in_a_batch(pipe):
+    plain = pipe.generate(pipe.params(PROMPT, steps=3, seed=10, guidance=4.0), n=2)
+    p = pipe.params(PROMPT, steps=3, seed=10, guidance=4.0, cads_noise=1.0)
+    blurred = pipe.generate(p, n=2)
+    assert (plain - blurred).abs().max() > 1e-3
+    assert torch.equal(blurred, pipe.generate(p, n=2))
+    alone = pipe.generate(pipe.params(PROMPT, steps=3, seed=11, guidance=4.0, cads_noise=1.0))
+    torch.testing.assert_close(blurred[1:2], alone, atol=2e-4, rtol=0)
+
+
+def test_cads_interval_defaults_to_timesteps_0_6_and_0_9_and_travels_in_the_png(pipe, tmp_path):
+    table = pipe.denoiser.sigmas
+    last = len(table) - 1
+    lo, hi = pipe.cads_interval(pipe.params(PROMPT, cads_noise=0.5))
+    assert (lo, hi) == (float(table[round(0.6 * last)]), float(table[round(0.9 * last)]))
+    assert "cads" not in pipe.params(PROMPT).to_json()  # off: images keep the keys they had
+    image = pipe(PROMPT, steps=3, seed=3, cads_noise=0.5, cads_interval=(0.5, 20.0))[0]
+    p = GenerationParams.from_json(image.info["t2i"])
+    again = read_png_params(save_png(image, tmp_path / "c.png", p))
+    assert (again.cads_noise, again.cads_interval) == (0.5, [0.5, 20.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cads_noise": -0.1}, r"cads_noise must be a number in \[0, 10\] \(0: off\), got -0.1"),
+        ({"cads_noise": "lots"}, "cads_noise must be a number"),
+        ({"cads_noise": 0.5, "cads_interval": (0.0, 5.0)}, r"cads_interval .* got \[0.0, 5.0\]"),
+        ({"cads_noise": 0.5, "cads_interval": (5.0, 1.0)}, "0 < lo < hi"),
+        ({"cads_noise": 0.5, "cads_interval": "all"}, "cads_interval must be two sigmas"),
+    ],
+)
+def test_bad_cads_settings_name_the_value(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe.params(PROMPT, **kwargs)

@@ -130,6 +130,10 @@ BAD = [
     ({"prompt": PROMPT, "colour": "red"}, 400, "unknown field"),
     ({"prompt": PROMPT, "guidance_interval": [3, 1]}, 400, "guidance interval must be two"),
     ({"prompt": PROMPT, "guidance_interval": "fast"}, 400, "guidance interval must be 'all'"),
+    ({"prompt": PROMPT, "cads_noise": -1}, 400, "cads_noise must be a number in [0, 10]"),
+    ({"prompt": PROMPT, "cads_noise": "much"}, 400, "cads_noise must be"),
+    ({"prompt": PROMPT, "cads_noise": 1, "cads_interval": [0, 9]}, 400, "0 < lo < hi"),
+    ({"prompt": PROMPT, "cads_noise": 1, "cads_interval": [1] * 9}, 400, "cads_interval must be"),
     ({"negative": "x"}, 400, "missing field 'prompt'"),
     ({"prompt": PROMPT, "n": 2, "format": "png"}, 400, "format"),
     (b"x" * 70000, 413, "max_body"),
@@ -170,6 +174,15 @@ def test_guidance_interval_is_taken_and_reported(server):
     body = {"prompt": PROMPT, "seed": 3, "guidance_interval": [1.0, 50.0]}
     status, _, answer = server.post("/api/generate", body)
     assert status == 200 and answer["images"][0]["params"]["guidance_interval"] == [1.0, 50.0]
+
+
+def test_cads_is_taken_and_reported(server):
+    body = {"prompt": PROMPT, "seed": 3, "cads_noise": 0.5, "cads_interval": [1.0, 50.0]}
+    status, _, answer = server.post("/api/generate", body)
+    params = answer["images"][0]["params"]
+    assert status == 200 and (params["cads_noise"], params["cads_interval"]) == (0.5, [1.0, 50.0])
+    models = json.loads(server.request("GET", "/api/models")[2])["models"]
+    assert models[0]["supports"]["cads"] is True and models[0]["cads_noise"] == 0.0
 
 
 def test_random_seed_is_drawn_and_reported(server):

@@ -198,6 +198,28 @@ def test_page_sends_the_guidance_interval_and_shows_a_bad_one(url, browser):
     assert "got [3, 0.5]" in browser.find_element(By.ID, "status").text  # the value, named
 
 
+def test_page_sends_the_variety_cads_noise(url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "steps").get_attribute("value") == "6")
+    field = browser.find_element(By.ID, "cads")
+    assert field.get_attribute("value") == "0" and field.is_enabled()
+    field.clear()
+    field.send_keys("0.75")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.result")) == 1)
+    figure = browser.find_element(By.CSS_SELECTOR, "figure.result")
+    assert json.loads(figure.get_attribute("data-params"))["cads_noise"] == 0.75
+    assert "variety (CADS) 0.75" in figure.find_element(By.TAG_NAME, "figcaption").text
+
+    field.clear()
+    field.send_keys("-2")  # the form refuses it before a request is made (min 0)
+    assert not browser.execute_script('return document.getElementById("cads").checkValidity()')
+
+
 def test_page_offers_what_the_selected_model_supports(url, browser):
     """An autoregressive model fixes its steps and edits nothing: the page disables those."""
     from selenium.webdriver.common.by import By
@@ -215,6 +237,7 @@ def test_page_offers_what_the_selected_model_supports(url, browser):
     )
     assert not browser.find_element(By.ID, "steps").is_enabled()
     assert not browser.find_element(By.ID, "interval").is_enabled()
+    assert not browser.find_element(By.ID, "cads").is_enabled()  # no noise levels to anneal over
     assert browser.find_element(By.ID, "edit").get_attribute("disabled") is not None
     Select(browser.find_element(By.ID, "model")).select_by_value("tiny")
     wait.until(lambda d: d.find_element(By.ID, "steps").is_enabled())

@@ -47,6 +47,8 @@ plausible = {
     "format": st.sampled_from(["json", "png", "gif"]),
     "sampler": st.sampled_from(["euler", "ddim", "nope"]),
     "guidance_interval": st.one_of(st.just("all"), st.lists(st.floats(allow_nan=True), max_size=3)),
+    "cads_noise": st.floats(-1, 12),
+    "cads_interval": st.lists(st.floats(allow_nan=True), max_size=3),
     "init": st.sampled_from(["", "not base64!", "iVBORw0KGgo="]),
 }
 field_value = {key: plausible.get(key, nested) | nested for key in FIELDS}

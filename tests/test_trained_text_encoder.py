@@ -111,6 +111,19 @@ def test_fine_tuning_grows_the_encoder_and_starts_from_what_it_computed(tmp_path
         grow_text_transformer(folder, replace(folder.config, layers=0))
 
 
+def test_train_parts_unet_leaves_the_trained_encoder_untouched(tmp_path):
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(run), "--train_parts", "unet"]) == 0
+    tensors, _ = state.load_checkpoint(state.latest_checkpoint(run / "checkpoints"))
+    cfg = tiny_trained_text()
+    cfg.train_parts = "unet"
+    fresh = diffusion.build(cfg, argparse.Namespace(data="shapes")).model  # the same seed
+    moved = {
+        n for n, p in fresh.named_parameters() if not torch.equal(tensors[f"model.{n}"], p.data)
+    }
+    assert moved and all(n.startswith("unet.") for n in moved), sorted(moved)
+
+
 def test_a_fresh_encoder_reads_word_order_not_a_bag_of_words():
     # "red circle ... blue square" and "blue circle ... red square" have the same words: only
     # their positions tell them apart. With positions at 2% of the words' scale a fresh encoder
@@ -143,8 +156,8 @@ def test_train_parts_leaves_the_frozen_unet_untouched(tmp_path):
     assert any(".attn2." in n for n in moved) and any(n.startswith("text.") for n in moved)
 
     cfg = tiny_trained_text()
-    cfg.train_parts = "unet"
-    with pytest.raises(ValueError, match="unknown train_parts 'unet'; choose from"):
+    cfg.train_parts = "vae"
+    with pytest.raises(ValueError, match="unknown train_parts 'vae'; choose from"):
         diffusion.build(cfg, argparse.Namespace(data="shapes"))
     cfg = diffusion.preset("tiny")
     cfg.train_parts = "text"

@@ -29,6 +29,7 @@ RUN_OF = {
     ("shapes", "high_noise"): "shapes_patch/p16h",
     ("shapes", "uniform"): "shapes_patch/p16hu",
     ("shapes", "phrasing"): "shapes_prompts/anchor_config.json",
+    ("shapes", "crowded"): "shapes_prompts/crowded_config.json",
     ("fashion", "fashion"): "fashion32",
     ("fashion", "varied"): "fashion_prompts",
     ("fashion", "varied2"): "fashion_prompts/config_varied2.json",
@@ -49,7 +50,8 @@ CHOSEN_AFTER = {("fashion", "varied2"): {"guidance_scale": 3.0, "guidance_interv
 LATENT_STATS = ("latent_scale", "latent_shift")  # set from the data at export
 STRUCTURE = {
     "shapes": [("patch", "autoencoder", "", ""), ("high_noise", "diffusion", "", "patch")]
-    + [("uniform", "diffusion", "high_noise", "patch"), ("phrasing", "phrasing", "uniform", "")],
+    + [("uniform", "diffusion", "high_noise", "patch"), ("phrasing", "phrasing", "uniform", "")]
+    + [("crowded", "diffusion", "phrasing", "")],
     "fashion": [
         ("fashion", "diffusion", "", ""),
         ("varied", "diffusion", "fashion", ""),
@@ -279,12 +281,15 @@ def test_show_config_prints_a_shipped_presets_stages_as_json(capsys):
         t2i_main(["train", "diffusion", "--preset", "shapes", "--show-config", "--out", "r"]) == 0
     )
     shown = json.loads(capsys.readouterr().out)
-    assert [s["name"] for s in shown["stages"]] == ["patch", "high_noise", "uniform", "phrasing"]
-    uniform, phrasing = shown["stages"][-2:]
+    names = [s["name"] for s in shown["stages"]]
+    assert names == ["patch", "high_noise", "uniform", "phrasing", "crowded"]
+    uniform, phrasing, crowded = shown["stages"][-3:]
     assert uniform["init"] == str(Path("r/high_noise/model"))
     assert uniform["config"]["optim"]["lr"] == 3.5e-4
     assert phrasing["init"] == str(Path("r/uniform/model"))
     assert phrasing["config"]["train_parts"] == "text"
+    assert crowded["init"] == str(Path("r/phrasing/model"))
+    assert crowded["config"]["train_parts"] == "unet" and crowded["data"] == "shapes:crowded"
     argv = ["train", "diffusion", "--preset", "tiny", "--show-config", "--optim.lr", "0.5"]
     assert t2i_main(argv) == 0
     assert json.loads(capsys.readouterr().out)["optim"]["lr"] == 0.5

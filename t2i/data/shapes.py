@@ -72,7 +72,8 @@ class Scene:
 @dataclass
 class ShapesConfig:
     image_size: int = 64  # the judge is exact from 48 px up
-    max_objects: int = 3  # 1..max_objects objects per scene, each in its own cell
+    max_objects: int = 3  # min_objects..max_objects objects per scene, each in its own cell
+    min_objects: int = 1
     holdout: tuple[tuple[str, str], ...] = (("green", "star"), ("blue", "heart"))  # (colour, shape)
     backgrounds: tuple[str, ...] = tuple(BACKGROUNDS)
     seed: int = 0
@@ -83,6 +84,8 @@ class ShapesConfig:
             "default": ShapesConfig(),
             "single": ShapesConfig(max_objects=1),  # one object: the easiest task
             "white": ShapesConfig(backgrounds=("white",)),
+            # two or three objects: a fine-tune's mix for the scenes the default world draws worst
+            "crowded": ShapesConfig(min_objects=2),
         }
         if name not in presets:
             choices = sorted([*presets, "varied"])  # varied: captions of shapes_phrasing.py
@@ -92,6 +95,10 @@ class ShapesConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.max_objects <= GRID * GRID:
             raise ValueError(f"max_objects={self.max_objects}; choose from 1..{GRID * GRID}")
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(
+                f"min_objects={self.min_objects}; choose from 1..max_objects ({self.max_objects})"
+            )
         for colour, shape in self.holdout:
             if colour not in COLOURS or shape not in SHAPES:
                 raise ValueError(
@@ -116,7 +123,7 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def sample_scene(rng: np.random.Generator, config: ShapesConfig, split: str = "train") -> Scene:
     """One scene; `train`/`test` never hold a held-out pair, `holdout` always holds one."""
-    n = int(rng.integers(1, config.max_objects + 1))
+    n = int(rng.integers(config.min_objects, config.max_objects + 1))
     cells = rng.choice(GRID * GRID, size=n, replace=False)
     held = set(config.holdout)
     used: set[tuple[str, str]] = set()

@@ -14,7 +14,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from t2i.argtypes import parse_interval
+    from t2i.argtypes import add_cads_arguments, parse_interval
 
     p = subparsers.add_parser(
         "eval",
@@ -40,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="guide only where LO < sigma <= HI ('LO,HI'), or 'all' steps (model's default)",
     )
+    add_cads_arguments(p)
     p.add_argument(
         "--guide",
         action="append",
@@ -116,6 +117,8 @@ def _eval(model: str, args: argparse.Namespace) -> int:
         steps=_one(args.steps, int, "steps"),
         guidance=_one(args.guidance, float, "guidance"),
         guidance_interval=args.guidance_interval,
+        cads_noise=args.cads_noise,
+        cads_interval=args.cads_interval,
         seed=args.seed,
         batch_size=args.batch_size,
         heldout=not args.no_heldout,

@@ -99,10 +99,15 @@ def write_card(model: str | Path, report: dict) -> Path:
     )
     interval = r.get("guidance_interval")
     command += " --guidance-interval " + (",".join(map(str, interval)) if interval else "all")
+    if r.get("cads_noise"):
+        command += f" --cads-noise {r['cads_noise']}"
+        if r.get("cads_interval"):
+            command += " --cads-interval " + ",".join(map(str, r["cads_interval"]))
     if r.get("guides"):
         raise ValueError("a model's card holds its own figures: evaluate it without --guide")
     card = {"command": command}
     keys = ("n", "sampler", "steps", "guidance", "guidance_interval", "seed")
+    keys += tuple(k for k in ("cads_noise", "cads_interval") if r.get(k))
     card.update({k: r.get(k) for k in keys})
     for name, m in report["metrics"].items():
         card[name] = {k: m[k] for k in ("value", "real", "per_category") if k in m}
@@ -157,6 +162,8 @@ def _generated_eval(pipe, cfg: EvalConfig, report: dict, timing: dict) -> tuple:
         steps=cfg.steps,
         guidance=cfg.guidance,
         guidance_interval=cfg.guidance_interval,
+        cads_noise=cfg.cads_noise,
+        cads_interval=cfg.cads_interval,
         seed=cfg.seed,
         guides=guides,
     )
@@ -179,6 +186,8 @@ def _generated_eval(pipe, cfg: EvalConfig, report: dict, timing: dict) -> tuple:
     )
     if params.guides:
         report["guides"] = [list(g) for g in params.guides]
+    if params.cads_noise:
+        report.update(cads_noise=params.cads_noise, cads_interval=params.cads_interval)
     return out
 
 
@@ -205,6 +214,8 @@ def format_report(report: dict) -> str:
         head += f", {r['sampler']} {r['steps']} steps, guidance {r['guidance']}"
         if r.get("guidance_interval"):
             head += " on sigma in ({}, {}]".format(*r["guidance_interval"])
+        if r.get("cads_noise"):
+            head += f", CADS noise {r['cads_noise']}"
         head += f", NFE {r['nfe']}"
     lines = [head, f"extractor: {report['extractor']}"]
     if "reference" in report:

@@ -81,6 +81,8 @@ class EvalConfig:
     steps: int | None = None
     guidance: float | None = None
     guidance_interval: tuple[float, float] | str | None = None  # None: the model's; "all"
+    cads_noise: float | None = None  # condition-annealed sampling; None: the model's
+    cads_interval: tuple[float, float] | None = None
     seed: int = 0  # image i uses seed + i
     batch_size: int = 32  # images per sampler call (part of what fixes the numbers)
     heldout: bool = True  # shapes: also the held-out combinations prompt set

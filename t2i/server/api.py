@@ -71,6 +71,12 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "resample": ((int,), "inpainting: RePaint resampling passes, [1, max_resample]"),
     "mask_blur": ((int,), "inpainting: pixels of feathering at the mask's edge, [0, 64]"),
     "guidance_interval": ((list, str), '[lo, hi]: guide only where lo < sigma <= hi, or "all"'),
+    "cads_noise": (
+        (int, float),
+        "condition-annealed sampling: the prompt's states noised by this much (their own std) "
+        "at high sigma, [0, 10]; 0 off",
+    ),
+    "cads_interval": ((list,), "[lo, hi] sigmas: CADS noise is full at hi and gone at lo"),
     "loras": ((list,), "[[name, scale], ...]: LoRAs of the model (GET /api/models lists them)"),
     "controls": (
         (list,),
@@ -290,6 +296,8 @@ def _params(pipe: Generator, data: dict, files: dict) -> GenerationParams:
         resample=data.get("resample"),
         mask_blur=data.get("mask_blur"),
         guidance_interval=data.get("guidance_interval"),
+        cads_noise=data.get("cads_noise"),
+        cads_interval=data.get("cads_interval"),
         loras=_loras(data.get("loras")),
         guides=_pairs("guides", data.get("guides")),
         controls=_control_entries(data, files),

@@ -403,6 +403,7 @@ class Handler(BaseHTTPRequestHandler):
                 "steps": pipe.defaults["steps"],
                 "guidance": pipe.defaults["guidance_scale"],
                 "guidance_interval": pipe.defaults.get("guidance_interval"),
+                "cads_noise": pipe.defaults.get("cads_noise", 0.0),
                 "image_size": pipe.image_size,
                 "size_multiple": pipe.factor,
                 "loras": sorted(pipe.loras.loaded) if "lora" in pipe.supports.adapters else [],

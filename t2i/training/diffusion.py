@@ -95,12 +95,15 @@ def training_sigmas(cfg: DiffusionRecipeConfig, denoiser: nn.Module):
     return logit_normal
 
 
-TRAIN_PARTS = ("all", "text", "text_attention")
+TRAIN_PARTS = ("all", "text", "text_attention", "unet")
 
 
 def freeze_parts(model: nn.Module, parts: str) -> None:
     """Leave trainable only what `parts` names (TRAIN_PARTS) of a TextAndUNet."""
     if parts == "all":
+        return
+    if parts == "unet":  # the text encoder's reading stays what it was trained to be
+        model.text.requires_grad_(False)
         return
     model.unet.requires_grad_(False)
     if parts == "text_attention":
@@ -146,8 +149,9 @@ def check(cfg: DiffusionRecipeConfig) -> None:
         )
     if cfg.train_parts != "all" and cfg.text_encoder != TRAINED:
         raise ValueError(
-            f"train_parts {cfg.train_parts!r} trains the text encoder: it needs --text_encoder "
-            f"trained, not the frozen {cfg.text_encoder!r}"
+            f"train_parts {cfg.train_parts!r} chooses between the UNet and a trained text encoder: "
+            f"it needs --text_encoder trained, not the frozen {cfg.text_encoder!r} (with a frozen "
+            f"encoder, 'all' trains the UNet alone)"
         )
     check_learned(cfg)
     cfg.model.__post_init__()  # overrides may have made the UNet config inconsistent

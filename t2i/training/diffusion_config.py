@@ -61,7 +61,8 @@ class DiffusionRecipeConfig:
     balance: tuple[str, ...] = ()
     # what learns: "all"; "text" (a trained text encoder, the UNet frozen); "text_attention" (the
     # text encoder and the UNet's cross-attention, what reads the text): a fine-tune that
-    # teaches new phrasings while the UNet keeps what it draws
+    # teaches new phrasings while the UNet keeps what it draws; "unet" (a trained text encoder
+    # frozen): a fine-tune of what the UNet draws that keeps how the encoder reads
     train_parts: str = "all"
     sample_prompts: tuple[str, ...] = ()  # empty: the first 8 captions of the data
     sample_seed: int = 0  # image i of every grid starts from seed sample_seed + i
@@ -283,6 +284,19 @@ def _shapes_uniform() -> DiffusionRecipeConfig:
     return _shapes_patch(steps=14_000, lr=3.5e-4)
 
 
+def _shapes_crowded() -> DiffusionRecipeConfig:
+    """`shapes` stage 4, from the phrasing stage's model: the UNet alone (the encoder's reading of
+    prompts as people type them kept) on scenes of two and three objects (`shapes:crowded`), where
+    the grammar model drew worst."""
+    cfg = preset("shapes_uniform")  # through the registry, as the phrasing stage reads it
+    cfg.train_parts = "unet"
+    cfg.text_model = replace(cfg.text_model, layers=4)  # the phrasing stage's grown encoder
+    cfg.max_tokens = 64
+    cfg.loop = replace(cfg.loop, steps=6_000, ckpt_every=500, sample_every=0)
+    cfg.optim = replace(cfg.optim, lr=1e-4)
+    return cfg
+
+
 CONFIG_PRESETS = {
     "default": _small,
     "quick": _quick,
@@ -299,6 +313,7 @@ CONFIG_PRESETS = {
     "emoji_balanced3": _emoji_balanced3,
     "shapes_high_noise": _shapes_high_noise,
     "shapes_uniform": _shapes_uniform,
+    "shapes_crowded": _shapes_crowded,
 }
 
 EMOJI_DATA = "data_cache/emoji64"  # `t2i data emoji --out data_cache/emoji64`
@@ -353,6 +368,8 @@ SHIPPED = {
         ),
         # the words as people type them: the text encoder only (t2i/training/diffusion_phrasing.py)
         Stage("phrasing", "phrasing", "shapes_phrasing", "shapes:varied", init="uniform"),
+        # two- and three-object scenes: the UNet alone, the phrasing stage's encoder frozen
+        Stage("crowded", "diffusion", "shapes_crowded", "shapes:crowded", init="phrasing"),
     ),
 }
 
