@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 import t2i
 
 
 def seconds_per_image(pipe, p, n: int, repeats: int) -> float:
-    pipe.generate(p, n)  # warm: the text states, the adapter's first features
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        pipe.generate(p, n)
-        times.append((time.perf_counter() - start) / n)
-    return float(np.median(times))
+    """Median over `repeats` calls of n images (after one warm-up call), per image."""
+    return median_seconds(lambda: pipe.generate(p, n), repeats) / n
 
 
 def main() -> None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 import t2i
 
@@ -30,13 +29,8 @@ def decode(autoencoder, z: torch.Tensor, bf16: bool) -> torch.Tensor:
 
 
 def seconds_per_image(autoencoder, z: torch.Tensor, bf16: bool, repeats: int) -> float:
-    decode(autoencoder, z, bf16)  # warm-up: oneDNN picks and caches its kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        decode(autoencoder, z, bf16)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / len(z)
+    """Median over `repeats` decodes of the batch z (after one warm-up), per image."""
+    return median_seconds(lambda: decode(autoencoder, z, bf16), repeats) / len(z)
 
 
 def rows(model: str, repeats: int, size: int = 64) -> list[dict]:

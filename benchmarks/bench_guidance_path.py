@@ -18,21 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 from t2i.evaluation.emoji_clip import load_emoji_clip, to_input
 from t2i.families import load
 from t2i.guides.guide import load_guide
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t0) / repeats
 
 
 def main() -> None:
@@ -66,7 +58,7 @@ def main() -> None:
         clip.encode_image(to_input(clip, pixels)).sum().backward()
 
     rows = {
-        name: timed(fn, args.repeats)
+        name: median_seconds(fn, args.repeats)
         for name, fn in (
             ("unguided", unguided),
             ("latent guide", latent_guide),

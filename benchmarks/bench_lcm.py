@@ -37,12 +37,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 import t2i
 
@@ -51,13 +50,7 @@ STUDENT_STEPS = (1, 2, 4, 8)
 
 def seconds_per_image(pipe, p, batch: int, repeats: int) -> float:
     """Median over `repeats` calls of one batch (after one warm-up call), per image."""
-    pipe.generate(p, n=batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        pipe.generate(p, n=batch)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / batch
+    return median_seconds(lambda: pipe.generate(p, n=batch), repeats) / batch
 
 
 def speed(args) -> list[dict]:
