@@ -309,6 +309,44 @@ def test_fine_tuning_starts_from_the_model_folder_and_checks_it_fits(tmp_path, c
 
 
 @pytest.mark.slow
+def test_a_deeper_middle_grown_from_a_trained_unet_starts_as_it(tmp_path, capsys):
+    import argparse
+
+    from t2i.checkpoint import load_component
+    from t2i.training import diffusion
+
+    base = tmp_path / "base"
+    run_cli("diffusion", "--data", "shapes", *TINY, "--loop.steps", "2", "--out", str(base))
+    trained = load_component(base / "model" / "unet").float().eval()
+    depth = trained.config.transformer_depth
+
+    cfg = diffusion.preset("tiny")
+    cfg.model.mid_depth = depth + 2
+    recipe = diffusion.build(cfg, argparse.Namespace(data="shapes", init=str(base / "model")))
+    grown = [f"mid_attn.blocks.{depth}", f"mid_attn.blocks.{depth + 1}"]
+    assert recipe.config["init"]["grown"] == grown
+    assert "grows by 2 transformer block(s)" in capsys.readouterr().err
+    net = recipe.model.eval()
+    assert len(net.mid_attn.blocks) == depth + 2
+    for name in grown:  # the new blocks' residual branches are zero, their inputs are not
+        block = net.get_submodule(name)
+        assert block.attn1.to_out.weight.abs().sum() == 0
+        assert block.ff.proj_out.weight.abs().sum() == 0
+        assert block.attn1.to_qkv.weight.abs().sum() > 0
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    ctx = torch.randn(2, 5, cfg.model.context_dim)
+    with torch.no_grad():
+        assert torch.equal(net(x, t, ctx), trained(x, t, ctx))  # exactly what it computed
+    run_cli("diffusion", "--data", "shapes", *TINY, "--loop.steps", "2", "--out",
+            str(tmp_path / "ft"), "--init", str(base / "model"), "--model.mid_depth",
+            str(depth + 2), "--optim.lr", "1e-2")  # fmt: skip
+    after = load_component(tmp_path / "ft" / "model" / "unet")
+    assert after.config.mid_depth == depth + 2  # the folder records its deeper middle
+    assert after.get_submodule(grown[0]).attn1.to_out.weight.abs().sum() > 0  # and it trained
+
+
+@pytest.mark.slow
 def test_decoder_fine_tuning_keeps_the_encoder_and_so_the_latents(tmp_path):
     from t2i.checkpoint import load_model_folder
 

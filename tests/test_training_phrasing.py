@@ -39,6 +39,14 @@ def built(base, data: str = "shapes:varied", layers: int = 3):
     return dp.build(cfg, args)
 
 
+def test_the_preset_grows_the_encoder_it_adopts_and_the_default_keeps_it(base):
+    args = argparse.Namespace(init=str(base), data="shapes:varied", autoencoder=None)
+    own = t2i.load(base).text_encoder.config.layers
+    assert own < 4
+    assert dp.adopt(dp.preset("shapes_phrasing"), args).text_model.layers == 4  # as it shipped
+    assert dp.adopt(dp.preset("default"), args).text_model.layers == own
+
+
 def test_the_student_starts_as_the_teacher_and_learns_with_the_unet_frozen(base):
     recipe = built(base)
     items = [recipe.dataset[i] for i in range(16)]

@@ -209,3 +209,17 @@ def test_context_layers_start_as_identity_then_mix_tokens_and_respect_the_mask()
         UNetConfig.preset("tiny", context_layers=-1)
     with pytest.raises(ValueError, match="needs context_dim > 0"):
         UNetConfig.preset("tiny", context_layers=1, context_dim=0)
+
+
+def test_mid_depth_sets_the_middle_transformers_blocks_alone():
+    default = UNet(UNetConfig.preset("tiny", transformer_depth=2))
+    deeper = UNet(UNetConfig.preset("tiny", transformer_depth=2, mid_depth=5))
+    assert len(default.mid_attn.blocks) == 2 and len(deeper.mid_attn.blocks) == 5
+    levels = [b[1] for b in deeper.down if len(b) > 1 and b[1] is not None]
+    assert levels and all(len(t.blocks) == 2 for t in levels)  # the other levels keep theirs
+    x, t, ctx = torch.randn(1, 3, 16, 16), torch.tensor([3]), torch.randn(1, 4, 32)
+    assert deeper(x, t, ctx).shape == x.shape
+    with pytest.raises(ValueError, match="mid_depth must be >= 0"):
+        UNetConfig.preset("tiny", mid_depth=-1)
+    with pytest.raises(ValueError, match="needs mid_attention"):
+        UNetConfig.preset("tiny", mid_depth=2, mid_attention=False)

@@ -27,6 +27,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "attention_levels": (0, 7),  # validate() also keeps them below len(channels)
     "head_dim": (1, 4096),
     "transformer_depth": (1, 64),
+    "mid_depth": (0, 64),  # 0: transformer_depth
     "context_dim": (0, 4096),  # 0: no cross-attention
     "pooled_dim": (0, 4096),
     "groups": (1, 4096),

@@ -39,6 +39,9 @@ class UNetConfig:
     mid_attention: bool = True  # a transformer in the middle block
     head_dim: int = 32  # channels per attention head
     transformer_depth: int = 1  # transformer blocks per attention layer
+    mid_depth: int = 0  # transformer blocks in the middle block; 0: transformer_depth. Where a
+    #                     scene's parts meet at the lowest resolution: a trained UNet grown here
+    #                     with --init starts its new blocks as the identity (diffusion_init.py)
     context_dim: int = 384  # text token width for cross-attention; 0: no cross-attention
     pooled_dim: int = 0  # pooled text embedding added to the time embedding (Imagen); 0: unused
     groups: int = 32  # GroupNorm groups
@@ -99,6 +102,11 @@ class UNetConfig:
             raise ValueError(f"stem_kernel must be 1 or 3, got {self.stem_kernel}")
         if self.position_features < 0:
             raise ValueError(f"position_features must be >= 0, got {self.position_features}")
+        if self.mid_depth < 0 or (self.mid_depth and not self.mid_attention):
+            raise ValueError(
+                f"mid_depth must be >= 0 and needs mid_attention, got mid_depth={self.mid_depth}, "
+                f"mid_attention={self.mid_attention}"
+            )
         if self.context_layers < 0 or (self.context_layers and not self.context_dim):
             raise ValueError(
                 f"context_layers must be >= 0 and needs context_dim > 0, got "
@@ -230,7 +238,7 @@ class UNet(nn.Module):
         mid_heads = mid_ch // c.head_dim
         self.mid_res1 = res(mid_ch, mid_ch)
         self.mid_attn = (
-            SpatialTransformer(mid_ch, mid_heads, ctx, c.groups, c.transformer_depth)
+            SpatialTransformer(mid_ch, mid_heads, ctx, c.groups, c.mid_depth or c.transformer_depth)
             if c.mid_attention
             else None
         )

@@ -26,6 +26,7 @@ from t2i.checkpoint import (
     resolve_model,
 )
 from t2i.data.cache import file_digest
+from t2i.models.layers import TransformerBlock
 from t2i.models.text_encoder import TextTransformer, build_vocab, grow_text_transformer
 from t2i.models.unet import UNet, UNetConfig
 from t2i.schedules import DiscreteSchedule
@@ -136,9 +137,13 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
     own = net.state_dict()  # freshly built: parts that start at zero are all zeros here
     state = widen_conv_in(state, own, net.config)
     shared = state.keys() & own.keys()
+    grown = grown_blocks(net, state)
+    new_keys = {k for name in grown for k in own if k.startswith(name + ".")}
     problems = {
         "not in this UNet": sorted(state.keys() - own.keys()),
-        "missing": sorted(k for k in own.keys() - state.keys() if own[k].count_nonzero() > 0),
+        "missing": sorted(
+            k for k in own.keys() - state.keys() - new_keys if own[k].count_nonzero() > 0
+        ),
         "of another shape": sorted(k for k in shared if state[k].shape != own[k].shape),
     }
     detail = "; ".join(f"{what}: {keys[:4]}" for what, keys in problems.items() if keys)
@@ -148,7 +153,41 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
             "give the same --model.* settings it was trained with (see its unet/config.json)"
         )
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    return {"path": str(Path(folder).resolve()), "digest": file_digest(weights)}
+    record = {"path": str(Path(folder).resolve()), "digest": file_digest(weights)}
+    if grown:
+        for name in grown:
+            start_as_identity(net.get_submodule(name))
+        print(
+            f"the UNet of {folder} grows by {len(grown)} transformer block(s): {grown}",
+            file=sys.stderr,
+            flush=True,
+        )
+        record["grown"] = grown
+    return record
+
+
+def grown_blocks(net: UNet, state: dict) -> list[str]:
+    """The transformer blocks of `net` that the trained `state` has none of (a deeper middle,
+    `--model.mid_depth`): each starts as the identity, so the grown UNet computes what the trained
+    one did, and training then gives the scene's parts more layers to meet in."""
+    names = []
+    for name, module in net.named_modules():
+        keys = [f"{name}.{k}" for k in module.state_dict()]
+        if isinstance(module, TransformerBlock) and not any(k in state for k in keys):
+            names.append(name)
+    return names
+
+
+def start_as_identity(block: TransformerBlock) -> None:
+    """Zero every residual branch's last layer: x + 0 + 0 + 0. Their inputs are not zero, so the
+    first step already moves them (as ControlNet's zero convolutions)."""
+    layers = [block.attn1.to_out, block.ff.proj_out]
+    if block.attn2 is not None:
+        layers.append(block.attn2.to_out)
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
 
 
 def widen_conv_in(state: dict, own: dict, config: UNetConfig) -> dict:

@@ -48,6 +48,7 @@ NAME = "phrasing"
 
 def _default() -> DiffusionRecipeConfig:
     cfg = DiffusionRecipeConfig(train_parts="text")
+    cfg.text_model = replace(cfg.text_model, layers=0)  # the --init model's encoder, not grown
     cfg.optim = replace(cfg.optim, lr=3e-4, warmup_steps=100)
     return cfg
 
@@ -71,10 +72,13 @@ def preset(name: str) -> DiffusionRecipeConfig:
 
 
 def adopt(cfg: DiffusionRecipeConfig, args) -> DiffusionRecipeConfig:
-    """The --init model's settings; what learns stays this recipe's (the text encoder)."""
-    parts = cfg.train_parts
+    """The --init model's settings; what learns stays this recipe's (the text encoder), and so
+    does the depth the preset grows that encoder to (`shapes_phrasing`: 4 blocks from the grammar
+    model's 2), which adopting the folder's encoder would otherwise undo."""
+    parts, layers = cfg.train_parts, cfg.text_model.layers
     cfg = adopt_base(cfg, args)
     cfg.train_parts = parts
+    cfg.text_model = replace(cfg.text_model, layers=max(cfg.text_model.layers, layers))
     return cfg
 
 
