@@ -64,7 +64,16 @@ def _shapes() -> DiffusionRecipeConfig:
     return cfg
 
 
-CONFIG_PRESETS = {"default": _default, "shapes_phrasing": _shapes}
+def _shapes2() -> DiffusionRecipeConfig:
+    """a candidate sixth stage of `shapes`: the same distillation once more, from the crowded
+    stage's model (its UNet now the teacher's and the student's), on seed 1 at half the lr"""
+    cfg = _shapes()
+    cfg.loop = replace(cfg.loop, steps=5_000, seed=1)
+    cfg.optim = replace(cfg.optim, lr=1.5e-4)
+    return cfg
+
+
+CONFIG_PRESETS = {"default": _default, "shapes_phrasing": _shapes, "shapes_phrasing2": _shapes2}
 
 
 def preset(name: str) -> DiffusionRecipeConfig:
