@@ -176,6 +176,19 @@ class TransformerBlock(nn.Module):
             x = x + self.attn2(self.norm2(x), context, mask, keep)
         return x + self.ff(self.norm3(x))
 
+    @torch.no_grad()
+    def start_as_identity(self) -> TransformerBlock:
+        """Zero every residual branch's last layer, so the block computes x + 0 + 0 + 0: a block
+        added to a trained network leaves it as it was. The branches' inputs are not zero, so the
+        first step already moves them (as ControlNet's zero convolutions)."""
+        outputs = [self.attn1.to_out, self.ff.proj_out]
+        if self.attn2 is not None:
+            outputs.append(self.attn2.to_out)
+        for layer in outputs:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        return self
+
 
 class SpatialTransformer(nn.Module):
     """GroupNorm, linear projection to tokens, transformer blocks, back, residual (Rombach 2022)."""

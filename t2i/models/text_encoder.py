@@ -345,9 +345,7 @@ def grow_text_transformer(
             if i < old.layers:
                 block.load_state_dict(encoder.blocks[i].state_dict())
             else:
-                for layer in (block.attn1.to_out, block.ff.proj_out):
-                    layer.weight.zero_()
-                    layer.bias.zero_()
+                block.start_as_identity()
     return grown.train(encoder.training)
 
 

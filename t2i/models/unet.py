@@ -211,10 +211,8 @@ class UNet(nn.Module):
             TransformerBlock(c.context_dim, c.context_dim // c.head_dim)
             for _ in range(c.context_layers)
         )
-        for block in self.context_blocks:  # zero residual branches: a model without them loads
-            for layer in (block.attn1.to_out, block.ff.proj_out):
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+        for block in self.context_blocks:  # a model without them loads and computes the same
+            block.start_as_identity()
 
         def res(i: int, o: int) -> ResBlock:
             return ResBlock(i, o, c.groups, c.dropout)

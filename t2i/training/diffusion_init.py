@@ -156,7 +156,7 @@ def init_unet(net: UNet, folder: str | Path) -> dict:
     record = {"path": str(Path(folder).resolve()), "digest": file_digest(weights)}
     if grown:
         for name in grown:
-            start_as_identity(net.get_submodule(name))
+            net.get_submodule(name).start_as_identity()
         print(
             f"the UNet of {folder} grows by {len(grown)} transformer block(s): {grown}",
             file=sys.stderr,
@@ -172,22 +172,11 @@ def grown_blocks(net: UNet, state: dict) -> list[str]:
     one did, and training then gives the scene's parts more layers to meet in."""
     names = []
     for name, module in net.named_modules():
-        keys = [f"{name}.{k}" for k in module.state_dict()]
-        if isinstance(module, TransformerBlock) and not any(k in state for k in keys):
+        if isinstance(module, TransformerBlock) and not any(
+            f"{name}.{key}" in state for key in module.state_dict()
+        ):
             names.append(name)
     return names
-
-
-def start_as_identity(block: TransformerBlock) -> None:
-    """Zero every residual branch's last layer: x + 0 + 0 + 0. Their inputs are not zero, so the
-    first step already moves them (as ControlNet's zero convolutions)."""
-    layers = [block.attn1.to_out, block.ff.proj_out]
-    if block.attn2 is not None:
-        layers.append(block.attn2.to_out)
-    with torch.no_grad():
-        for layer in layers:
-            layer.weight.zero_()
-            layer.bias.zero_()
 
 
 def widen_conv_in(state: dict, own: dict, config: UNetConfig) -> dict:
