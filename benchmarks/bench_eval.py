@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 from t2i.data.fashion import CLASSES
 from t2i.evaluation.classifier import (
@@ -29,15 +30,6 @@ from t2i.evaluation.classifier import (
 )
 from t2i.evaluation.features import extract_features
 from t2i.evaluation.metrics import frechet_distance, kid
-
-
-def _median_seconds(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def train_speed(rounds: int = 5) -> None:
@@ -60,7 +52,7 @@ def train_speed(rounds: int = 5) -> None:
         for threads, bf16 in settings:
             torch.set_num_threads(threads)
             step(bf16)  # warm-up for this setting
-            times[(threads, bf16)].append(_median_seconds(lambda b=bf16: step(b)))
+            times[(threads, bf16)].append(median_seconds(lambda b=bf16: step(b), 3))
     print("| threads | fp32 s/step | bf16 s/step |\n|---|---|---|")
     for threads in (1, 2):
         fp32, bf16 = (statistics.median(times[(threads, b)]) for b in (False, True))
@@ -96,8 +88,8 @@ def main() -> None:
         k_mean, k_std = kid(a, b, subsets=50, subset_size=min(n // 2, 1000), seed=0)
         print(f"| {n} | {frechet_distance(a, b):.3f} | {1e3 * k_mean:.3f} ± {1e3 * k_std:.3f} |")
     a, b = f_train[:1000], f_test[:1000]
-    fd_s = _median_seconds(lambda: frechet_distance(a, b))
-    kid_s = _median_seconds(lambda: kid(a, b, subsets=100, subset_size=1000))
+    fd_s = median_seconds(lambda: frechet_distance(a, b), 3)
+    kid_s = median_seconds(lambda: kid(a, b, subsets=100, subset_size=1000), 3)
     print(f"\ncost at n=1000, d={a.shape[1]}: FD {fd_s:.3f} s, KID (100 x 1000) {kid_s:.2f} s")
 
 
