@@ -50,3 +50,22 @@ def test_training_card_adds_up_the_wall_time_of_resumed_segments(tmp_path):
     card = training_card(tmp_path, {"step": 40, "samples_seen": 320})
     assert card["wall_time_s"] == 22.0 and card["wall_time_s_last_segment"] == 8.0
     assert card["segments"] == 2 and card["steps"] == 40 and card["images_seen"] == 320
+
+
+def test_an_autoencoder_adopted_from_a_model_folder_carries_that_folders_autoencoder_card(
+    tmp_path,
+):
+    """A fine-tune's autoencoder is its --init model folder: the exported card must describe
+    the autoencoder (the folder card's `autoencoder` entry), not the whole model it came from."""
+    from t2i.training.export import autoencoder_card
+
+    own = {"data": {"source": "none: a fixed resize + patch map"}}
+    model = tmp_path / "model"
+    model.mkdir()
+    card = {"data": {"source": "shapes:crowded"}, "training": {"steps": 6000}, "autoencoder": own}
+    (model / "model_index.json").write_text(json.dumps(card))
+    assert autoencoder_card(model) == own
+    alone = tmp_path / "ae"  # an autoencoder run's own folder: its card is the autoencoder's
+    alone.mkdir()
+    (alone / "model_index.json").write_text(json.dumps({"training": {"steps": 3}, "x": 1}))
+    assert autoencoder_card(alone) == {"training": {"steps": 3}}

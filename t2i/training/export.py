@@ -110,9 +110,14 @@ def run_facts(training: dict | None, ae_record: dict | None) -> dict:
 
 
 def autoencoder_card(folder: Path) -> dict:
-    """The autoencoder folder's own data and training facts: part of what the model cost."""
+    """The autoencoder folder's own data and training facts: part of what the model cost. A
+    whole model folder (a fine-tune adopts its --init's autoencoder) holds them in its card's
+    `autoencoder` entry; its own data and training are the diffusion model's, not the
+    autoencoder's."""
     index_path = folder / INDEX_NAME
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    if isinstance(index.get("autoencoder"), dict):
+        index = index["autoencoder"]
     return {k: index[k] for k in ("data", "training") if k in index}
 
 
