@@ -36,8 +36,10 @@ def test_the_default_model_is_shapes_and_its_card_passes_the_bar():
 
     assert t2i.DEFAULT_MODEL == "shapes"
     index = json.loads((BUNDLED_DIR / "shapes" / "model_index.json").read_text())
-    # the shapes scenes; its last stage trained the UNet on scenes of two and three objects
-    assert index["data"]["source"] == "shapes:crowded" and index["training"]["steps"] > 0
+    # the shapes scenes; its last stage taught the text encoder captions as people type them,
+    # the one before it the UNet scenes of two and three objects
+    assert index["data"]["source"] == "shapes:varied" and index["training"]["steps"] > 0
+    assert index["training"]["initialised_from"]["stage"] == "crowded"
     assert index["evaluation"]["compositional_accuracy_fixed"]["value"] >= 0.9
     for part in ("unet", "text_encoder"):
         assert _dtypes(BUNDLED_DIR / "shapes" / part / "model.safetensors") == {"F16"}

@@ -30,6 +30,7 @@ RUN_OF = {
     ("shapes", "uniform"): "shapes_patch/p16hu",
     ("shapes", "phrasing"): "shapes_prompts/anchor_config.json",
     ("shapes", "crowded"): "shapes_prompts/crowded_config.json",
+    ("shapes", "phrasing2"): "shapes_prompts/phrasing2_config.json",
     ("fashion", "fashion"): "fashion32",
     ("fashion", "varied"): "fashion_prompts",
     ("fashion", "varied2"): "fashion_prompts/config_varied2.json",
@@ -51,7 +52,7 @@ LATENT_STATS = ("latent_scale", "latent_shift")  # set from the data at export
 STRUCTURE = {
     "shapes": [("patch", "autoencoder", "", ""), ("high_noise", "diffusion", "", "patch")]
     + [("uniform", "diffusion", "high_noise", "patch"), ("phrasing", "phrasing", "uniform", "")]
-    + [("crowded", "diffusion", "phrasing", "")],
+    + [("crowded", "diffusion", "phrasing", ""), ("phrasing2", "phrasing", "crowded", "")],
     "fashion": [
         ("fashion", "diffusion", "", ""),
         ("varied", "diffusion", "fashion", ""),
@@ -282,14 +283,18 @@ def test_show_config_prints_a_shipped_presets_stages_as_json(capsys):
     )
     shown = json.loads(capsys.readouterr().out)
     names = [s["name"] for s in shown["stages"]]
-    assert names == ["patch", "high_noise", "uniform", "phrasing", "crowded"]
-    uniform, phrasing, crowded = shown["stages"][-3:]
+    assert names == ["patch", "high_noise", "uniform", "phrasing", "crowded", "phrasing2"]
+    uniform, phrasing, crowded, phrasing2 = shown["stages"][-4:]
     assert uniform["init"] == str(Path("r/high_noise/model"))
     assert uniform["config"]["optim"]["lr"] == 3.5e-4
     assert phrasing["init"] == str(Path("r/uniform/model"))
     assert phrasing["config"]["train_parts"] == "text"
     assert crowded["init"] == str(Path("r/phrasing/model"))
     assert crowded["config"]["train_parts"] == "unet" and crowded["data"] == "shapes:crowded"
+    assert (
+        phrasing2["init"] == str(Path("r/crowded/model")) and phrasing2["data"] == "shapes:varied"
+    )
+    assert phrasing2["config"]["train_parts"] == "text" and phrasing2["config"]["loop"]["seed"] == 1
     argv = ["train", "diffusion", "--preset", "tiny", "--show-config", "--optim.lr", "0.5"]
     assert t2i_main(argv) == 0
     assert json.loads(capsys.readouterr().out)["optim"]["lr"] == 0.5

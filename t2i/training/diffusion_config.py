@@ -370,6 +370,8 @@ SHIPPED = {
         Stage("phrasing", "phrasing", "shapes_phrasing", "shapes:varied", init="uniform"),
         # two- and three-object scenes: the UNet alone, the phrasing stage's encoder frozen
         Stage("crowded", "diffusion", "shapes_crowded", "shapes:crowded", init="phrasing"),
+        # the words once more, now read through the crowded stage's UNet (the encoder alone)
+        Stage("phrasing2", "phrasing", "shapes_phrasing2", "shapes:varied", init="crowded"),
     ),
 }
 
