@@ -121,6 +121,8 @@ def test_load_dataset_names_and_errors(tmp_path):
     assert all(len(ds[i]["scene"].objects) == 1 for i in range(10))
     crowded = load_dataset("shapes:crowded", length=60, seed=3)
     assert {len(crowded[i]["scene"].objects) for i in range(60)} == {2, 3}
+    three = load_dataset("shapes:three", length=20, seed=3)
+    assert {len(three[i]["scene"].objects) for i in range(20)} == {3}
     with pytest.raises(ValueError, match=r"min_objects=3; choose from 1..max_objects \(2\)"):
         ShapesConfig(min_objects=3, max_objects=2)
     with pytest.raises(ValueError, match="fashion"):

@@ -86,6 +86,7 @@ class ShapesConfig:
             "white": ShapesConfig(backgrounds=("white",)),
             # two or three objects: a fine-tune's mix for the scenes the default world draws worst
             "crowded": ShapesConfig(min_objects=2),
+            "three": ShapesConfig(min_objects=3),  # three objects only: the weakest scenes
         }
         if name not in presets:
             choices = sorted([*presets, "varied"])  # varied: captions of shapes_phrasing.py
