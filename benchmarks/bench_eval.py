@@ -51,7 +51,7 @@ def train_speed(rounds: int = 5) -> None:
     for _ in range(rounds):
         for threads, bf16 in settings:
             torch.set_num_threads(threads)
-            step(bf16)  # warm-up for this setting
+            # median_seconds makes a warm-up call for this setting first
             times[(threads, bf16)].append(median_seconds(lambda b=bf16: step(b), 3))
     print("| threads | fp32 s/step | bf16 s/step |\n|---|---|---|")
     for threads in (1, 2):

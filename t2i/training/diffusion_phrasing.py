@@ -65,8 +65,8 @@ def _shapes() -> DiffusionRecipeConfig:
 
 
 def _shapes2() -> DiffusionRecipeConfig:
-    """a candidate sixth stage of `shapes`: the same distillation once more, from the crowded
-    stage's model (its UNet now the teacher's and the student's), on seed 1 at half the lr"""
+    """the last stage of `shapes`: the same distillation once more, from the crowded stage's
+    model (its UNet now the teacher's and the student's), on seed 1 at half the lr"""
     cfg = _shapes()
     cfg.loop = replace(cfg.loop, steps=5_000, seed=1)
     cfg.optim = replace(cfg.optim, lr=1.5e-4)
