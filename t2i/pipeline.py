@@ -40,7 +40,7 @@ from t2i.models.log_snr import LearnedLogSNR
 from t2i.models.text_encoder import TextTransformer
 from t2i.params import GenerationParams, check_int, check_sides
 from t2i.protocol import Generator, Supports
-from t2i.samplers import SAMPLERS, get_sampler, sigmas_for
+from t2i.samplers import CONSISTENCY_SAMPLERS, SAMPLERS, get_sampler, sigmas_for
 from t2i.schedules import DiscreteSchedule, discrete_sigmas, lcm_timesteps
 
 DEFAULT_SAMPLING = {"name": "ddim", "steps": 20, "guidance_scale": 3.0}
@@ -184,7 +184,7 @@ class Pipeline(Generator):
         self.latent_size(p.height, p.width)  # the autoencoder's own check of the sides
         check_strength(p.strength)
         check_int("resample", p.resample, 1, 20)
-        if p.sampler == "lcm":
+        if p.sampler in CONSISTENCY_SAMPLERS:
             self.sigmas(p.steps, p.sampler, self.lcm_grid(p))  # steps on the distillation grid
         if self.embeds_guidance and (p.negative or p.guidance_interval is not None):
             raise ValueError(
@@ -200,11 +200,11 @@ class Pipeline(Generator):
 
     def sigmas(self, steps: int, sampler: str | None = None, grid: int | None = None):
         """The (steps + 1,) noise levels of a run; the index may name a schedule per model.
-        Sampler "lcm" on a discrete model steps on the timesteps a consistency model is
+        Samplers "lcm" and "mcm" on a discrete model step on the timesteps a consistency model is
         distilled on (schedules.lcm_timesteps): those of `grid` points (an LCM-LoRA's, see
         lcm_grid), else of the grid the index's "consistency" names."""
         table = getattr(self.denoiser, "sigmas", None)
-        if sampler == "lcm" and table is not None:
+        if sampler in CONSISTENCY_SAMPLERS and table is not None:
             grid = grid or self.index.get("consistency", {}).get("grid_steps", LCM_GRID_STEPS)
             return discrete_sigmas(table, steps, at=lcm_timesteps(steps, len(table), grid))
         return sigmas_for(self.denoiser, steps, self.index.get("sigma_schedule", "auto"))

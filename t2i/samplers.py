@@ -186,6 +186,15 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, generator=None)
     return x
 
 
+@torch.no_grad()
+def sample_mcm(model, x, sigmas, extra_args=None, callback=None, generator=None):
+    """Multistep consistency sampling (Heek et al. 2024): from each segment's top, a DDIM step
+    with the student's x0 estimate straight to the segment's end, no fresh noise. Meant for
+    multistep consistency students (`t2i train lcm --preset multistep`), whose D maps x to where
+    the ODE crosses the next of the sigmas it was distilled on."""
+    return sample_euler(model, x, sigmas, extra_args, callback, generator)
+
+
 # ---------------------------------------------------------------- second order
 
 
@@ -282,7 +291,10 @@ SAMPLERS: dict[str, Callable] = {
     "euler_ancestral": sample_euler_ancestral,
     "heun": sample_heun,
     "lcm": sample_lcm,
+    "mcm": sample_mcm,
 }
+# the samplers that step on a consistency student's distillation grid (schedules.lcm_timesteps)
+CONSISTENCY_SAMPLERS = ("lcm", "mcm")
 
 
 def get_sampler(name: str) -> Callable:

@@ -20,7 +20,7 @@ from t2i.adapters import lora
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lcm")
     teacher = write_tiny_model(root / "teacher", steps=2)
-    for preset in ("tiny", "tiny_full"):
+    for preset in ("tiny", "tiny_full", "tiny_multistep"):
         run_cli(
             "lcm", "--teacher", str(teacher), "--data", "shapes", "--preset", preset,
             "--no-progress", "--loop.steps", "2", "--out", str(root / preset),
@@ -48,6 +48,25 @@ def test_the_adapting_folder_is_its_teacher_with_the_lora_applied(runs):
         pixels(student, loras=[("lcm", 0.0)])
     student.loras.unfuse()
     assert torch.equal(pixels(student, loras=[("lcm", 0.0)]), pixels(teacher, **same))
+
+
+def test_a_multistep_student_samples_deterministically_on_its_segment_tops(runs):
+    from t2i.schedules import discrete_sigmas, lcm_timesteps
+
+    student = t2i.load(runs / "tiny_multistep" / "model")
+    p = student.params("a red circle")
+    assert (p.sampler, p.steps, p.guidance) == ("mcm", 2, 1.0)
+    table = student.denoiser.sigmas
+    tops = discrete_sigmas(table, 2, at=lcm_timesteps(2, len(table), 10))
+    assert torch.equal(student.sigmas(2, "mcm"), tops)
+    assert student.index["consistency"]["method"] == "mcm-lora"
+    assert student.index["consistency"]["segments"] == 2
+    # no fresh noise between steps: the Euler (DDIM) run on the same sigmas (at 2 steps the
+    # trailing spacing picks the grid's tops too)
+    assert torch.equal(student.sigmas(2, "euler"), tops)
+    same = pixels(student, sampler="euler")
+    assert torch.equal(pixels(student), same)
+    assert not torch.equal(pixels(student, sampler="lcm"), same)
 
 
 def test_a_lora_made_for_a_sampler_brings_its_settings_unless_the_request_gives_them(runs):

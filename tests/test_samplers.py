@@ -14,6 +14,7 @@ from t2i.samplers import (
     sample_euler,
     sample_euler_ancestral,
     sample_lcm,
+    sample_mcm,
     sigmas_for,
 )
 from t2i.schedules import DiscreteSchedule, discrete_sigmas, sigmas_karras
@@ -80,6 +81,32 @@ def test_lcm_with_a_consistency_function_is_exact_at_any_steps(steps):
     g = torch.Generator().manual_seed(0)
     out = sample_lcm(f, torch.randn(N, 1, generator=g) * 80.0, sigmas, generator=g)
     assert abs(out.mean().item() - mu) < 0.02 and abs(out.std().item() - s) < 0.02
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_mcm_with_an_exact_multistep_map_is_exact_and_with_lcms_map_is_not(steps):
+    """A multistep consistency map sends x at sigma to the ODE's point at the next sigma of the
+    run, read as the x0 estimate whose DDIM step lands there; `mcm` with it gives the data law
+    for N(mu, s^2) at any steps. LCM's map to the ODE's end is right only in one step."""
+    mu, s = 1.0, 0.5
+    sigmas = sigmas_karras(steps, 0.5, 80.0) if steps > 1 else torch.tensor([80.0, 0.0])
+    following = {float(a): b for a, b in zip(sigmas[:-1], sigmas[1:])}
+
+    def to_next(x, sigma):
+        end = following[float(sigma[0])]
+        landing = mu + (x - mu) * ((s**2 + end**2) / (s**2 + sigma[:, None] ** 2)).sqrt()
+        r = end / sigma[:, None]
+        return (landing - r * x) / (1 - r)
+
+    def to_end(x, sigma):
+        return mu + (x - mu) * s / (s**2 + sigma[:, None] ** 2).sqrt()
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(N, 1, generator=g) * 80.0
+    out = sample_mcm(to_next, noise, sigmas)
+    assert abs(out.mean().item() - mu) < 0.02 and abs(out.std().item() - s) < 0.02
+    std_lcm_map = sample_mcm(to_end, noise, sigmas).std().item()
+    assert (abs(std_lcm_map - s) < 0.02) == (steps == 1), std_lcm_map
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def built(teacher, preset: str, **overrides):
     return lcm.build(cfg, args)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny_full"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny_full", "tiny_multistep"])
 def test_the_distillation_loss_falls_on_a_tiny_model(teacher, preset):
     recipe = built(teacher, preset)
     batch = recipe.collate([recipe.dataset[i] for i in range(8)])
@@ -106,12 +106,49 @@ def test_the_distillation_loss_falls_on_a_tiny_model(teacher, preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["tiny", "tiny_full"])
-def test_lcm_training_resumes_bit_for_bit(teacher, tmp_path, preset):
+@pytest.mark.parametrize(
+    "preset, sampler", [("tiny", "lcm"), ("tiny_full", "lcm"), ("tiny_multistep", "mcm")]
+)
+def test_lcm_training_resumes_bit_for_bit(teacher, tmp_path, preset, sampler):
     args = ["lcm", "--teacher", str(teacher), "--data", "shapes", "--preset", preset]
     args += ["--no-progress", "--loop.steps", "6", "--loop.ckpt_every", "3"]
     a, b, killed = straight_and_killed(args, tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     index = json.loads((killed / "model" / "model_index.json").read_text())
-    assert index["sampler"]["name"] == "lcm"
+    assert index["sampler"]["name"] == sampler
     assert index["consistency"]["timesteps"]["2"] == lcm_timesteps(2, 1000, 10)
+
+
+def test_a_multistep_map_ends_at_the_next_segment_top_and_the_last_at_the_data():
+    table = DiscreteSchedule.preset("ddpm").sigmas()
+    grid = torch.tensor(lcm_grid(1000, 10))  # 999, 899, ..., 99
+    ends = lcm.segment_ends(table, grid, lcm_timesteps(2, 1000, 10))  # tops 999, 499
+    expected = [table[499]] * 5 + [torch.tensor(0.0)] * 5
+    assert torch.equal(ends, torch.stack(expected).to(ends.dtype))
+
+
+def test_segments_must_be_the_card_steps(teacher):
+    with pytest.raises(ValueError, match="segments 3: .* sample_steps \\(2\\)"):
+        built(teacher, "tiny_multistep", segments=3)
+
+
+def test_the_exact_multistep_map_is_a_fixed_point_of_its_target():
+    """For N(mu, s^2) data the ODE runs x(sigma) = mu + (x - mu) sqrt(s^2 + sigma^2) / sqrt(s^2 +
+    sigma0^2). The x0 estimate whose DDIM step lands on the exact segment end is its own target
+    when the teacher steps exactly; one that maps to the ODE's end (LCM's) is not."""
+    mu, s = 0.7, 0.4
+    ode = lambda x, a, b: mu + (x - mu) * ((s**2 + b**2) / (s**2 + a**2)) ** 0.5  # noqa: E731
+
+    def exact(x, sigma, end):
+        return (ode(x, sigma, end) - (end / sigma) * x) / (1 - end / sigma)
+
+    x = torch.randn(64, 1, generator=torch.Generator().manual_seed(0)) * 9.0
+    sigma, sigma_next = torch.full((64,), 9.0), torch.full((64,), 7.5)
+    x_next = ode(x, 9.0, 7.5)
+    for end in (torch.full((64,), 3.0), torch.full((64,), 7.5), torch.zeros(64)):
+        d_next = exact(x_next, 7.5, end[0]) if end[0] < 7.5 else torch.zeros_like(x)
+        target = lcm.multistep_target(x, sigma, x_next, sigma_next, d_next, end)
+        assert torch.allclose(target, exact(x, 9.0, end[0]), atol=1e-4)
+    to_end = ode(x_next, 7.5, torch.tensor(0.0))  # LCM's map, read as an x0 estimate
+    target = lcm.multistep_target(x, sigma, x_next, sigma_next, to_end, torch.full((64,), 3.0))
+    assert not torch.allclose(target, exact(x, 9.0, torch.tensor(3.0)), atol=1e-2)

@@ -22,6 +22,10 @@ student itself under no_grad), and the solver DDIM or DPM-Solver++(2S). Two stud
 - "full": the whole UNet, started from the teacher, with w drawn per example in [w_min, w_max]
   and fed as an embedding (UNetConfig.guidance_embedding), so one student serves every scale in
   one pass per step. The run's `model/` is a whole model folder.
+
+`--preset multistep` (lcm.segments = S) trains either student as a multistep consistency model
+(Heek et al. 2024): the map ends at the next of the S timesteps its sampler visits, not at the
+ODE's end, and the card names the deterministic sampler `mcm` (`multistep_loss`).
 """
 
 from __future__ import annotations
@@ -94,6 +98,10 @@ class LcmConfig:
     sample_steps: int = 4  # the student's default steps (card, grids)
     # the teacher's guidance interval, adopted from its card (sigma_lo, sigma_hi); None: everywhere
     teacher_interval: tuple[float, float] | None = None
+    # 0: one consistency map to the ODE's end (LCM); S > 0: a multistep consistency model (Heek et
+    # al. 2024) whose map ends at the next of S segment boundaries (the timesteps of S steps),
+    # sampled deterministically (sampler "mcm")
+    segments: int = 0
 
 
 @dataclass
@@ -130,6 +138,13 @@ def _full() -> LcmRecipeConfig:
     return cfg
 
 
+def _multistep() -> LcmRecipeConfig:
+    """The LCM-LoRA's settings with a multistep consistency map over the card's 4 segments."""
+    cfg = _default()
+    cfg.lcm = replace(cfg.lcm, segments=cfg.lcm.sample_steps)
+    return cfg
+
+
 def _tiny() -> LcmRecipeConfig:
     """For tests: a few steps, fp32."""
     cfg = _default()
@@ -145,7 +160,20 @@ def _tiny_full() -> LcmRecipeConfig:
     return cfg
 
 
-CONFIG_PRESETS = {"default": _default, "full": _full, "tiny": _tiny, "tiny_full": _tiny_full}
+def _tiny_multistep() -> LcmRecipeConfig:
+    cfg = _tiny()
+    cfg.lcm = replace(cfg.lcm, segments=2)
+    return cfg
+
+
+CONFIG_PRESETS = {
+    "default": _default,
+    "full": _full,
+    "multistep": _multistep,
+    "tiny": _tiny,
+    "tiny_full": _tiny_full,
+    "tiny_multistep": _tiny_multistep,
+}
 
 
 def preset(name: str) -> LcmRecipeConfig:
@@ -188,6 +216,11 @@ def check(cfg: LcmRecipeConfig) -> None:
     if cfg.parameterisation == "edm":
         raise ValueError("t2i train lcm distils a discrete (VP) teacher; this one is edm")
     lcm_timesteps(c.sample_steps, 1000, c.grid_steps)  # the grid and the card's steps are valid
+    if c.segments and c.segments != c.sample_steps:
+        raise ValueError(
+            f"lcm.segments {c.segments}: a multistep student samples one step per segment, so "
+            f"give segments = sample_steps ({c.sample_steps}), or 0 for a one-segment LCM"
+        )
 
 
 class Student(nn.Module):
@@ -229,7 +262,8 @@ def build(cfg: LcmRecipeConfig, args: argparse.Namespace) -> Recipe:
             f"t2i train lcm distils a discrete (VP) teacher, not {cfg.parameterisation}"
         )
     roles = Roles(cfg, holder, parts["text"], denoiser)
-    loss = lcm_loss(cfg, encode, roles, denoiser.sigmas)
+    make_loss = multistep_loss if cfg.lcm.segments else lcm_loss
+    loss = make_loss(cfg, encode, roles, denoiser.sigmas)
     prompts = list(cfg.sample_prompts) or diffusion.first_captions(parts["dataset"], 8)
     config = {**diffusion.public_config(cfg), "data": parts["data_name"]}
     if parts["ae_record"] is not None:
@@ -287,6 +321,12 @@ class Roles:
         fn = self.f_student if which == "student" else self.f_target
         return fn(x, sigma, **cond, **extra)
 
+    def d(self, which: str, x, sigma, w, cond: dict) -> torch.Tensor:
+        """The student's or target's own denoiser D(x, sigma): a multistep map's x0 estimate."""
+        extra = {"guidance": w} if self.full else {}
+        fn = self.student if which == "student" else self.target
+        return fn(x, sigma, **cond, **extra)
+
     def update_target(self) -> None:
         if self.holder.target is not None:
             ema_update(self.holder.target, self.holder.student, self.cfg.lcm.target_ema)
@@ -325,14 +365,28 @@ def distance(cfg: LcmRecipeConfig, a: torch.Tensor, b: torch.Tensor) -> torch.Te
     return (diff.pow(2).sum(1) + c * c).sqrt() - c
 
 
-def lcm_loss(cfg: LcmRecipeConfig, encode, roles: Roles, table: torch.Tensor):
-    """The consistency distillation loss of a batch; draws (grid index, w, noise) in a fixed
-    order from the step's generator, so a resumed run repeats the straight run's steps."""
+@dataclass
+class TeacherStep:
+    """One batch's draws and the teacher's solver step from (x, sigma) to (x_next, sigma_next)."""
+
+    n: torch.Tensor  # grid index per example
+    w: torch.Tensor
+    cond: dict
+    x: torch.Tensor
+    sigma: torch.Tensor
+    x_next: torch.Tensor
+    sigma_next: torch.Tensor
+
+
+def teacher_steps(cfg: LcmRecipeConfig, encode, roles: Roles, table: torch.Tensor):
+    """batch, rng -> TeacherStep: draws (grid index, w, noise) in a fixed order from the step's
+    generator, so a resumed run repeats the straight run's steps, and moves the target network
+    after each optimiser update."""
     c = cfg.lcm
     grid = torch.tensor(lcm_grid(len(table), c.grid_steps))
     k = len(table) // c.grid_steps
 
-    def loss(batch: dict, rng) -> torch.Tensor:
+    def step(batch: dict, rng) -> TeacherStep:
         if rng.micro == 0 and torch.is_grad_enabled():  # the target follows the last update
             roles.update_target()
         x0 = batch["x0"]
@@ -352,8 +406,66 @@ def lcm_loss(cfg: LcmRecipeConfig, encode, roles: Roles, table: torch.Tensor):
                 return guided_teacher(roles, x_, s_, w, cond, uncond, c.teacher_interval)
 
             x_next = solver_step(c.solver, teacher, x, sigma, sigma_next)
-            target = roles.f("target", x_next, sigma_next, w, cond)
-        pred = roles.f("student", x, sigma, w, cond)
+        return TeacherStep(n, w, cond, x, sigma, x_next, sigma_next)
+
+    return step
+
+
+def lcm_loss(cfg: LcmRecipeConfig, encode, roles: Roles, table: torch.Tensor):
+    """The consistency distillation loss of a batch: the student's map to the ODE's end from
+    (x, sigma) against the target's from the teacher's next point."""
+    steps = teacher_steps(cfg, encode, roles, table)
+
+    def loss(batch: dict, rng) -> torch.Tensor:
+        s = steps(batch, rng)
+        with torch.no_grad():
+            target = roles.f("target", s.x_next, s.sigma_next, s.w, s.cond)
+        pred = roles.f("student", s.x, s.sigma, s.w, s.cond)
+        return distance(cfg, pred, target).mean()
+
+    return loss
+
+
+def segment_ends(table: torch.Tensor, grid: torch.Tensor, tops: list[int]) -> torch.Tensor:
+    """For each grid timestep, the sigma its multistep consistency map ends at: the highest
+    segment top strictly below it, or 0 in the lowest segment (the ODE's end)."""
+    below = [[top for top in tops if top < t] for t in grid.tolist()]
+    return torch.stack([table[max(b)] if b else table.new_zeros(()) for b in below])
+
+
+def ddim_to(x, sigma, d, sigma_end) -> torch.Tensor:
+    """The DDIM (sigma-space Euler) step from x at sigma to sigma_end with x0 estimate d."""
+    r = append_dims(sigma_end / sigma, x.ndim)
+    return r * x + (1 - r) * d
+
+
+def multistep_target(x, sigma, x_next, sigma_next, d_next, sigma_end) -> torch.Tensor:
+    """The x0 estimate at (x, sigma) whose DDIM step to sigma_end lands where the target's does
+    from the teacher's next point (x_next, sigma_next): at the segment's end (sigma_next =
+    sigma_end) the teacher step's own x0, in the lowest segment (sigma_end = 0) d_next."""
+    landing = ddim_to(x_next, sigma_next, d_next, sigma_end)
+    r = append_dims(sigma_end / sigma, x.ndim)
+    return (landing - r * x) / (1 - r)
+
+
+def multistep_loss(cfg: LcmRecipeConfig, encode, roles: Roles, table: torch.Tensor):
+    """Multistep consistency distillation (Heek et al. 2024): the student's x0 estimate D, taken
+    by DDIM from x at sigma to its segment's end sigma_e, must land where the teacher's solver
+    step followed by the target's DDIM jump lands. Compared as x0 estimates: the target's is the
+    x0 whose DDIM step from x reaches that point. A DDIM step to the point itself is the
+    identity, so the boundary condition needs no c_skip; with one segment this is LCM's target.
+    Draws what lcm_loss draws, in the same order."""
+    c = cfg.lcm
+    grid = torch.tensor(lcm_grid(len(table), c.grid_steps))
+    ends = segment_ends(table, grid, lcm_timesteps(c.segments, len(table), c.grid_steps))
+    steps = teacher_steps(cfg, encode, roles, table)
+
+    def loss(batch: dict, rng) -> torch.Tensor:
+        s = steps(batch, rng)
+        with torch.no_grad():
+            d_next = roles.d("target", s.x_next, s.sigma_next, s.w, s.cond).float()
+            target = multistep_target(s.x, s.sigma, s.x_next, s.sigma_next, d_next, ends[s.n])
+        pred = roles.d("student", s.x, s.sigma, s.w, s.cond)
         return distance(cfg, pred, target).mean()
 
     return loss
@@ -369,10 +481,12 @@ def student_index(cfg: LcmRecipeConfig, teacher: str) -> dict:
     c = cfg.lcm
     full = c.adapter == "full"
     w_default = min(max(cfg.guidance_scale, c.w_min), c.w_max) if full else 1.0
+    sampler = "mcm" if c.segments else "lcm"
     return {
-        "sampler": {"name": "lcm", "steps": c.sample_steps, "guidance_scale": w_default},
+        "sampler": {"name": sampler, "steps": c.sample_steps, "guidance_scale": w_default},
         "consistency": {
-            "method": "lcm" if full else "lcm-lora",
+            "method": ("mcm" if c.segments else "lcm") + ("" if full else "-lora"),
+            "segments": c.segments or 1,
             "teacher": teacher,
             "grid_steps": c.grid_steps,
             "solver": c.solver,
