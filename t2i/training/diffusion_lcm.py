@@ -347,13 +347,11 @@ def guided_teacher(roles: Roles, x, sigma, w, cond: dict, uncond: dict, interval
 def solver_step(solver: str, denoise, x, sigma, sigma_next) -> torch.Tensor:
     """One step of the probability-flow ODE from sigma to sigma_next (> 0), in sigma-space:
     DDIM (= DPM-Solver++ 1st order), or DPM-Solver++(2S) with its midpoint in log sigma."""
-    ratio = append_dims(sigma_next / sigma, x.ndim)
     d = denoise(x, sigma)
     if solver == "dpmpp_2s":
         sigma_mid = (sigma * sigma_next).sqrt()
-        r_mid = append_dims(sigma_mid / sigma, x.ndim)
-        d = denoise(r_mid * x + (1 - r_mid) * d, sigma_mid)
-    return ratio * x + (1 - ratio) * d
+        d = denoise(ddim_to(x, sigma, d, sigma_mid), sigma_mid)
+    return ddim_to(x, sigma, d, sigma_next)
 
 
 def distance(cfg: LcmRecipeConfig, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
