@@ -135,6 +135,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="the model's default guidance scale (default: the run's --guidance_scale)",
     )
     p.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="export the checkpoint of this step (one --loop.keep_ckpts kept), not the newest",
+    )
+    p.add_argument(
         "--base",
         default=None,
         help="an upscaler run (--low_res): the base model folder that draws its small images; "
@@ -148,7 +154,13 @@ def _export(args: argparse.Namespace) -> int:
 
     print(
         export_run(
-            args.run, args.out, args.dtype, args.data, base=args.base, guidance=args.guidance
+            args.run,
+            args.out,
+            args.dtype,
+            args.data,
+            base=args.base,
+            guidance=args.guidance,
+            step=args.step,
         )
     )
     return 0

@@ -33,6 +33,30 @@ def test_export_of_a_run_gives_the_ema_weights_in_fp16_with_a_data_card(tmp_path
     assert images[0].size == (16, 16)
 
 
+def test_export_of_a_step_gives_that_checkpoint_and_names_the_kept_steps_when_absent(
+    tmp_path, capsys
+):
+    run, out = tmp_path / "run", tmp_path / "model"
+    argv = ["train", "diffusion", "--data", "shapes", "--preset", "tiny", "--out", str(run)]
+    keep = ["--loop.ckpt_every", "4", "--loop.keep_ckpts", "3", "--loop.sample_every", "0"]
+    assert main([*argv, *keep, "--no-progress"]) == 0
+    assert main(["export", str(run), "--out", str(out), "--step", "4"]) == 0
+
+    tensors, _ = state.load_checkpoint(run / "checkpoints" / "ckpt-000004")
+    newest, _ = state.load_checkpoint(run / "checkpoints" / "ckpt-000008")
+    exported = read_safetensors(out / "unet" / "model.safetensors")
+    for name, value in exported.items():
+        assert torch.equal(value, tensors[f"ema.{name}"].to(torch.float16)), name
+    assert any(not torch.equal(tensors[k], newest[k]) for k in tensors if k.startswith("ema."))
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["training"]["steps"] == 4
+
+    assert main(["export", str(run), "--out", str(tmp_path / "m"), "--step", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint of step 5" in err and "steps kept: 4, 8" in err
+    assert not (tmp_path / "m").exists()
+
+
 def test_export_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "checkpoints").mkdir()
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "m")]) == 2

@@ -14,7 +14,15 @@ from torch.utils.data import IterableDataset
 
 from t2i.training import state
 from t2i.training.config import LoopConfig, OptimConfig, apply_overrides, parse_dotted_args
-from t2i.training.loop import Recipe, TrainingDiverged, data_indices, lr_at, seed_everything, train
+from t2i.training.loop import (
+    Recipe,
+    TrainingDiverged,
+    check_configs,
+    data_indices,
+    lr_at,
+    seed_everything,
+    train,
+)
 
 
 class Stream(IterableDataset):
@@ -150,6 +158,27 @@ def test_lr_schedule():
     assert lr_at(optim, 100, 100) == pytest.approx(0.1)
     optim.schedule = "constant"
     assert lr_at(optim, 99, 100) == 1.0
+
+
+def test_a_run_stopped_early_on_a_longer_cosine_is_that_runs_checkpoint(tmp_path):
+    """optim.decay_steps: a stage that ships step 4 of an 8-step schedule reproduces it."""
+    from t2i.cli import main
+
+    argv = ["train", "diffusion", "--data", "shapes", "--preset", "tiny", "--no-progress"]
+    keep = ["--loop.ckpt_every", "4", "--loop.keep_ckpts", "3", "--loop.sample_every", "0"]
+    assert main([*argv, *keep, "--out", str(tmp_path / "long")]) == 0
+    short = ["--loop.steps", "4", "--optim.decay_steps", "8", "--out", str(tmp_path / "short")]
+    assert main([*argv, *keep, *short]) == 0
+    a, _ = state.load_checkpoint(tmp_path / "long" / "checkpoints" / "ckpt-000004")
+    b, _ = state.load_checkpoint(tmp_path / "short" / "checkpoints" / "ckpt-000004")
+    weights = [k for k in a if k.startswith(("model.", "ema."))]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights)
+    # without the longer cosine the same 4 steps decay faster, to other weights
+    assert main([*argv, *keep, "--loop.steps", "4", "--out", str(tmp_path / "own")]) == 0
+    c, _ = state.load_checkpoint(tmp_path / "own" / "checkpoints" / "ckpt-000004")
+    assert any(not torch.equal(a[k], c[k]) for k in weights)
+    with pytest.raises(ValueError, match="decay_steps -1"):
+        check_configs(LoopConfig(), OptimConfig(decay_steps=-1), 1)
 
 
 def test_overrides_convert_and_reject():

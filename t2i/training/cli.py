@@ -380,9 +380,10 @@ def export_run(
     ema: bool = True,
     base: str | Path | None = None,
     guidance: float | None = None,
+    step: int | None = None,
 ) -> Path:
-    """The newest complete checkpoint of a run -> a model folder at `out` (`t2i export`); the
-    run's recipe (from the checkpoint) writes it.
+    """The newest complete checkpoint of a run (or that of `step`) -> a model folder at `out`
+    (`t2i export`); the run's recipe (from the checkpoint) writes it.
 
     data: the run's `--data`, for the data card (runs record it; give it for older runs).
     ema: export the EMA weights (when the run keeps them), else the raw trained weights.
@@ -391,9 +392,12 @@ def export_run(
     guidance: the folder's default guidance scale instead of the run's (a cascade's base stages
     sample with their own default: a 1 px stage wants 1).
     """
-    from t2i.training.export import latest
+    from t2i.training.export import at_step, latest
 
-    found, tensors, meta = latest(run_dir, dtype)
+    if step is None:
+        found, tensors, meta = latest(run_dir, dtype)
+    else:
+        found, tensors, meta = at_step(run_dir, step, dtype)
     name = meta.get("recipe")
     if name not in EXPORTED:
         raise ValueError(f"{found}: recipe {name!r}; export handles {', '.join(EXPORTED)}")

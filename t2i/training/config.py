@@ -21,6 +21,7 @@ class OptimConfig:
     schedule: str = "cosine"  # "cosine" (warmup then cosine to min_lr_ratio*lr) or "constant"
     warmup_steps: int = 100  # linear warmup from 0; 0 means start at full lr
     min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    decay_steps: int = 0  # the cosine's length in steps; 0 = loop.steps (a run may stop before)
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     ema_decay: float = 0.999  # 0 disables the EMA (the export then uses the raw weights)
 

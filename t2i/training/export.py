@@ -86,13 +86,31 @@ def add_training_card(folder: Path, run_dir: Path, checkpoint: Path) -> None:
 
 def latest(run_dir: str | Path, dtype: str) -> tuple[Path, dict, dict]:
     """(the newest complete checkpoint of a run, its tensors, its meta); dtype is checked."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
+    check_dtype(dtype)
     loaded = state.load_latest(Path(run_dir) / "checkpoints")  # past a damaged newest one
     if loaded is None:
         raise FileNotFoundError(f"no complete checkpoint in {Path(run_dir) / 'checkpoints'}")
     found, tensors, meta, _ = loaded
     return found, tensors, meta
+
+
+def at_step(run_dir: str | Path, step: int, dtype: str) -> tuple[Path, dict, dict]:
+    """(the run's checkpoint of `step`, its tensors, its meta): an earlier point of a run than its
+    newest, kept by `--loop.keep_ckpts`. A step with no checkpoint names the steps that have one."""
+    check_dtype(dtype)
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    path = ckpt_dir / f"ckpt-{step:06d}"
+    if not (path / state.TENSORS).is_file():
+        kept = sorted(int(p.name[5:]) for p in ckpt_dir.glob("ckpt-[0-9]*") if p.name[5:].isdigit())
+        have = ", ".join(map(str, kept)) or "none"
+        raise FileNotFoundError(f"no checkpoint of step {step} in {ckpt_dir}; steps kept: {have}")
+    tensors, meta = state.load_checkpoint(path)
+    return path, tensors, meta
+
+
+def check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
 
 
 def model_weights(tensors: dict[str, torch.Tensor], ema: bool = True) -> dict[str, torch.Tensor]:

@@ -178,6 +178,8 @@ def check_configs(loop: LoopConfig, optim: OptimConfig, world_size: int) -> None
         raise ValueError(f"unknown optim.schedule {optim.schedule!r}; choose from cosine, constant")
     if loop.steps < 1 or loop.batch_size < 1 or loop.grad_accum < 1:
         raise ValueError("loop.steps, loop.batch_size and loop.grad_accum must be >= 1")
+    if optim.decay_steps < 0:
+        raise ValueError(f"optim.decay_steps {optim.decay_steps} must be >= 0 (0: loop.steps)")
     if loop.batch_size % (loop.grad_accum * world_size):
         raise ValueError(
             f"loop.batch_size {loop.batch_size} must divide by loop.grad_accum {loop.grad_accum}"
@@ -366,7 +368,7 @@ def _scaled_groups(model: nn.Module, groups: list[dict], lr_scale) -> list[dict]
 
 def _step(wrapped, model, opt, batches, loop, optim, world, step):
     """One optimizer step over loop.grad_accum micro-batches; returns (loss, grad norm, lr)."""
-    lr = lr_at(optim, step, loop.steps)
+    lr = lr_at(optim, step, optim.decay_steps or loop.steps)
     for group in opt.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     micro = loop.batch_size // loop.grad_accum
